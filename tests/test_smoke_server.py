@@ -1,0 +1,9 @@
+from mlflow.tracking import MlflowClient
+
+
+def test_mlflow_server_fixture(mlflow_server: str) -> None:
+    client = MlflowClient(tracking_uri=mlflow_server)
+    exp = client.create_experiment("smoke")
+    run = client.create_run(exp)
+    client.log_metric(run.info.run_id, "m", 1.0)
+    assert client.get_run(run.info.run_id).data.metrics == {"m": 1.0}
