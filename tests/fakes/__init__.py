@@ -1,0 +1,1 @@
+"""Fakes of Windows-only things (py.exe, pyenv-win layout) built from their documented behaviour."""
