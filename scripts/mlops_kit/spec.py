@@ -102,8 +102,9 @@ def parse_spec(text: str, *, source: Path) -> StageSpec:
         venv_name=_venv_name(data, err),
         packages=_packages(data, err),
         kernel_display_name=_text(data, "kernel_display_name", err),
-        index_url=_optional_text(data, "index_url", err),
-        extra_index_urls=_optional_list(data, "extra_index_urls", err),
+        index_url=_index_url(_optional_text(data, "index_url", err), "index_url", err),
+        extra_index_urls=tuple(_index_url(u, "extra_index_urls", err)
+                               for u in _optional_list(data, "extra_index_urls", err)),
         description=_optional_text(data, "description", err),
         source=source,
         text=text,
@@ -167,7 +168,8 @@ def _kind(value: Any) -> str:
 def _text(data: dict[str, Any], name: str, err: Callable[[str, str], BadInput]) -> str:
     value = data[name]
     if name == "python_version" and isinstance(value, (int, float)) and not isinstance(value, bool):
-        raise err(name, f"must be a quoted string such as \"{value}\" (YAML reads an unquoted 3.10 as the number 3.1)")
+        raise err(name, f"must be a quoted string: YAML read the unquoted value as the number {value} "
+                        "(write it with quotes, e.g. python_version: \"3.10\"; unquoted 3.10 becomes 3.1)")
     if not isinstance(value, str):
         raise err(name, f"must be a string, got {_kind(value)}")
     if not value.strip():
@@ -186,6 +188,14 @@ def _optional_list(data: dict[str, Any], name: str, err: Callable[[str, str], Ba
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
         raise err(name, "must be a list of non-empty strings")
     return tuple(v.strip() for v in value)
+
+
+def _index_url(value: str | None, name: str, err: Callable[[str, str], BadInput]) -> str | None:
+    """An index is one URL (or path) handed to the installer as an option's value, never an option itself."""
+    if value is not None and (value.startswith("-") or any(ch.isspace() for ch in value)):
+        raise err(name, f"{value!r} must be a single index URL such as https://pypi.org/simple "
+                        "(no installer options, no spaces)")
+    return value
 
 
 def _name(data: dict[str, Any], name: str, pattern: re.Pattern[str], err: Callable[[str, str], BadInput]) -> str:
