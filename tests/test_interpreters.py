@@ -126,6 +126,14 @@ def test_explicit_python_version_mismatch_is_bad_input(pythons: dict[str, Path])
     assert "--python" in message and "3.12" in message and "3.10" in message and "\n" not in message
 
 
+def test_explicit_python_as_a_name_on_path(pythons: dict[str, Path], tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    link_python(tmp_path / "bin" / "python3.10", pythons["3.10"])
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    interp = find_python(req("3.10"), explicit=Path("python3.10"))
+    assert interp.path == tmp_path / "bin" / "python3.10" and interp.source == "--python"
+
+
 @pytest.mark.parametrize("kind", ["missing", "folder", "not-python"])
 def test_explicit_python_that_does_not_work_is_bad_input(tmp_path: Path, kind: str) -> None:
     path = {"missing": tmp_path / "nope" / "python",

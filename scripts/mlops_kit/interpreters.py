@@ -232,6 +232,8 @@ def _py_launcher() -> Source:
         result = proc.run([exe, "-0p"], check=False, timeout=_PROBE_TIMEOUT)
     except (proc.CommandError, OSError):
         return Source("py launcher", f"py launcher {exe} (did not run)")
+    # launcher2.c writes UTF-8 (_O_U8TEXT); the old launcher writes the console code page, so a non-ASCII path
+    # may come back mangled: it then fails to run and is skipped, and pyenv-win / PATH still get searched.
     paths = tuple(Path(path) for _tag, path in parse_py_list(result.stdout))
     if not paths and result.returncode not in (0, *_PY_NO_PYTHON_CODES):
         return Source("py launcher", f"'{exe} -0p' (failed with exit code {result.returncode})")
