@@ -1,0 +1,354 @@
+"""mlops_kit.envs: layout, freeze/index inputs, and real venv builds with uv and pip on several pyenv Pythons."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mlops_kit import envs, kernel
+from mlops_kit.errors import BadInput, EnvBuildError
+from mlops_kit.interpreters import Interpreter, inspect_interpreter
+from mlops_kit.spec import parse_spec
+
+CONTRACT_KEYS = {"schema", "stage", "venv_name", "venv_path", "venv_python", "kernel_name", "kernel_display_name",
+                 "python", "platform", "installer", "spec_hash", "cache_key", "created_at", "toolkit", "packages"}
+
+
+def make_spec(folder: Path, *, packages: tuple[str, ...] = ("six",), python: str = "3.12", name: str = "stage-venv",
+              display: str = "Stage (test)", extra: str = ""):
+    """Write ``folder/spec.yaml`` and return the parsed spec."""
+    text = (f"stage: demo\npython_version: \"{python}\"\nvenv_name: {name}\n"
+            f"packages:\n" + "".join(f"  - \"{p}\"\n" for p in packages)
+            + f"kernel_display_name: \"{display}\"\n" + extra)
+    path = folder / "spec.yaml"
+    path.write_text(text, encoding="utf-8")
+    return parse_spec(text, source=path)
+
+
+def interp(path: Path) -> Interpreter:
+    found = inspect_interpreter(path, source="pyenv")
+    assert found is not None, path
+    return found
+
+
+class Recorder:
+    """An ``echo`` that keeps every message (installer output included)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def venv_run(venv: Path, code: str) -> str:
+    return subprocess.run([str(envs.venv_python(venv)), "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+# ---------------------------------------------------------------------------------------------------- layout
+
+
+def test_layout_posix_and_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    venv = Path("/venvs/ingest")
+    assert envs.venv_python(venv) == venv / "bin" / "python"
+    monkeypatch.setattr(envs, "_PLATFORM", "win32")
+    assert envs.venv_bin_dir(venv) == venv / "Scripts"
+    assert envs.venv_python(venv) == venv / "Scripts" / "python.exe"
+
+
+def test_default_venv_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert envs.default_venv_root() == tmp_path / "xdg" / "mlops_kit" / "venvs"
+    monkeypatch.setattr(envs, "_PLATFORM", "win32")
+    monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "Local"))
+    assert envs.default_venv_root() == tmp_path / "Local" / "mlops_kit" / "venvs"
+
+
+def test_refuse_unowned(tmp_path: Path) -> None:
+    envs.refuse_unowned(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    envs.refuse_unowned(tmp_path / "empty")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "data.csv").write_text("precious")
+    with pytest.raises(BadInput, match=r"theirs: exists but was not created by create_venv.py"):
+        envs.refuse_unowned(theirs)
+    (theirs / envs.MARKER).write_text("{}")
+    envs.refuse_unowned(theirs)
+
+
+def test_read_env_missing_is_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match=r"not a venv built by create_venv.py \(no audit/env.json\)"):
+        envs.read_env(tmp_path)
+    (tmp_path / "audit").mkdir()
+    (tmp_path / "audit" / "env.json").write_text("{not json")
+    with pytest.raises(BadInput, match="unreadable venv record"):
+        envs.read_env(tmp_path)
+
+
+def test_rmtree_clears_read_only(tmp_path: Path) -> None:
+    tree = tmp_path / "tree" / "sub"
+    tree.mkdir(parents=True)
+    (tree / "ro.txt").write_text("x")
+    os.chmod(tree / "ro.txt", 0o444)
+    envs._rmtree(tmp_path / "tree")
+    assert not (tmp_path / "tree").exists()
+
+
+# ---------------------------------------------------------------------------------------------------- inputs
+
+
+def test_read_freeze_accepts_pins_and_direct_references(tmp_path: Path) -> None:
+    path = tmp_path / "pip_freeze.txt"
+    path.write_text("# frozen\nsix==1.16.0\ntomli===2.0.1  # comment\n\npkg @ https://example.org/pkg-1.0.whl\n")
+    pins = envs.read_freeze(path)
+    assert pins.requirements == ("six==1.16.0", "tomli===2.0.1", "pkg @ https://example.org/pkg-1.0.whl")
+    path.write_text("pkg @ https://example.org/pkg-1.0.whl\nsix==1.16.0\ntomli===2.0.1\n")
+    assert envs.read_freeze(path).sha256 == pins.sha256  # order does not change what is installed
+
+
+@pytest.mark.parametrize(("line", "problem"), [
+    ("six", "not pinned to one version"),
+    ("six>=1.0", "not pinned to one version"),
+    ("six==1.*", "not pinned to one version"),
+    ("-e git+https://example.org/x.git#egg=x", "editable"),
+    ("--index-url https://example.org/simple", "installer options"),
+    ("this is not a requirement", "not a requirement"),
+])
+def test_read_freeze_refuses_garbage_naming_file_and_line(tmp_path: Path, line: str, problem: str) -> None:
+    path = tmp_path / "freeze.txt"
+    path.write_text(f"six==1.16.0\n{line}\n")
+    with pytest.raises(BadInput, match=rf"freeze.txt: line 2: .*{problem}"):
+        envs.read_freeze(path)
+
+
+def test_read_freeze_missing_or_empty(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="freeze file not found"):
+        envs.read_freeze(tmp_path / "nope.txt")
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(BadInput, match="lists no packages"):
+        envs.read_freeze(tmp_path / "empty.txt")
+
+
+def test_index_settings_spec_wins_then_environment(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, extra="index_url: https://u:secret@mirror.corp/simple\n"
+                                      "extra_index_urls: [https://internal.corp/simple]\n")
+    env = {"PIP_INDEX_URL": "https://other/simple"}
+    got = envs.index_settings(spec, env)
+    assert (got.url, got.extra_urls, got.origin) == ("https://u:secret@mirror.corp/simple",
+                                                     ("https://internal.corp/simple",), "spec")
+    assert got.masked()["url"] == "https://***@mirror.corp/simple"
+    plain = make_spec(tmp_path)
+    got = envs.index_settings(plain, {"PIP_INDEX_URL": "https://a/simple", "PIP_EXTRA_INDEX_URL": "https://b https://c",
+                                      "UV_INDEX": "https://b"})
+    assert (got.url, got.extra_urls, got.origin) == ("https://a/simple", ("https://b", "https://c"), "environment")
+    assert envs.index_settings(plain, {}).origin == "installer default"
+
+
+def test_installer_env_spells_index_for_each_installer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UV_INDEX_URL", "https://stale/simple")
+    index = envs.IndexSettings("https://a/simple", ("https://b/simple", "https://c/simple"), "spec")
+    uv_env = envs._installer_env("uv", index)
+    assert uv_env["UV_DEFAULT_INDEX"] == "https://a/simple"
+    assert uv_env["UV_INDEX"] == "https://b/simple https://c/simple"
+    assert "UV_INDEX_URL" not in uv_env
+    pip_env = envs._installer_env("pip", index)
+    assert pip_env["PIP_INDEX_URL"] == "https://a/simple"
+    assert pip_env["PIP_EXTRA_INDEX_URL"] == "https://b/simple https://c/simple"
+
+
+def test_ensure_env_bad_installer_or_scope(tmp_path: Path, pythons: dict[str, Path]) -> None:
+    spec = make_spec(tmp_path)
+    with pytest.raises(BadInput, match="--installer 'conda'"):
+        envs.ensure_env(spec, venv_root=tmp_path, interpreter=interp(pythons["3.12"]), installer="conda")
+    with pytest.raises(BadInput, match="--kernel-scope 'global'"):
+        envs.ensure_env(spec, venv_root=tmp_path, interpreter=interp(pythons["3.12"]), kernel_scope="global")
+
+
+# ---------------------------------------------------------------------------------------------------- real builds
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("minor", ["3.8", "newest"])
+def test_build_on_real_pythons_audit_bundle(tmp_path: Path, pythons: dict[str, Path], minor: str) -> None:
+    minor = max(pythons, key=lambda v: tuple(map(int, v.split(".")))) if minor == "newest" else minor
+    base = interp(pythons[minor])
+    spec = make_spec(tmp_path, packages=("six", "tomli"), python=minor)
+    echo = Recorder()
+    result = envs.ensure_env(spec, venv_root=tmp_path / "venvs", interpreter=base, echo=echo)
+    venv = tmp_path / "venvs" / "stage-venv"
+    assert (result.action, result.venv_dir, result.python) == ("built", venv, venv / "bin" / "python")
+    assert "building" in echo.text and "Installed" in echo.text  # installer output streamed through echo
+    data = json.loads((venv / "audit" / "env.json").read_text())
+    assert CONTRACT_KEYS <= set(data)
+    assert data["python"]["version"] == base.version_text and data["installer"]["name"] == "uv"
+    assert data["venv_python"] == str(venv / "bin" / "python") and data["kernel_name"] == "stage-venv"
+    assert data["toolkit"]["git_sha"] != "" and data["created_at"].endswith("+00:00")
+    assert (venv / "audit" / "spec.yaml").read_text() == spec.text
+    freeze = (venv / "audit" / "pip_freeze.txt").read_text()
+    assert all(line.count("==") == 1 for line in freeze.splitlines() if line)
+    assert {"six", "tomli", "ipykernel", "pip"} <= {line.split("==")[0] for line in freeze.splitlines()}
+    assert venv_run(venv, "import sys; print('%d.%d.%d' % sys.version_info[:3])") == base.version_text
+    assert "pip" in venv_run(venv, "import subprocess, sys; print(subprocess.check_output([sys.executable, '-m', "
+                                   "'pip', '--version'], text=True))")
+    assert (venv / envs.MARKER).is_file() and envs.read_env(venv).cache_key == data["cache_key"]
+
+
+@pytest.fixture()
+def built(tmp_path: Path, pythons: dict[str, Path]):
+    """A real venv (uv, Python 3.12) built once for the test; returns (spec, interpreter, root)."""
+    spec = make_spec(tmp_path)
+    base = interp(pythons["3.12"])
+    root = tmp_path / "venv root"
+    envs.ensure_env(spec, venv_root=root, interpreter=base, echo=Recorder())
+    return spec, base, root
+
+
+@pytest.mark.slow
+def test_unchanged_spec_is_reused_without_install(built) -> None:
+    spec, base, root = built
+    before = (root / "stage-venv" / "audit" / "env.json").read_text()
+    echo = Recorder()
+    result = envs.ensure_env(spec, venv_root=root, interpreter=base, echo=echo)
+    assert result.action == "reused"
+    assert echo.lines == [f"reusing {root / 'stage-venv'} (spec and interpreter unchanged)"]
+    assert (root / "stage-venv" / "audit" / "env.json").read_text() == before
+
+
+@pytest.mark.slow
+def test_changed_packages_python_request_and_force_rebuild(built, tmp_path: Path) -> None:
+    spec, base, root = built
+    echo = Recorder()
+    more = make_spec(tmp_path, packages=("six", "tomli"))
+    result = envs.ensure_env(more, venv_root=root, interpreter=base, echo=echo)
+    assert (result.action, result.reason) == ("rebuilt", "package list changed (+tomli)")
+    assert "rebuilding" in echo.lines[0] and "package list changed (+tomli)" in echo.lines[0]
+    assert "tomli" in (root / "stage-venv" / "audit" / "pip_freeze.txt").read_text()
+    request = make_spec(tmp_path, packages=("six", "tomli"), python=">=3.12,<3.13")
+    result = envs.ensure_env(request, venv_root=root, interpreter=base, echo=echo)
+    assert result.reason == "Python request changed ('3.12' -> '>=3.12,<3.13')"
+    result = envs.ensure_env(request, venv_root=root, interpreter=base, force=True, echo=echo)
+    assert (result.action, result.reason) == ("rebuilt", "--force given")
+
+
+@pytest.mark.slow
+def test_changed_interpreter_rebuilds(built, pythons: dict[str, Path], tmp_path: Path) -> None:
+    spec, base, root = built
+    wide = make_spec(tmp_path, python=">=3.11")
+    envs.ensure_env(wide, venv_root=root, interpreter=base, echo=Recorder())
+    other = interp(pythons["3.11"])
+    result = envs.ensure_env(wide, venv_root=root, interpreter=other, echo=Recorder())
+    assert result.action == "rebuilt" and "interpreter changed (3.12" in result.reason
+    assert result.record.python_version == other.version_text
+
+
+@pytest.mark.slow
+def test_health_check_failure_rebuilds_with_reason(built) -> None:
+    spec, base, root = built
+    venv = root / "stage-venv"
+    env_json = venv / "audit" / "env.json"
+    data = json.loads(env_json.read_text())
+    data["python"]["version"] = "3.12.0"
+    env_json.write_text(json.dumps(data))
+    assert "reports Python" in envs.health_check(venv, envs.read_env(venv))
+    result = envs.ensure_env(spec, venv_root=root, interpreter=base, echo=Recorder())
+    assert result.action == "rebuilt"
+    assert result.reason == f"health check failed: its interpreter reports Python {base.version_text}, recorded 3.12.0 (base Python upgraded?)"
+    python = venv / "bin" / "python"
+    python.unlink()
+    python.symlink_to(root / "removed-base" / "python3.12")  # the base Python was uninstalled
+    result = envs.ensure_env(spec, venv_root=root, interpreter=base, echo=Recorder())
+    assert result.action == "rebuilt" and "is missing (base Python" in result.reason
+    assert envs.health_check(venv, result.record) is None
+
+
+@pytest.mark.slow
+def test_half_built_venv_is_rebuilt(built) -> None:
+    spec, base, root = built
+    (root / "stage-venv" / "audit" / "env.json").unlink()  # as if killed before the completion marker
+    with pytest.raises(BadInput, match="not a venv built by create_venv.py"):
+        envs.read_env(root / "stage-venv")
+    result = envs.ensure_env(spec, venv_root=root, interpreter=base, echo=Recorder())
+    assert (result.action, result.reason) == ("rebuilt", "a previous build did not finish (no audit/env.json)")
+
+
+@pytest.mark.slow
+def test_failed_install_exit_4_leaves_incomplete_then_rebuilds(tmp_path: Path, pythons: dict[str, Path]) -> None:
+    base = interp(pythons["3.12"])
+    root = tmp_path / "venvs"
+    bad = make_spec(tmp_path, packages=("six==0.0.0.1",))
+    with pytest.raises(EnvBuildError, match="installing packages with uv failed.*marked incomplete") as info:
+        envs.ensure_env(bad, venv_root=root, interpreter=base, echo=Recorder())
+    assert info.value.exit_code == 4 and "\n" not in str(info.value)
+    venv = root / "stage-venv"
+    assert (venv / envs.MARKER).is_file() and not (venv / "audit" / "env.json").exists()
+    result = envs.ensure_env(make_spec(tmp_path), venv_root=root, interpreter=base, echo=Recorder())
+    assert result.action == "rebuilt" and "did not finish" in result.reason
+
+
+@pytest.mark.slow
+def test_unrelated_folder_is_refused_and_untouched(tmp_path: Path, pythons: dict[str, Path]) -> None:
+    theirs = tmp_path / "venvs" / "stage-venv"
+    theirs.mkdir(parents=True)
+    (theirs / "notes.txt").write_text("mine")
+    with pytest.raises(BadInput, match="not created by create_venv.py"):
+        envs.ensure_env(make_spec(tmp_path), venv_root=tmp_path / "venvs", interpreter=interp(pythons["3.12"]),
+                        force=True)
+    assert [p.name for p in theirs.iterdir()] == ["notes.txt"] and (theirs / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_from_freeze_recreates_exact_versions_and_audit_copy(built, tmp_path: Path) -> None:
+    spec, base, root = built
+    frozen = (root / "stage-venv" / "audit" / "pip_freeze.txt").read_text().splitlines()
+    freeze = tmp_path / "pip_freeze.txt"
+    freeze.write_text("\n".join("six==1.16.0" if line.startswith("six==") else line for line in frozen) + "\n")
+    result = envs.ensure_env(spec, venv_root=root, interpreter=base, from_freeze=freeze, echo=Recorder(),
+                             audit_dir=tmp_path / "artifacts" / "audit")
+    assert result.action == "rebuilt" and result.reason.startswith("freeze file changed")
+    assert venv_run(root / "stage-venv", "import six; print(six.__version__)") == "1.16.0"
+    rebuilt = (root / "stage-venv" / "audit" / "pip_freeze.txt").read_text().splitlines()
+    assert sorted(rebuilt) == sorted(line for line in freeze.read_text().splitlines() if line)
+    assert result.record.data["from_freeze"]["sha256"] == envs.read_freeze(freeze).sha256
+    copied = tmp_path / "artifacts" / "audit"
+    assert sorted(p.name for p in copied.iterdir()) == ["env.json", "pip_freeze.txt", "spec.yaml"]
+    assert json.loads((copied / "env.json").read_text())["cache_key"] == result.record.cache_key
+    again = envs.ensure_env(spec, venv_root=root, interpreter=base, from_freeze=freeze, echo=Recorder())
+    assert again.action == "reused"
+
+
+@pytest.mark.slow
+def test_pip_installer_path(built, tmp_path: Path) -> None:
+    spec, base, root = built
+    echo = Recorder()
+    result = envs.ensure_env(spec, venv_root=root, interpreter=base, installer="pip", echo=echo)
+    assert (result.action, result.reason) == ("rebuilt", "installer changed (uv -> pip)")
+    assert result.record.installer == "pip" and result.record.installer_version[0].isdigit()
+    freeze = result.record.freeze_file.read_text()
+    assert "six==" in freeze and "ipykernel==" in freeze and "pip==" in freeze
+    assert venv_run(root / "stage-venv", "import six, ipykernel; print('ok')") == "ok"
+
+
+@pytest.mark.slow
+def test_kernel_re_registered_on_cache_hit_and_scope_none(built) -> None:
+    spec, base, root = built
+    kdir = kernel.kernel_dir("stage-venv", "user")
+    assert json.loads((kdir / "kernel.json").read_text())["argv"][0] == str(root / "stage-venv" / "bin" / "python")
+    for child in kdir.iterdir():
+        child.unlink()
+    kdir.rmdir()
+    echo = Recorder()
+    result = envs.ensure_env(spec, venv_root=root, interpreter=base, echo=echo)
+    assert result.action == "reused" and "registering it" in echo.text
+    assert (kdir / "kernel.json").is_file() and kernel.is_registered("stage-venv")
+    none = envs.ensure_env(spec, venv_root=root, interpreter=base, kernel_scope="none", echo=Recorder())
+    assert none.kernel_dir is None
