@@ -1,0 +1,452 @@
+"""The GoCD config: the example pipeline's structure, the strict reader, and the local executor's GoCD rules.
+
+Executor tests run real processes (``python -c ...`` exec tasks) through ``scripts/run_pipeline.py``; they need
+neither the stage venvs nor MLflow, so they are fast. The full example pipeline runs in test_run_pipeline.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, TOOLKIT_PYTHON, run_script
+from mlops_kit import gocd, pipeline
+from mlops_kit.errors import BadInput
+from mlops_kit.spec import load_spec
+
+EXAMPLE = REPO_ROOT / "gocd" / "pipeline_config.xml"
+XSD = REPO_ROOT.parent / "shared" / "gocd" / "cruise-config.xsd"  # optional: the repo never needs it
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def _cruise(stages: str, *, pipeline_extra: str = "", name: str = "demo") -> str:
+    return textwrap.dedent(f"""\
+        <?xml version="1.0" encoding="utf-8"?>
+        <cruise schemaVersion="139">
+          <pipelines group="g">
+            <pipeline name="{name}">
+              {pipeline_extra}
+              <materials><git url="https://example.invalid/repo.git" materialName="repo" /></materials>
+              {stages}
+            </pipeline>
+          </pipelines>
+        </cruise>
+        """)
+
+
+def _stage(name: str, tasks: str, *, artifacts: str = "", job: str | None = None, extra: str = "") -> str:
+    return (f'<stage name="{name}">{extra}<jobs><job name="{job or name}"><tasks>{tasks}</tasks>'
+            f'<artifacts>{artifacts}</artifacts></job></jobs></stage>')
+
+
+def _py(code: str, runif: str = "") -> str:
+    """An exec task running ``python -c code`` (``python`` found on the job's PATH, as on an agent)."""
+    code = code.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    runifs = "".join(f'<runif status="{s}" />' for s in runif.split()) if runif else ""
+    return f'<exec command="python"><arg>-c</arg><arg>{code}</arg>{runifs}</exec>'
+
+
+def _parse(xml: str) -> gocd.Pipeline:
+    return gocd.parse_config(xml, source=Path("cfg.xml"))[0]
+
+
+def _example() -> gocd.Pipeline:
+    return gocd.select_pipeline(gocd.load_config(EXAMPLE), None)
+
+
+def _execs(job: gocd.Job) -> list[gocd.ExecTask]:
+    return [t for t in job.tasks if isinstance(t, gocd.ExecTask)]
+
+
+def _opt(task: gocd.ExecTask, name: str) -> str:
+    return task.args[task.args.index(name) + 1]
+
+
+def _param(task: gocd.ExecTask, name: str) -> str | None:
+    for i, arg in enumerate(task.args[:-2]):
+        if arg == "-p" and task.args[i + 1] == name:
+            return task.args[i + 2]
+    return None
+
+
+# ----------------------------------------------------------------------------------------------- example XML
+
+
+def test_example_stages_in_ml_order_one_job_each() -> None:
+    example = _example()
+    assert [s.name for s in example.stages] == ["ingest", "features", "train"]
+    assert all(len(s.jobs) == 1 for s in example.stages), "setup and run must be tasks of ONE job, not two jobs"
+
+
+def test_each_job_sets_up_its_venv_before_running_its_notebook() -> None:
+    for stage in _example().stages:
+        execs = _execs(stage.jobs[0])
+        setups = [t for t in execs if t.args[0].endswith("create_venv.py")]
+        runs = [t for t in execs if t.args[0].endswith("run_notebook.py")]
+        assert len(setups) == 1 and len(runs) == 1, stage.name
+        tasks = list(stage.jobs[0].tasks)
+        assert tasks.index(setups[0]) < tasks.index(runs[0])
+        assert setups[0].command == runs[0].command == "python"
+        assert setups[0].runif == runs[0].runif == frozenset({"passed"})
+        spec = f"specs/{stage.name}.yaml"
+        assert _opt(setups[0], "--spec") == _opt(runs[0], "--spec") == spec
+        assert load_spec(REPO_ROOT / spec).stage == stage.name
+        assert (REPO_ROOT / _opt(runs[0], "--notebook")).is_file()
+        assert (REPO_ROOT / _opt(runs[0], "--params-file")).is_file()
+
+
+def test_stage_pythons_differ_and_jobs_ask_for_matching_agents() -> None:
+    versions = []
+    for stage in _example().stages:
+        spec = load_spec(REPO_ROOT / f"specs/{stage.name}.yaml")
+        versions.append(spec.python_version)
+        assert {"windows", f"python{spec.python_version}"} <= set(stage.jobs[0].resources)
+    assert len(set(versions)) == len(versions)
+
+
+def test_every_fetch_takes_an_earlier_stages_published_output_before_the_run() -> None:
+    example = _example()
+    fetched = 0
+    for index, stage in enumerate(example.stages):
+        job = stage.jobs[0]
+        tasks = list(job.tasks)
+        run = next(t for t in _execs(job) if t.args[0].endswith("run_notebook.py"))
+        for fetch in (t for t in tasks if isinstance(t, gocd.FetchTask)):
+            fetched += 1
+            source = example.stage(fetch.stage)
+            assert source is not None and example.stages.index(source) < index
+            source_job = next(j for j in source.jobs if j.name == fetch.job)
+            assert fetch.source in {a.published_path() for a in source_job.artifacts}
+            assert tasks.index(fetch) < tasks.index(run)
+            # the notebook reads exactly where the fetch puts the folder
+            assert _param(run, "input_dir") == posixpath.join(fetch.dest, posixpath.basename(fetch.source))
+    assert fetched == len(example.stages) - 1
+
+
+def test_each_job_publishes_its_notebook_outputs_and_audit_bundle() -> None:
+    for stage in _example().stages:
+        job = stage.jobs[0]
+        sources = {a.src for a in job.artifacts}
+        run = next(t for t in _execs(job) if t.args[0].endswith("run_notebook.py"))
+        setup = next(t for t in _execs(job) if t.args[0].endswith("create_venv.py"))
+        assert {_opt(run, "--output"), _opt(run, "--output-dir"), _opt(setup, "--audit-dir")} <= sources
+
+
+def test_example_sets_venv_root_and_tracking_uri_for_the_agents() -> None:
+    variables = {v.name: v.value for v in _example().variables}
+    assert variables["ML_VENV_ROOT"].startswith("C:\\")
+    assert variables["MLFLOW_TRACKING_URI"].startswith("http")
+
+
+def test_example_passes_arguments_as_arg_elements_only() -> None:
+    root = ET.parse(EXAMPLE).getroot()
+    assert root.get("schemaVersion") == "139"
+    execs = root.findall(".//exec")
+    assert execs and all(e.get("args") is None and e.findall("arg") for e in execs)
+    assert all(len(a.text or "") > 0 and a.text == a.text.strip() for e in execs for a in e.findall("arg"))
+
+
+@pytest.mark.skipif(not XSD.is_file(), reason="GoCD's XSD is only available next to the repository")
+def test_example_is_valid_against_gocd_schema() -> None:
+    xmlschema = pytest.importorskip("xmlschema")
+    xmlschema.XMLSchema(str(XSD)).validate(str(EXAMPLE))
+
+
+# ----------------------------------------------------------------------------------------------- reader
+
+
+def test_runif_defaults_to_passed_and_collects_several() -> None:
+    parsed = _parse(_cruise(_stage("a", _py("pass") + _py("pass", "failed any"))))
+    first, second = parsed.stages[0].jobs[0].tasks
+    assert first.runif == {"passed"} and second.runif == {"failed", "any"}
+
+
+@pytest.mark.parametrize("element, expected", [
+    ('<ant target="x" />', "<ant>"),
+    ('<rake target="x" />', "<rake>"),
+    ('<task><pluginConfiguration id="p" version="1" /></task>', "<task>"),
+    ('<exec command="python" args="-c pass" />', "'args' attribute"),
+    ('<exec command="python"><arg>x</arg><oncancel><exec command="y" /></oncancel></exec>', "<oncancel>"),
+])
+def test_unsupported_task_is_refused_naming_element_and_line(element: str, expected: str) -> None:
+    with pytest.raises(BadInput) as info:
+        _parse(_cruise(_stage("a", element)))
+    message = str(info.value)
+    assert expected in message and "cfg.xml: line " in message and "not supported" in message
+
+
+def test_unsupported_pipeline_parts_are_refused() -> None:
+    with pytest.raises(BadInput, match="<params>"):
+        _parse(_cruise(_stage("a", _py("pass")), pipeline_extra='<params><param name="x">1</param></params>'))
+    manual = _stage("b", _py("pass"), extra='<approval type="manual" />')
+    with pytest.raises(BadInput, match="<approval>.*manual"):
+        _parse(_cruise(_stage("a", _py("pass")) + manual))
+    # a manual approval on the FIRST stage only means "trigger by hand", which a local run is
+    assert _parse(_cruise(_stage("a", _py("pass"), extra='<approval type="manual" />')))
+
+
+def test_timer_is_ignored_with_a_note() -> None:
+    parsed = _parse(_cruise(_stage("a", _py("pass")), pipeline_extra="<timer>0 0 22 ? * MON-FRI</timer>"))
+    assert any("timer" in note for note in parsed.notes)
+
+
+def test_fetch_must_name_an_earlier_stage_and_a_published_path() -> None:
+    publish = '<artifact type="build" src="out/data" dest="d" />'
+    good = _stage("a", _py("pass"), artifacts=publish) + _stage(
+        "b", '<fetchartifact artifactOrigin="gocd" stage="a" job="a" srcdir="d/data" dest="in" />')
+    assert _parse(_cruise(good)).stages[1].jobs[0].tasks[0].source == "d/data"
+    wrong_path = good.replace('srcdir="d/data"', 'srcdir="data"')
+    with pytest.raises(BadInput, match="publishes no 'data'.*d/data"):
+        _parse(_cruise(wrong_path))
+    later = _stage("a", '<fetchartifact artifactOrigin="gocd" stage="b" job="b" srcdir="x" />') + _stage(
+        "b", _py("pass"), artifacts='<artifact type="build" src="x" />')
+    with pytest.raises(BadInput, match="'b' is not an earlier stage"):
+        _parse(_cruise(later))
+    no_job = good.replace('job="a" srcdir', 'job="nope" srcdir')
+    with pytest.raises(BadInput, match="has no job 'nope'"):
+        _parse(_cruise(no_job))
+
+
+def test_paths_may_not_leave_the_working_directory() -> None:
+    with pytest.raises(BadInput, match="workingdir.*inside the working directory"):
+        _parse(_cruise(_stage("a", '<exec command="x" workingdir="../up" />')))
+    with pytest.raises(BadInput, match="'src'"):
+        _parse(_cruise(_stage("a", _py("pass"), artifacts='<artifact type="build" src="C:/x" />')))
+
+
+def test_bad_files_are_one_line_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="not found"):
+        gocd.load_config(tmp_path / "missing.xml")
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<cruise>\n<pipelines>\n</cruise>\n", encoding="utf-8")
+    with pytest.raises(BadInput, match=r"broken.xml: line 3: invalid XML"):
+        gocd.load_config(broken)
+    with pytest.raises(BadInput, match="several pipelines"):
+        gocd.select_pipeline(gocd.parse_config(_cruise(_stage("a", _py("pass"))), source=Path("c")) * 2, None)
+
+
+def test_label_template_tokens() -> None:
+    parsed = _parse(_cruise(_stage("a", _py("pass"))).replace(
+        'name="demo"', 'name="demo" labeltemplate="v${COUNT}-${repo[:7]}-${env:WHO}"'))
+    assert gocd.label_for(parsed, 12, "0123456789abcdef", {"WHO": "me"}) == "v12-0123456-me"
+    with pytest.raises(BadInput, match="labeltemplate token"):
+        _parse(_cruise(_stage("a", _py("pass"))).replace('name="demo"', 'name="demo" labeltemplate="${nope}"'))
+
+
+# ----------------------------------------------------------------------------------------------- GoCD rules
+
+
+@pytest.mark.parametrize("runif, status, expected", [
+    ({"passed"}, "passed", True), ({"passed"}, "failed", False), ({"failed"}, "passed", False),
+    ({"failed"}, "failed", True), ({"any"}, "failed", True), ({"any"}, "passed", True),
+])
+def test_runif_rules(runif: set[str], status: str, expected: bool) -> None:
+    assert pipeline.should_run(frozenset(runif), status) is expected
+
+
+def test_environment_precedence_overrides_go_vars_and_path(tmp_path: Path) -> None:
+    def var(name: str, value: str) -> str:
+        return f'<variable name="{name}"><value>{value}</value></variable>'
+
+    xml = _cruise(
+        '<stage name="s"><environmentvariables>' + var("LEVEL", "stage") + var("S", "1") + "</environmentvariables>"
+        '<jobs><job name="j"><environmentvariables>' + var("LEVEL", "job") + "</environmentvariables>"
+        "<tasks />" "</job></jobs></stage>",
+        pipeline_extra="<environmentvariables>" + var("LEVEL", "pipeline") + var("P", "1")
+        + var("MLFLOW_TRACKING_URI", "http://server") + var("ML_VENV_ROOT", "C:\\ml_venvs")
+        + '<variable name="TOKEN" secure="true"><encryptedValue>AES:xx</encryptedValue></variable>'
+        + "</environmentvariables>")
+    parsed = _parse(xml)
+    stage, job = parsed.stages[0], parsed.stages[0].jobs[0]
+    settings = pipeline.LocalSettings(source=tmp_path, state_dir=tmp_path / ".pipeline",
+                                      overrides={"MLFLOW_TRACKING_URI": "sqlite:///x.db", "ML_VENV_ROOT": None},
+                                      toolkit_bin=Path("/toolkit/bin"))
+    lines: list[str] = []
+    go_vars = pipeline.go_variables(parsed, counter=4, label="4", revision="abc", stage="s", job="j")
+    env = pipeline.job_environment(parsed, stage, job, base={"PATH": "/usr/bin", "LEVEL": "agent", "TOKEN": "t0p"},
+                                   go_vars=go_vars, settings=settings, echo=lines.append)
+    assert env["LEVEL"] == "job" and env["S"] == env["P"] == "1" and env["TOKEN"] == "t0p"
+    assert env["MLFLOW_TRACKING_URI"] == "sqlite:///x.db" and "ML_VENV_ROOT" not in env
+    assert env["PATH"] == os.pathsep.join(["/toolkit/bin", "/usr/bin"])
+    assert env["GO_PIPELINE_COUNTER"] == "4" and env["GO_STAGE_NAME"] == "s" and env["GO_JOB_NAME"] == "j"
+    assert env["GO_REVISION"] == env["GO_REVISION_REPO"] == "abc"
+    assert not any("t0p" in line for line in lines), "secure values are never printed"
+    with pytest.raises(BadInput, match="secure variable 'TOKEN'.*set TOKEN in your environment"):
+        pipeline.job_environment(parsed, stage, job, base={}, go_vars={}, settings=settings, echo=lines.append)
+
+
+def _tree(root: Path, files: list[str]) -> None:
+    for name in files:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(name, encoding="utf-8")
+
+
+def _published(artifact: gocd.Artifact, root: Path) -> list[str]:
+    return sorted(dest for _, dest in pipeline.artifact_targets(artifact, root))
+
+
+def test_artifact_src_dest_rules_follow_gocd(tmp_path: Path) -> None:
+    _tree(tmp_path, ["out/model.pkl", "out/data/a.csv", "test/a/b/a.log", "test/x.log", "test/a/keep.txt"])
+    assert _published(gocd.Artifact("out/model.pkl", "pkg", 1), tmp_path) == ["pkg/model.pkl"]
+    assert _published(gocd.Artifact("out/data", "", 1), tmp_path) == ["data"]
+    assert _published(gocd.Artifact("test/**/*/a.log", "logs", 1), tmp_path) == ["logs/a/b/a.log"]
+    assert _published(gocd.Artifact("**/*.log", "", 1), tmp_path) == ["test/a/b/a.log", "test/x.log"]
+    assert _published(gocd.Artifact("test/*.log", "logs", 1), tmp_path) == ["logs/x.log"]
+    assert _published(gocd.Artifact("nothing/here", "", 1), tmp_path) == []
+
+
+def test_publish_copies_folders_and_fails_a_passing_job_on_a_missing_source(tmp_path: Path) -> None:
+    _tree(tmp_path / "w", ["out/data/a.csv", "out/data/sub/b.csv"])
+    job = gocd.Job("j", (), (gocd.Artifact("out/data", "d", 1), gocd.Artifact("missing.txt", "", 2)), (), (), 1)
+    lines: list[str] = []
+    assert not pipeline.publish_artifacts(job, workdir=tmp_path / "w", target=tmp_path / "store", job_passed=True,
+                                          echo=lines.append)
+    assert (tmp_path / "store/d/data/sub/b.csv").read_text() == "out/data/sub/b.csv"
+    assert any("cannot match any resource" in line for line in lines)
+    assert pipeline.publish_artifacts(job, workdir=tmp_path / "w", target=tmp_path / "s2", job_passed=False,
+                                      echo=lines.append) is True  # failed job: stays failed, not 'more failed'
+
+
+def test_counter_goes_up_per_run_and_state_dir_is_marked(tmp_path: Path) -> None:
+    state = tmp_path / ".pipeline"
+    assert [pipeline.next_counter(state, "p") for _ in range(3)] == [1, 2, 3]
+    assert pipeline.next_counter(state, "other") == 1
+    assert (state / "CACHEDIR.TAG").is_file() and (state / ".gitignore").read_text() == "*\n"
+
+
+def test_source_files_use_git_and_skip_ignored_and_state(tmp_path: Path) -> None:
+    _tree(tmp_path, ["a.txt", "ignored.log", "sub/b.txt", ".pipeline/work/x.txt"])
+    (tmp_path / ".gitignore").write_text("*.log\n", encoding="utf-8")
+    os.system(f"git -C '{tmp_path}' init -q")
+    assert sorted(pipeline.source_files(tmp_path, skip=tmp_path / ".pipeline")) == [".gitignore", "a.txt",
+                                                                                     "sub/b.txt"]
+
+
+def test_source_files_without_git_is_a_filtered_copy(tmp_path: Path, git_missing: None) -> None:
+    repo = tmp_path / "repo"
+    _tree(repo, ["a.txt", ".venv/bin/python", "x/__pycache__/m.pyc", "out/y", "mlflow.db", "keep/z.txt"])
+    assert sorted(pipeline.source_files(repo)) == ["a.txt", "keep/z.txt"]
+
+
+def test_python_command_resolves_through_the_job_path(tmp_path: Path) -> None:
+    env = {"PATH": os.pathsep.join([str(TOOLKIT_PYTHON.parent), "/usr/bin"])}
+    assert Path(pipeline.resolve_command("python", cwd=tmp_path, env=env)).parent == TOOLKIT_PYTHON.parent
+    _tree(tmp_path, ["tools/run.sh"])
+    assert pipeline.resolve_command("tools/run.sh", cwd=tmp_path, env=env) == str(tmp_path / "tools/run.sh")
+    assert pipeline.resolve_command("no-such-tool-xyz", cwd=tmp_path, env=env) is None
+
+
+def test_batch_files_run_through_cmd_on_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+
+    def fake_run(argv, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append([str(a) for a in argv])
+        return pipeline.proc.Result(tuple(argv), 0, "", "")
+
+    monkeypatch.setattr(pipeline, "_PLATFORM", "win32")
+    monkeypatch.setattr(pipeline, "resolve_command", lambda *a, **k: "C:\\tools\\build.bat")
+    monkeypatch.setattr(pipeline.proc, "run", fake_run)
+    task = gocd.ExecTask("build.bat", ("a b", 'say "hi"'), None, frozenset({"passed"}), 1)
+    assert pipeline.run_exec(task, workdir=tmp_path, env={}, echo=lambda s: None)
+    assert seen == [["cmd", "/s", "/c", "C:\\tools\\build.bat", "a b", 'say "hi"']]
+
+
+# ----------------------------------------------------------------------------------------------- executor (real)
+
+_WRITE_ENV = ("import json, os, sys; from pathlib import Path; Path('out').mkdir(exist_ok=True); "
+              "Path('out/env.json').write_text(json.dumps({k: v for k, v in os.environ.items() "
+              "if k.startswith(('GO_', 'MLFLOW_', 'ML_VENV', 'LEVEL'))} | {'prefix': sys.prefix}))")
+
+
+def _two_stage_xml() -> str:
+    first = _stage("make", _py(_WRITE_ENV) + _py("open('secret.txt', 'w').write('not published')")
+                   + _py("from pathlib import Path; Path('out/data').mkdir(); Path('out/data/x.txt').write_text('42')"),
+                   artifacts='<artifact type="build" src="out/data" dest="d" /><artifact type="build" '
+                             'src="out/env.json" />')
+    second = _stage("use", '<fetchartifact artifactOrigin="gocd" stage="make" job="make" srcdir="d/data" '
+                           'dest="inputs" />' + _py(
+        "from pathlib import Path; import os; assert Path('inputs/data/x.txt').read_text() == '42'; "
+        "Path('out').mkdir(exist_ok=True); Path('out/saw_secret.txt').write_text(str(os.path.exists('secret.txt')))"),
+        artifacts='<artifact type="build" src="out/saw_secret.txt" />')
+    var = '<environmentvariables><variable name="MLFLOW_TRACKING_URI"><value>http://gocd-only</value></variable>' \
+          '<variable name="ML_VENV_ROOT"><value>C:\\ml_venvs</value></variable></environmentvariables>'
+    return _cruise(first + second, pipeline_extra=var)
+
+
+def _run(tmp_path: Path, xml: str, *args: str) -> tuple[int, str, str]:
+    repo = tmp_path / "repo"
+    repo.mkdir(exist_ok=True)
+    (repo / "README.txt").write_text("material", encoding="utf-8")
+    (repo / "cfg.xml").write_text(xml, encoding="utf-8")
+    done = run_script("run_pipeline.py", "--config", str(repo / "cfg.xml"), "--source", str(repo), *args,
+                      cwd=tmp_path, timeout=300)
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_two_stages_pass_data_only_through_artifacts(tmp_path: Path) -> None:
+    code, out, err = _run(tmp_path, _two_stage_xml())
+    assert code == 0, out + err
+    store = tmp_path / "repo/.pipeline/artifacts/demo/1"
+    assert (store / "make/1/make/d/data/x.txt").read_text() == "42"
+    assert (store / "use/1/use/saw_secret.txt").read_text() == "False", "each job has its own fresh working copy"
+    env = json.loads((store / "make/1/make/env.json").read_text())
+    assert env["GO_PIPELINE_NAME"] == "demo" and env["GO_PIPELINE_COUNTER"] == "1"
+    assert env["GO_STAGE_NAME"] == env["GO_JOB_NAME"] == "make" and env["GO_PIPELINE_LABEL"] == "1"
+    assert env["MLFLOW_TRACKING_URI"] == f"sqlite:///{(tmp_path / 'repo' / 'mlflow.db').as_posix()}"
+    assert "ML_VENV_ROOT" not in env, "the XML's Windows path is for agents; the tools use their own default"
+    assert Path(env["prefix"]).resolve() == Path(sys.prefix).resolve(), "'python' is the toolkit's Python"
+    assert "[make/make]" in out and "stage" in out and "passed" in out and "results:" in out
+
+    code, _, err = _run(tmp_path, _two_stage_xml(), "--shared-workdir", "--tracking-uri", "http://127.0.0.1:1",
+                        "--venv-root", str(tmp_path / "venvs"), "--env", "LEVEL=cli")
+    assert code == 0, err
+    store = tmp_path / "repo/.pipeline/artifacts/demo/2"
+    assert (store / "use/1/use/saw_secret.txt").read_text() == "True", "--shared-workdir shares one folder"
+    env = json.loads((store / "make/1/make/env.json").read_text())
+    assert env["GO_PIPELINE_COUNTER"] == "2" and env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:1"
+    assert env["ML_VENV_ROOT"] == str(tmp_path / "venvs") and env["LEVEL"] == "cli"
+
+
+def test_failed_task_runif_and_stop_after_failed_stage(tmp_path: Path) -> None:
+    tasks = (_py("open('ran1', 'w')") + _py("raise SystemExit(3)") + _py("open('skipped', 'w')")
+             + _py("open('on_failure', 'w')", "failed") + _py("open('always', 'w')", "any"))
+    xml = _cruise(_stage("first", tasks, artifacts='<artifact type="build" src="ran1" />'
+                                                   '<artifact type="build" src="skipped" />')
+                  + _stage("second", _py("open('never', 'w')")))
+    code, out, err = _run(tmp_path, xml)
+    assert code == 7, out + err
+    work = tmp_path / "repo/.pipeline/work/demo/1/first/first"
+    assert {p.name for p in work.iterdir()} >= {"ran1", "on_failure", "always"}
+    assert not (work / "skipped").exists()
+    assert not (tmp_path / "repo/.pipeline/work/demo/1/second").exists()
+    assert (tmp_path / "repo/.pipeline/artifacts/demo/1/first/1/first/ran1").exists(), "published even on failure"
+    assert "task failed with exit code 3" in out and "FAILED" in out and "not run" in out
+    assert err.strip().count("\n") == 0 and "first/first" in err and "task 2" in err
+
+
+def test_unsupported_element_fails_before_anything_runs(tmp_path: Path) -> None:
+    code, out, err = _run(tmp_path, _cruise(_stage("a", _py("open('ran', 'w')") + '<ant target="x" />')))
+    assert code == 2
+    assert err.startswith("error: ") and "<ant>" in err and err.strip().count("\n") == 0
+    assert not (tmp_path / "repo/.pipeline").exists()
+
+
+def test_missing_command_fails_the_job(tmp_path: Path) -> None:
+    code, out, _ = _run(tmp_path, _cruise(_stage("a", '<exec command="no-such-tool-xyz"><arg>x</arg></exec>')))
+    assert code == 7 and "command not found: 'no-such-tool-xyz'" in out
+
+
+def test_dry_run_prints_the_plan_of_the_example() -> None:
+    done = run_script("run_pipeline.py", "--dry-run", cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.index("stage ingest") < done.stdout.index("stage features") < done.stdout.index("stage train")
+    assert "fetchartifact ingest/ingest srcdir=ingest_outputs dest=inputs" in done.stdout
