@@ -1,0 +1,153 @@
+"""scripts/create_venv.py run as a user or a GoCD job would: exit codes, messages, kills and concurrent builders."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import SCRIPTS, TOOLKIT_PYTHON, run_script
+
+from mlops_kit import envs, kernel
+
+SPEC = """\
+stage: ingest
+python_version: "3.12"
+venv_name: ingest-venv
+packages:
+  - six
+  - packaging
+kernel_display_name: "Ingest (test)"
+"""
+
+
+@pytest.fixture()
+def spec_file(tmp_path: Path) -> Path:
+    path = tmp_path / "specs" / "ingest.yaml"
+    path.parent.mkdir()
+    path.write_text(SPEC, encoding="utf-8")
+    return path
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
+    assert done.returncode == code, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_help_explains_and_lists_exit_codes() -> None:
+    done = run_script("create_venv.py", "--help")
+    assert done.returncode == 0
+    for needle in ("ML_VENV_ROOT", "PowerShell", "cmd", "--from-freeze", "--kernel-scope", "exit codes:",
+                   "4    environment build or install failed"):
+        assert needle in done.stdout
+
+
+@pytest.mark.parametrize(("args", "code", "needles"), [
+    (["--spec", "{tmp}/missing.yaml"], 2, ["missing.yaml: spec file not found"]),
+    (["--spec", "{spec}", "--installer", "conda"], 2, ["--installer", "invalid choice"]),
+    (["--spec", "{spec}", "--kernel-scope", "global"], 2, ["--kernel-scope"]),
+    (["--spec", "{spec}", "--bogus"], 2, ["unrecognized arguments: --bogus"]),
+    (["--spec", "{spec}", "--from-freeze", "{tmp}/freeze.txt"], 2, ["freeze.txt: line 2:", "not pinned"]),
+    (["--spec", "{spec}", "--python", "{tmp}/not-python"], 2, ["--python", "not-python"]),
+    (["--spec", "{tmp}/typo.yaml"], 2, ["typo.yaml: field 'pakages'", "did you mean 'packages'"]),
+    (["--spec", "{tmp}/py399.yaml"], 3, ["3.99"]),
+])
+def test_bad_input_one_line_no_traceback(tmp_path: Path, spec_file: Path, args: list[str], code: int,
+                                         needles: list[str]) -> None:
+    (tmp_path / "freeze.txt").write_text("six==1.16.0\ntomli\n")
+    (tmp_path / "not-python").write_text("#!/bin/sh\nexit 1\n")
+    (tmp_path / "not-python").chmod(0o755)
+    (tmp_path / "typo.yaml").write_text(SPEC.replace("packages:", "pakages:"))
+    (tmp_path / "py399.yaml").write_text(SPEC.replace('"3.12"', '"3.99"'))
+    argv = [a.format(tmp=tmp_path, spec=spec_file) for a in args]
+    done = run_script("create_venv.py", *argv, "--venv-root", str(tmp_path / "venvs"))
+    assert_one_line_error(done, code, *needles)
+    assert not (tmp_path / "venvs").exists()  # nothing created on bad input
+
+
+def test_unrelated_folder_refused_and_untouched(tmp_path: Path, spec_file: Path) -> None:
+    theirs = tmp_path / "venvs" / "ingest-venv"
+    theirs.mkdir(parents=True)
+    (theirs / "results.csv").write_text("keep me")
+    done = run_script("create_venv.py", "--spec", str(spec_file), "--venv-root", str(tmp_path / "venvs"), "--force")
+    assert_one_line_error(done, 2, str(theirs), "not created by create_venv.py")
+    assert [p.name for p in theirs.iterdir()] == ["results.csv"]
+
+
+@pytest.mark.slow
+def test_build_then_reuse_with_spaces_env_root_and_audit_dir(tmp_path: Path, spec_file: Path,
+                                                             isolated_home: Path) -> None:
+    root = tmp_path / "ML venvs" / "with space"
+    env = {**os.environ, "ML_VENV_ROOT": str(root)}
+    audit = tmp_path / "artifacts" / "audit ingest"
+    first = run_script("create_venv.py", "--spec", str(spec_file), "--audit-dir", str(audit), env=env)
+    assert first.returncode == 0, first.stderr
+    venv = root / "ingest-venv"
+    assert first.stdout.splitlines()[-1] == str(venv)
+    assert "building" in first.stderr and "Installed" in first.stderr  # uv's progress is streamed
+    assert json.loads((audit / "env.json").read_text())["venv_path"] == str(venv)
+    assert (isolated_home / "jupyter-data" / "kernels" / "ingest-venv" / "kernel.json").is_file()
+    again = run_script("create_venv.py", "--spec", str(spec_file), env=env)
+    assert again.returncode == 0 and again.stdout.splitlines()[-1] == str(venv)
+    assert again.stderr.strip() == f"reusing {venv} (spec and interpreter unchanged)"
+    quiet = run_script("create_venv.py", "--spec", str(spec_file), "--quiet", env=env)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, f"{venv}\n", "")
+
+
+@pytest.mark.slow
+def test_killed_mid_install_is_rebuilt(tmp_path: Path, spec_file: Path) -> None:
+    root = tmp_path / "venvs"
+    venv = root / "ingest-venv"
+    cmd = [str(TOOLKIT_PYTHON), str(SCRIPTS / "create_venv.py"), "--spec", str(spec_file), "--venv-root", str(root)]
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (venv / envs.MARKER).exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.killpg(child.pid, signal.SIGKILL)  # the whole group: create_venv.py and the uv it started
+    child.wait(timeout=30)
+    assert (venv / envs.MARKER).exists() and not (venv / "audit" / "env.json").exists()
+    done = run_script("create_venv.py", "--spec", str(spec_file), "--venv-root", str(root))
+    assert done.returncode == 0, done.stderr
+    assert f"rebuilding {venv}: a previous build did not finish (no audit/env.json)" in done.stderr
+    record = envs.read_env(venv)
+    assert envs.health_check(venv, record) is None
+
+
+@pytest.mark.slow
+def test_four_concurrent_builders_one_builds_others_wait_and_reuse(tmp_path: Path, spec_file: Path) -> None:
+    root = tmp_path / "venvs"
+    cmd = [str(TOOLKIT_PYTHON), str(SCRIPTS / "create_venv.py"), "--spec", str(spec_file), "--venv-root", str(root)]
+    children = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outputs = [child.communicate(timeout=600) for child in children]
+    assert [c.returncode for c in children] == [0, 0, 0, 0], [err for _, err in outputs]
+    venv = root / "ingest-venv"
+    assert all(out.splitlines()[-1] == str(venv) for out, _ in outputs)
+    errs = [err for _, err in outputs]
+    assert sum(f"building {venv}" in e for e in errs) == 1, errs
+    assert sum(f"reusing {venv}" in e for e in errs) == 3, errs
+    assert sum("waiting for another build of" in e for e in errs) >= 1, errs
+    assert envs.health_check(venv, envs.read_env(venv)) is None
+    assert kernel.is_registered("ingest-venv")
+
+
+@pytest.mark.slow
+def test_installer_failure_exit_4_then_fixed_spec_rebuilds(tmp_path: Path, spec_file: Path) -> None:
+    spec_file.write_text(SPEC.replace("  - six\n", "  - six==0.0.0.1\n"))
+    done = run_script("create_venv.py", "--spec", str(spec_file), "--venv-root", str(tmp_path / "venvs"))
+    assert done.returncode == 4
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: installing packages with uv failed") and "marked incomplete" in last
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    spec_file.write_text(SPEC)
+    fixed = run_script("create_venv.py", "--spec", str(spec_file), "--venv-root", str(tmp_path / "venvs"),
+                       "--kernel-scope", "none")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "a previous build did not finish" in fixed.stderr
