@@ -133,6 +133,14 @@ def test_specifier_patch_bounds_are_honoured_by_pyenv(bindir: Path, catalog, log
     assert install_plan(req(f">={newer},<3.13")) == []  # no listed 3.12.x in range: pyenv cannot help
 
 
+def test_pyenv_specifier_takes_the_newest_listed_release(bindir: Path, catalog, log,
+                                                         pythons: dict[str, Path]) -> None:
+    make_installer("pyenv", bindir, catalog, log)  # lists 3.8..3.13 finals only (plus 3.X.Yt and 3.14-dev)
+    newest = max(pythons, key=lambda minor: int(minor.split(".")[1]))
+    (method,) = install_plan(req(">=3.8"))  # the newest supported minor (3.14) is not listed: take what pyenv has
+    assert method.argv[-1] == version_of(pythons[newest])
+
+
 def test_unsatisfiable_specifier_is_refused_before_any_install(bindir: Path, catalog, log) -> None:
     make_installer("pyenv", bindir, catalog, log)
     with pytest.raises(PythonNotFound, match=r"no supported release \(3\.8-3\.14\) satisfies it") as info:
@@ -240,6 +248,12 @@ def test_failing_installer_is_one_line_naming_the_command(bindir: Path, catalog,
     assert message.endswith(f"exited with {code}: {last_line}")
 
 
+def test_windows_hresult_exit_codes_are_shown_in_hex() -> None:
+    assert pyinstall._code_text(0x8A150014) == "2316632084 (0x8A150014)"  # how Windows reports winget's code
+    assert pyinstall._code_text(-1978335212) == "-1978335212 (0x8A150014)"
+    assert pyinstall._code_text(1603) == "1603"
+
+
 def test_winget_no_package_found(windows: Path, catalog, log) -> None:
     make_installer("winget", windows, catalog, log)
     with pytest.raises(PythonNotFound) as info:
@@ -274,7 +288,7 @@ def test_minor_missing_from_pyenv_list_means_no_installer(bindir: Path, catalog,
     with pytest.raises(PythonNotFound) as info:
         install_python(req("3.14"), echo=lambda line: None)
     message = str(info.value)
-    assert "offers no 3.14 release" in message and "update pyenv" in message
+    assert "offers no release matching '3.14'" in message and "update pyenv" in message
     assert installs(log) == []
 
 

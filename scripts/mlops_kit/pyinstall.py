@@ -13,15 +13,16 @@ Windows
      --accept-package-agreements --accept-source-agreements`` (+ ``--version 3.12.1`` for an exact request).
      winget ids name a minor only; a patch is chosen with ``--version``, and exists only if python.org published a
      Windows installer for it (security-only releases such as 3.10.13 have none).
-  3. pyenv-win: ``pyenv install --quiet 3.12.1``; it needs an exact version, so a minor becomes the newest
-     ``3.X.Y`` that ``pyenv install --list`` offers.
+  3. pyenv-win: ``pyenv install --quiet 3.12.1``; it needs an exact version, so a minor (or a specifier) becomes
+     the newest final ``3.X.Y`` that ``pyenv install --list`` offers and the request accepts.
   4. Chocolatey: ``choco install python312 --yes --no-progress`` (+ ``--version 3.12.1``); the per-minor packages
      ``python3XY`` install to ``%SystemDrive%\\Python3XY`` (machine-wide: needs an elevated shell).
 
 Linux/macOS
   ``pyenv install -s 3.12.1`` (``-s``: skip if present), the patch resolved from ``pyenv install --list`` as above.
 
-A specifier such as ``>=3.10,<3.13`` installs the newest minor in :data:`SUPPORTED_MINORS` that it admits (3.12).
+A specifier such as ``>=3.10,<3.13`` installs the newest minor in :data:`SUPPORTED_MINORS` that it admits (3.12);
+pyenv instead gets the newest release its own list offers within the specifier (its list is the better authority).
 No installer: :class:`PythonNotFound` (exit 3) with hints. An installer failing: :class:`PythonNotFound` naming its
 command, exit code and last output line; we do not fall through to the next installer, so what ran is auditable.
 """
@@ -34,7 +35,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 from . import interpreters, proc
 from .errors import PythonNotFound
@@ -44,7 +45,7 @@ from .spec import PythonRequest
 _PLATFORM = sys.platform  # seam: tests patch it (and interpreters._PLATFORM) to "win32"
 SUPPORTED_MINORS = tuple(range(14, 7, -1))  # 3.14 ... 3.8, newest first: what a specifier may install
 _MINOR_TEXT = re.compile(r"^3\.\d{1,2}$")
-_RELEASE_LINE = re.compile(r"^\s*(3)\.(\d+)\.(\d+)\s*$")  # final releases in `pyenv install --list`; no -dev/t/a1
+_RELEASE_LINE = re.compile(r"^\s*3\.(\d+)\.(\d+)\s*$")  # final releases in `pyenv install --list`; no -dev/t/a1
 _LIST_TIMEOUT = 120.0
 
 Echo = Callable[[str], None]
@@ -117,7 +118,7 @@ def _survey(request: PythonRequest) -> tuple[list[InstallMethod], list[str]]:
     return plan, looked_for
 
 
-def _pymanager(target: str, request: PythonRequest) -> tuple[Optional[InstallMethod], str]:
+def _pymanager(target: str, request: PythonRequest) -> tuple[InstallMethod | None, str]:
     exe = shutil.which("pymanager")
     if exe is None:
         return None, "pymanager (Python install manager) not on PATH"
@@ -127,7 +128,7 @@ def _pymanager(target: str, request: PythonRequest) -> tuple[Optional[InstallMet
     return InstallMethod("Python install manager", (exe, "install", "--yes", target), target, expected), exe
 
 
-def _winget(target: str, request: PythonRequest) -> tuple[Optional[InstallMethod], str]:
+def _winget(target: str, request: PythonRequest) -> tuple[InstallMethod | None, str]:
     exe = shutil.which("winget")
     if exe is None:
         return None, "winget not on PATH"
@@ -141,18 +142,18 @@ def _winget(target: str, request: PythonRequest) -> tuple[Optional[InstallMethod
     return InstallMethod("winget", tuple(argv), target, expected), exe
 
 
-def _pyenv_win(target: str, request: PythonRequest) -> tuple[Optional[InstallMethod], str]:
+def _pyenv_win(target: str, request: PythonRequest) -> tuple[InstallMethod | None, str]:
     exe = shutil.which("pyenv")  # pyenv-win's bin\pyenv.bat (PATHEXT)
     if exe is None:
         return None, "pyenv-win not on PATH"
     version = _pyenv_version(exe, target, request)
     if version is None:
-        return None, f"pyenv-win {exe} ('pyenv install --list' offers no {target} release matching {request.text!r})"
+        return None, f"pyenv-win {exe} ('pyenv install --list' offers no release matching {request.text!r})"
     expected = (Path(exe).resolve().parent.parent / "versions" / version / "python.exe",)
     return InstallMethod("pyenv-win", (exe, "install", "--quiet", version), version, expected), exe
 
 
-def _choco(target: str, request: PythonRequest) -> tuple[Optional[InstallMethod], str]:
+def _choco(target: str, request: PythonRequest) -> tuple[InstallMethod | None, str]:
     exe = shutil.which("choco")
     if exe is None:
         return None, "choco not on PATH"
@@ -165,14 +166,13 @@ def _choco(target: str, request: PythonRequest) -> tuple[Optional[InstallMethod]
     return InstallMethod("Chocolatey", tuple(argv), target, expected), exe
 
 
-def _pyenv(target: str, request: PythonRequest) -> tuple[Optional[InstallMethod], str]:
+def _pyenv(target: str, request: PythonRequest) -> tuple[InstallMethod | None, str]:
     exe = shutil.which("pyenv")
     if exe is None:
         return None, "pyenv not on PATH"
     version = _pyenv_version(exe, target, request)
     if version is None:
-        return None, f"pyenv {exe} ('pyenv install --list' offers no {target} release matching {request.text!r}; " \
-                     "update pyenv)"
+        return None, f"pyenv {exe} ('pyenv install --list' offers no release matching {request.text!r}; update pyenv)"
     root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
     expected = (root / "versions" / version / "bin" / "python",)
     return InstallMethod("pyenv", (exe, "install", "-s", version), version, expected), exe
@@ -187,16 +187,15 @@ def _minor(version: str) -> str:
 
 
 def _pyenv_version(exe: str, target: str, request: PythonRequest) -> str | None:
-    """pyenv wants an exact version: keep ``3.X.Y``, else the newest final ``3.X.Y`` its list offers."""
+    """pyenv wants an exact version: keep ``3.X.Y``, else the newest final release its list offers for the request."""
     if target.count(".") == 2:
         return target
     try:
         listed = proc.run([exe, "install", "--list"], check=False, timeout=_LIST_TIMEOUT)
     except proc.CommandError:
         return None
-    minor = int(target.split(".")[1])
-    releases = [(3, int(m[2]), int(m[3])) for m in map(_RELEASE_LINE.match, listed.stdout.splitlines()) if m]
-    wanted = [v for v in releases if v[1] == minor and request.accepts(v)]
+    releases = [(3, int(m[1]), int(m[2])) for m in map(_RELEASE_LINE.match, listed.stdout.splitlines()) if m]
+    wanted = [v for v in releases if request.accepts(v)]
     return ".".join(map(str, max(wanted))) if wanted else None
 
 
