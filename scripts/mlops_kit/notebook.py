@@ -1,0 +1,289 @@
+"""Execute a notebook with papermill in the toolkit's process, its kernel on the stage venv's interpreter.
+
+No registered kernel is needed (a GoCD agent running as a service account sees none): a private kernelspec built
+by :func:`mlops_kit.kernel.kernelspec` is written to a temporary folder, and a ``KernelManager`` subclass whose
+``KernelSpecManager`` looks only in that folder is handed to nbclient (``kernel_manager_class``). The spec's
+``env`` puts the venv's ``bin``/``Scripts`` first on ``PATH`` and sets ``VIRTUAL_ENV``, so ``!pip`` and
+``subprocess.run(["python", ...])`` inside the notebook resolve to the venv too.
+
+Extra kernel variables (``MLFLOW_RUN_ID`` & co.) are set in the kernel *after* it started and *before* the first
+cell, by a silent ``os.environ.update`` (``before_cells``): the MLflow run is created in parallel with the kernel
+start, which is what keeps ``run_notebook`` close to bare papermill's speed.
+
+Like papermill, a failing notebook is still written (with papermill's banner and link to the failing cell); a cell
+timeout or a dead kernel get an error output in the cell they stopped in, so the notebook doubles as the log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .errors import BadInput
+
+INJECTED_TAG = "injected-parameters"
+_DROPPED_PAPERMILL_WARNINGS = ("Input notebook does not contain a cell with tag", "Passed unknown parameter")
+
+
+@dataclass
+class Execution:
+    """What to run and how."""
+
+    notebook: Path
+    output: Path
+    parameters: dict[str, Any]
+    kernelspec: dict[str, Any]  # kernel.json content (mlops_kit.kernel.kernelspec)
+    kernel_name: str
+    cwd: Path
+    masked_parameters: dict[str, Any] | None = None  # shown in the written notebook instead of the real ones
+    before_cells: Callable[[], Mapping[str, str]] | None = None  # env vars for the kernel; may raise to abort
+    log_output: bool = False
+    progress_bar: bool = False
+    cell_timeout: float | None = None
+    start_timeout: float = 60
+
+
+@dataclass
+class Outcome:
+    """How the execution ended; ``cell_index`` counts cells of the *input* notebook (0-based)."""
+
+    kind: str = "ok"  # ok | cell-error | timeout | kernel-died | kernel-start
+    cell_index: int | None = None
+    execution_count: int | None = None
+    ename: str = ""
+    evalue: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.kind == "ok"
+
+    def summary(self) -> str:
+        where = f" in cell {self.cell_index}" if self.cell_index is not None else ""
+        count = f" (In [{self.execution_count}])" if self.execution_count else ""
+        evalue = " ".join(self.evalue.split())[:200]
+        return f"{self.kind}{where}{count}: {self.ename}" + (f": {evalue}" if evalue else "")
+
+    def as_tags(self) -> dict[str, str]:
+        tags = {"failure_kind": self.kind, "error_name": self.ename, "error_value": self.evalue}
+        if self.cell_index is not None:
+            tags["failed_cell_index"] = str(self.cell_index)
+        if self.execution_count is not None:
+            tags["failed_cell_execution_count"] = str(self.execution_count)
+        return tags
+
+
+def load_notebook(path: Path) -> Any:
+    """Read a notebook (nbformat v4); a missing or broken file is a BadInput naming it."""
+    if not path.is_file():
+        raise BadInput(f"{path}: notebook not found" if not path.exists() else f"{path}: not a notebook file")
+    try:
+        from papermill.iorw import load_notebook_node
+
+        return load_notebook_node(str(path))  # also adds the metadata papermill expects
+    except Exception as exc:  # noqa: BLE001 - nbformat raises JSON, validation and OS errors
+        raise BadInput(f"{path}: not a readable Jupyter notebook ({' '.join(str(exc).split())[:200]})") from None
+
+
+def execute(ex: Execution, nb: Any) -> Outcome:
+    """Parameterize and run ``nb``; always write ``ex.output`` once cells started. Returns the outcome."""
+    from papermill.engines import NotebookExecutionManager
+    from papermill.execute import prepare_notebook_metadata, remove_error_markers
+    from papermill.parameterize import parameterize_notebook
+
+    _configure_logging(ex.log_output)
+    nb = parameterize_notebook(nb, ex.parameters, kernel_name=ex.kernel_name, language="python")
+    nb = remove_error_markers(prepare_notebook_metadata(nb, str(ex.notebook), str(ex.output)))
+    nb_man = NotebookExecutionManager(nb, output_path=None, log_output=ex.log_output, progress_bar=ex.progress_bar)
+    with tempfile.TemporaryDirectory(prefix="mlops_kit-kernel-") as tmp:
+        _write_kernelspec(Path(tmp), ex.kernel_name, ex.kernelspec)
+        client = _client_class()(
+            nb_man, ex, kernel_name=ex.kernel_name, kernel_manager_class=_manager_class(Path(tmp)),
+            timeout=ex.cell_timeout, startup_timeout=int(ex.start_timeout), log=logging.getLogger("papermill"),
+            log_output=ex.log_output, resources={"metadata": {"path": str(ex.cwd)}},
+        )
+        nb_man.notebook_start()
+        try:
+            client.execute()
+        except Exception as exc:  # noqa: BLE001 - kernel never started / died before the first cell
+            if not client.cells_started:
+                nb_man.cleanup_pbar()
+                if not isinstance(exc, (RuntimeError, TimeoutError)) or client.aborted:
+                    raise
+                return _kernel_start_failure(ex, nb_man.nb, exc)
+            raise
+        finally:
+            nb_man.cleanup_pbar()
+            nb_man.notebook_complete()
+    return _finish(ex, nb_man.nb, client.outcome)
+
+
+def _kernel_start_failure(ex: Execution, nb: Any, exc: BaseException) -> Outcome:
+    outcome = Outcome(kind="kernel-start", ename=type(exc).__name__,
+                      evalue=f"the kernel did not start ({' '.join(str(exc).split())[:300]}); "
+                             f"is ipykernel installed in {ex.kernelspec['argv'][0]}?")
+    _write(ex, nb)
+    return outcome
+
+
+def _finish(ex: Execution, nb: Any, outcome: Outcome) -> Outcome:
+    """Mask secrets in the written notebook, add papermill's error banner, write it."""
+    from papermill.exceptions import PapermillExecutionError
+    from papermill.execute import raise_for_execution_errors
+
+    _mask(ex, nb)
+    nb.metadata.kernelspec = {"name": ex.kernel_name, "display_name": ex.kernelspec.get("display_name", ""),
+                              "language": "python"}
+    ex.output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        raise_for_execution_errors(nb, str(ex.output))
+    except PapermillExecutionError as err:
+        if outcome.ok:  # e.g. a cell with an error output although nbclient did not raise
+            outcome = Outcome("cell-error", _source_index(nb, err.cell_index), err.exec_count, err.ename, err.evalue)
+        return outcome
+    _write(ex, nb)
+    return outcome
+
+
+def _write(ex: Execution, nb: Any) -> None:
+    from papermill.iorw import write_ipynb
+
+    _mask(ex, nb)
+    ex.output.parent.mkdir(parents=True, exist_ok=True)
+    write_ipynb(nb, str(ex.output))
+
+
+def _mask(ex: Execution, nb: Any) -> None:
+    """Show masked values in the injected cell and papermill's metadata (the real ones ran in the kernel)."""
+    if ex.masked_parameters is None:
+        return
+    from papermill.translators import translate_parameters
+
+    for cell in nb.cells:
+        if INJECTED_TAG in cell.metadata.get("tags", []):
+            cell.source = translate_parameters(ex.kernel_name, "python", ex.masked_parameters, "Parameters")
+    nb.metadata.papermill["parameters"] = ex.masked_parameters
+
+
+def _source_index(nb: Any, index: int) -> int:
+    """Index in the input notebook of executed cell ``index`` (the injected cell is not in the input)."""
+    before = nb.cells[:index]
+    return index - sum(1 for c in before if INJECTED_TAG in c.metadata.get("tags", []))
+
+
+def _write_kernelspec(folder: Path, name: str, spec: Mapping[str, Any]) -> None:
+    (folder / name).mkdir(parents=True)
+    (folder / name / "kernel.json").write_text(json.dumps(spec, indent=1), encoding="utf-8")
+
+
+def _manager_class(kernels_dir: Path) -> type:
+    """An AsyncKernelManager that finds kernelspecs only in ``kernels_dir`` (no user/system kernels needed)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class PrivateKernelManager(AsyncKernelManager):
+        @default("kernel_spec_manager")
+        def _kernel_spec_manager_default(self) -> KernelSpecManager:
+            return KernelSpecManager(kernel_dirs=[str(kernels_dir)])
+
+    return PrivateKernelManager
+
+
+def _client_class() -> type:
+    """papermill's client plus: kernel env before the first cell, outcome tracking, timeout/death as cell errors."""
+    import nbformat
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+    from papermill.clientwrap import PapermillNotebookClient
+
+    class Client(PapermillNotebookClient):
+        def __init__(self, nb_man: Any, ex: Execution, **kw: Any) -> None:
+            super().__init__(nb_man, **kw)
+            self.ex, self.outcome, self.cells_started, self.aborted = ex, Outcome(), False, False
+
+        def papermill_execute_cells(self) -> None:
+            self._before_cells()
+            self.cells_started = True
+            for index, cell in enumerate(self.nb.cells):
+                try:
+                    self.nb_man.cell_start(cell, index)
+                    self.execute_cell(cell, index)
+                except CellExecutionError as err:
+                    self._failed(index, "cell-error", err.ename, err.evalue)
+                    break
+                except (CellTimeoutError, DeadKernelError) as err:
+                    kind = "timeout" if isinstance(err, CellTimeoutError) else "kernel-died"
+                    self.nb.cells[index].setdefault("outputs", []).append(nbformat.v4.new_output(
+                        "error", ename=type(err).__name__, evalue=str(err), traceback=[f"{kind}: {err}"]))
+                    self._failed(index, kind, type(err).__name__, str(err))
+                    break
+                finally:
+                    self.nb_man.cell_complete(self.nb.cells[index], cell_index=index)
+
+        def _failed(self, index: int, kind: str, ename: str, evalue: str) -> None:
+            cell = self.nb.cells[index]
+            self.nb_man.cell_exception(cell, cell_index=index)
+            self.outcome = Outcome(kind, _source_index(self.nb, index), cell.get("execution_count"), ename, evalue)
+
+        def _before_cells(self) -> None:
+            if self.ex.before_cells is None:
+                return
+            try:
+                env = dict(self.ex.before_cells())
+            except BaseException:
+                self.aborted = True
+                raise
+            if self.ex.masked_parameters is None:  # no secrets: save progress to --output as cells complete
+                self.nb_man.output_path = str(self.ex.output)
+            if env:
+                code = f"import os as _mlops_os\n_mlops_os.environ.update({env!r})\ndel _mlops_os\n"
+                reply = self.wait_for_reply(self.kc.execute(code, silent=True, store_history=False))
+                if not reply or reply["content"].get("status") != "ok":
+                    raise DeadKernelError("could not set the run's environment variables in the kernel")
+
+    return Client
+
+
+class _DropDuplicates(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(_DROPPED_PAPERMILL_WARNINGS)
+
+
+def _configure_logging(log_output: bool) -> None:
+    """papermill logs cell output at INFO (``--log-output``); otherwise only its warnings and errors."""
+    logger = logging.getLogger("papermill")
+    if not any(isinstance(f, _DropDuplicates) for f in logger.filters):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.addFilter(_DropDuplicates())
+        logger.propagate = False
+    logger.setLevel(logging.INFO if log_output else logging.WARNING)
+
+
+def prewarm_html() -> None:
+    """Load nbconvert's HTML exporter and its templates ahead of time."""
+    import nbformat
+
+    render_html_text(nbformat.v4.new_notebook())
+
+
+def render_html_text(nb: Any) -> str:
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    return body
+
+
+def render_html(notebook: Path, html: Path) -> None:
+    """The executed notebook as standalone HTML (readable in the MLflow UI's artifact view)."""
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    html.parent.mkdir(parents=True, exist_ok=True)
+    html.write_text(render_html_text(nb), encoding="utf-8")

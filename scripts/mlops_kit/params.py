@@ -1,0 +1,162 @@
+"""Notebook parameters: the YAML params file, ``-p NAME VALUE`` overrides, and their MLflow-safe flat form.
+
+A params file is a YAML mapping whose top-level keys become variables of the notebook (papermill injects them
+after the cell tagged ``parameters``); nested mappings stay Python dicts in the notebook and are flattened to
+``a.b.c`` keys only for MLflow. ``-p NAME VALUE`` parses VALUE as YAML, like papermill's ``-p``/``-y``
+(``-p lr 0.1`` is a float, ``-p name "0.1"`` a string, ``-p layers [64,32]`` a list); a dotted NAME such as
+``-p train.lr 0.1`` sets one key inside a nested mapping.
+
+``output_dir`` is reserved: the runner injects the run's output folder under that name.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from .errors import BadInput
+from .spec import load_yaml_mapping
+
+RESERVED = ("output_dir",)
+MASK = "***"
+# A flattened key is secret-looking when any dotted part contains one of these (case-insensitive, '-' == '_').
+SECRET_WORDS = ("password", "passwd", "passphrase", "pwd", "token", "secret", "api_key", "apikey",
+                "credential", "private_key", "privatekey", "access_key", "accesskey", "auth_key",
+                "connection_string", "conn_str", "sas_key", "client_key")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def load_params_file(path: Path | str) -> dict[str, Any]:
+    """Read a params YAML file (a mapping, duplicate keys refused); every problem names the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise BadInput(f"{path}: params file not found") from None
+    except IsADirectoryError:
+        raise BadInput(f"{path}: params file is a folder, expected a YAML file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: cannot read params file ({exc})") from None
+    data = load_yaml_mapping(text, source=path, what="params file")
+    check_names(data, source=str(path))
+    return data
+
+
+def check_names(params: Mapping[Any, Any], *, source: str) -> None:
+    """Top-level names must be Python identifiers (papermill writes ``name = value``) and not reserved."""
+    for name in params:
+        if not isinstance(name, str) or not _IDENTIFIER.match(name) or keyword.iskeyword(name):
+            raise BadInput(f"{source}: parameter {name!r}: not a valid Python variable name "
+                           "(letters, digits and '_', not starting with a digit)")
+        if name in RESERVED:
+            raise BadInput(f"{source}: parameter {name!r}: reserved, the runner injects it "
+                           "(use --output-dir to choose the folder)")
+
+
+def parse_override(name: str, value: str) -> tuple[tuple[str, ...], Any]:
+    """``-p NAME VALUE`` -> (key path, value); VALUE is read as YAML (a bare word stays a string)."""
+    path = tuple(name.split("."))
+    if not name or not all(_IDENTIFIER.match(part) for part in path) or keyword.iskeyword(path[0]):
+        raise BadInput(f"-p {name!r}: NAME must be a Python variable name, optionally dotted into a nested "
+                       "mapping (e.g. -p lr 0.1 or -p train.lr 0.1)")
+    if path[0] in RESERVED:
+        raise BadInput(f"-p {name}: reserved, the runner injects it (use --output-dir)")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else value
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise BadInput(f"-p {name}: value {value!r} is not valid YAML ({problem}); quote it to pass text") from None
+    return path, parsed
+
+
+def merge_overrides(params: Mapping[str, Any], overrides: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """Apply ``-p`` overrides (in order) on a copy of ``params``; nested keys create/replace mappings."""
+    merged = _deep_copy(params)
+    for name, value in overrides:
+        path, parsed = parse_override(name, value)
+        target = merged
+        for part in path[:-1]:
+            if not isinstance(target.get(part), dict):
+                target[part] = {}
+            target = target[part]
+        target[path[-1]] = parsed
+    return merged
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def flatten(params: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and scalars are leaves; an empty mapping is a leaf too."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def is_secret(name: str) -> bool:
+    """True when a (dotted) parameter name looks like it holds a secret."""
+    norm = name.lower().replace("-", "_")
+    return any(word in part for part in norm.split(".") for word in SECRET_WORDS)
+
+
+def masked(params: Mapping[Any, Any]) -> dict[Any, Any]:
+    """A copy of (nested) ``params`` with every secret-looking value replaced by ``***``."""
+    return _masked(params, "")
+
+
+def _masked(params: Mapping[Any, Any], prefix: str) -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if is_secret(str(key)) and value is not None:
+            out[key] = MASK
+        elif isinstance(value, dict):
+            out[key] = _masked(value, f"{name}.")
+        else:
+            out[key] = value
+    return out
+
+
+def has_secrets(params: Mapping[Any, Any]) -> bool:
+    return masked(params) != params
+
+
+def declared_parameters(nb: Any) -> set[str] | None:
+    """Names assigned in the notebook's ``parameters`` cell (papermill's inspection); None when it has none."""
+    from papermill.inspection import _infer_parameters
+    from papermill.utils import find_first_tagged_cell_index
+
+    if find_first_tagged_cell_index(nb, "parameters") < 0:
+        return None
+    return {p.name for p in _infer_parameters(nb, language="python")}
+
+
+def undeclared_warnings(nb: Any, passed: Iterable[str], *, notebook: Path) -> list[str]:
+    """Warnings for a notebook without a ``parameters`` cell or names it does not declare (``output_dir`` aside)."""
+    declared = declared_parameters(nb)
+    passed = [name for name in passed if name not in RESERVED]
+    if declared is None:
+        return [f"{notebook}: no cell tagged 'parameters'; the injected parameters cell goes first "
+                "(tag a cell 'parameters' in JupyterLab: Property Inspector > Cell Tags)"]
+    unknown = [name for name in passed if name not in declared]
+    return [f"{notebook}: parameter {name!r} is not declared in its 'parameters' cell (passed anyway)"
+            for name in unknown]
+
+
+def yaml_text(params: Mapping[str, Any]) -> str:
+    """The params as YAML text (used for the masked copy logged to MLflow)."""
+    return yaml.safe_dump(dict(params), sort_keys=False, allow_unicode=True, default_flow_style=False)

@@ -1,0 +1,573 @@
+"""MLflow tracking of one notebook run: where to log, what to log, and a manifest to log it later.
+
+Where: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the current folder (made
+absolute, so the kernel and a later ``--log-existing`` find the same file). Experiments this module creates in a
+local SQLite store keep their artifacts in ``<folder of mlflow.db>/mlruns/<experiment>``. Experiment:
+``--experiment``, else ``MLFLOW_EXPERIMENT_NAME``, else ``GO_PIPELINE_NAME``, else ``mlops_kit``.
+
+What: everything is collected in a :class:`RunRecord` first (params already masked, flattened and clipped to what
+MLflow accepts; only *named* GoCD variables as tags), written next to the output notebook as
+``<output stem>.mlops_run.json``. That manifest is what :func:`log_existing` uploads when the tracking server was
+down during the run, so nothing is lost.
+
+Speed: importing mlflow and opening a SQLite store takes longer than running a small notebook, so
+:class:`Tracker` does the MLflow work in one helper process while the kernel starts and runs (see
+``run_notebook``); nothing here imports mlflow at module level.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import getpass
+import json
+import math
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+from urllib.parse import urlsplit
+
+from . import proc
+from .errors import BadInput, TrackingError
+from .params import flatten, is_secret, MASK
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "mlops_kit"
+MANIFEST_SUFFIX = ".mlops_run.json"
+METRICS_FILE = "metrics.json"
+GOCD_VARS = ("GO_PIPELINE_NAME", "GO_PIPELINE_COUNTER", "GO_PIPELINE_LABEL", "GO_STAGE_NAME", "GO_STAGE_COUNTER",
+             "GO_JOB_NAME", "GO_TRIGGER_USER", "GO_SERVER_URL")
+GOCD_PREFIXES = ("GO_REVISION",)
+PIPELINE_KEY_TAG = "mlops_kit.pipeline_key"
+ROLE_TAG = "mlops_kit.role"
+# MLflow's limits (mlflow.utils.validation, 3.x): values longer are refused, keys are restricted.
+MAX_PARAM_VALUE = 6000
+MAX_TAG_VALUE = 8000
+MAX_KEY = 250
+BATCH = 100
+_KEY_BAD_CHARS = re.compile(r"[^A-Za-z0-9_.\- ]")
+_QUIET_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Resolved tracking store and experiment."""
+
+    uri: str
+    experiment: str
+    artifact_location: str | None = None  # for experiments we create in a local SQLite store
+
+
+def resolve_target(uri: str | None, experiment: str | None, *, env: Mapping[str, str] | None = None,
+                   cwd: Path | None = None) -> Target:
+    """Apply the documented precedence; a relative SQLite path becomes absolute (relative to ``cwd``)."""
+    env = os.environ if env is None else env
+    uri = (uri or env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI).strip()
+    name = (experiment or env.get("MLFLOW_EXPERIMENT_NAME") or env.get("GO_PIPELINE_NAME") or DEFAULT_EXPERIMENT)
+    if not name.strip():
+        raise BadInput("--experiment: the experiment name must not be empty")
+    location = None
+    if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
+        db = Path(uri[len("sqlite:///"):])
+        db = Path(os.path.abspath((cwd or Path.cwd()) / db))
+        uri = "sqlite:///" + db.as_posix()
+        location = (db.parent / "mlruns" / _slug(name)).as_uri()
+    elif "://" not in uri and not uri.startswith(("databricks", "file:")):
+        raise BadInput(f"--tracking-uri {uri!r}: expected a URI such as http://host:5000 or sqlite:///mlflow.db")
+    return Target(uri=uri, experiment=name.strip(), artifact_location=location)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "experiment"
+
+
+# --- what gets logged ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GitInfo:
+    commit: str = "unknown"
+    branch: str = "unknown"
+    dirty: str = "unknown"
+    root: Path | None = None
+
+
+def git_info(path: Path) -> GitInfo:
+    """Commit, branch and dirty flag of the repo holding ``path``; "unknown" outside git or without git."""
+    folder = path if path.is_dir() else path.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            result = proc.run(["git", "-C", str(folder), *args], check=False, timeout=30)
+        except proc.CommandError:
+            return None
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    root = git("rev-parse", "--show-toplevel")
+    if root is None:
+        return GitInfo()
+    commit = git("rev-parse", "HEAD") or "unknown"
+    branch = git("rev-parse", "--abbrev-ref", "HEAD") or "unknown"
+    status = git("status", "--porcelain", "--untracked-files=no")
+    dirty = "unknown" if status is None else str(bool(status))
+    return GitInfo(commit=commit, branch=branch, dirty=dirty, root=Path(root))
+
+
+def gocd_context(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Only the named GoCD variables (and ``GO_REVISION*``); secure variables never match these names."""
+    env = os.environ if env is None else env
+    found = {name: env[name] for name in GOCD_VARS if env.get(name)}
+    found.update({k: v for k, v in sorted(env.items()) if k.startswith(GOCD_PREFIXES) and v})
+    return found
+
+
+def pipeline_key(env: Mapping[str, str] | None = None) -> str | None:
+    """``<GO_PIPELINE_NAME>/<GO_PIPELINE_COUNTER>``: stages sharing it are nested under one parent run."""
+    env = os.environ if env is None else env
+    name, counter = env.get("GO_PIPELINE_NAME"), env.get("GO_PIPELINE_COUNTER")
+    if not name or not counter:
+        return None
+    return re.sub(r"[^A-Za-z0-9_.\-/ #]", "_", f"{name}/{counter}")
+
+
+def safe_key(key: str) -> str:
+    """A key MLflow accepts: letters, digits, ``_ . - space`` only, not a path trick, at most 250 characters."""
+    key = _KEY_BAD_CHARS.sub("_", str(key)).strip()
+    if not key or key == "." or key.startswith(".."):
+        key = f"_{key}"
+    return key[:MAX_KEY]
+
+
+def _unique(key: str, taken: set[str]) -> str:
+    if key not in taken:
+        return key
+    n = 2
+    while f"{key[:MAX_KEY - 6]}_{n}" in taken:
+        n += 1
+    return f"{key[:MAX_KEY - 6]}_{n}"
+
+
+def clip(value: str, limit: int) -> str:
+    """Clip to MLflow's limit, marking the cut so nobody mistakes it for the full value."""
+    if len(value) <= limit:
+        return value
+    marker = f"...[truncated {len(value) - limit + 40} chars]"
+    return value[:limit - len(marker)] + marker
+
+
+def value_text(value: Any) -> str:
+    """How a parameter value is shown in MLflow (JSON for lists/dicts, Python's text otherwise)."""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
+def loggable_params(system: Mapping[str, Any], notebook: Mapping[str, Any],
+                    warn: Any = None) -> dict[str, str]:
+    """System params then flattened notebook params: keys made safe and unique, secrets masked, values clipped."""
+    out: dict[str, str] = {}
+    for name, value in [*system.items(), *flatten(notebook).items()]:
+        key = _unique(safe_key(name), set(out))
+        if key != name and warn:
+            warn(f"parameter {name!r} is logged to MLflow as {key!r}")
+        shown = MASK if is_secret(name) and value is not None else value_text(value)
+        out[key] = clip(shown, MAX_PARAM_VALUE)
+    return out
+
+
+def loggable_tags(tags: Mapping[str, Any]) -> dict[str, str]:
+    return {safe_key(k): clip(str(v), MAX_TAG_VALUE) for k, v in tags.items() if v is not None}
+
+
+def read_metrics(output_dir: Path, *, since: float, warn: Any) -> dict[str, float]:
+    """``<output_dir>/metrics.json`` ({"name": number}, nested mappings flattened) written during this run."""
+    path = output_dir / METRICS_FILE
+    try:
+        if path.stat().st_mtime < since - 2:
+            warn(f"{path}: older than this run, not logged as metrics (write it from the notebook)")
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        warn(f"{path}: not readable as JSON ({exc}); no metrics logged from it")
+        return {}
+    if not isinstance(data, dict):
+        warn(f"{path}: expected a JSON object {{\"name\": number}}; no metrics logged from it")
+        return {}
+    metrics: dict[str, float] = {}
+    for name, value in flatten(data).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            warn(f"{path}: metric {name!r} is not a number ({value_text(value)[:60]}); skipped")
+            continue
+        metrics[_unique(safe_key(name), set(metrics))] = float(value)
+    return metrics
+
+
+# --- the record / manifest -----------------------------------------------------------------------------------
+
+@dataclass
+class RunRecord:
+    """Everything one run logs; saved as the manifest so a run can be uploaded later."""
+
+    tracking_uri: str
+    experiment: str
+    run_name: str
+    params: dict[str, str]
+    tags: dict[str, str]
+    artifact_location: str | None = None
+    pipeline_key: str | None = None
+    pipeline_run_name: str | None = None
+    files: list[list[str]] = field(default_factory=list)  # [local file, artifact folder ("" = root)]
+    folders: list[list[str]] = field(default_factory=list)  # [local folder, artifact folder]
+    executed_notebook: str | None = None
+    html: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    status: str = "RUNNING"
+    failure: dict[str, str] = field(default_factory=dict)
+    start_time: int = field(default_factory=lambda: int(time.time() * 1000))
+    end_time: int | None = None
+    run_id: str | None = None
+    experiment_id: str | None = None
+    parent_run_id: str | None = None
+    params_logged: bool = False
+    logged: bool = False
+    schema: int = 1
+
+    @property
+    def target(self) -> Target:
+        return Target(self.tracking_uri, self.experiment, self.artifact_location)
+
+
+def manifest_path(output: Path) -> Path:
+    return output.with_name(output.stem + MANIFEST_SUFFIX)
+
+
+def save_manifest(record: RunRecord, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    data = dataclasses.asdict(record)
+    data["metrics"] = {k: (v if math.isfinite(v) else str(v)) for k, v in record.metrics.items()}
+    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_manifest(path: Path) -> RunRecord:
+    """Read a manifest written by run_notebook; every problem names the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"{path}: manifest not found") from None
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{path}: not a readable run manifest ({exc})") from None
+    names = {f.name for f in dataclasses.fields(RunRecord)}
+    if not isinstance(data, dict) or data.get("schema") != 1 or not {"tracking_uri", "params"} <= set(data):
+        raise BadInput(f"{path}: not a run manifest written by run_notebook.py (schema 1)")
+    data["metrics"] = {k: float(v) for k, v in (data.get("metrics") or {}).items()}
+    return RunRecord(**{k: v for k, v in data.items() if k in names})
+
+
+# --- talking to MLflow -----------------------------------------------------------------------------------------
+
+_CLIENTS: dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def _guard(uri: str, what: str) -> Iterator[None]:
+    """Any failure talking to the store becomes one TrackingError line naming the URI."""
+    try:
+        yield
+    except TrackingError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - mlflow/requests/sqlalchemy raise many types
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise TrackingError(f"MLflow tracking store {uri}: {what} failed: {reason}") from None
+
+
+def preflight(uri: str) -> None:
+    """Fail in seconds when an HTTP server is down (MLflow's own retries would take minutes)."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "localhost", port), timeout=5):
+            pass
+    except OSError as exc:
+        raise TrackingError(f"MLflow tracking server {uri} is unreachable ({exc.strerror or exc})") from None
+
+
+def _client(uri: str) -> Any:
+    if uri not in _CLIENTS:
+        for name, value in _QUIET_RETRIES.items():
+            os.environ.setdefault(name, value)
+        import logging
+
+        from mlflow.tracking import MlflowClient
+
+        for noisy in ("mlflow", "alembic"):  # after the import: mlflow sets its own level when imported
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
+    return _CLIENTS[uri]
+
+
+def _experiment_id(client: Any, target: Target) -> str:
+    exp = client.get_experiment_by_name(target.experiment)
+    if exp is None:
+        try:
+            return client.create_experiment(target.experiment, artifact_location=target.artifact_location)
+        except Exception:  # noqa: BLE001 - another stage created it meanwhile
+            exp = client.get_experiment_by_name(target.experiment)
+            if exp is None:
+                raise
+    if exp.lifecycle_stage != "active":
+        raise TrackingError(f"MLflow tracking store {target.uri}: experiment {target.experiment!r} is deleted "
+                            "(restore it in the MLflow UI or choose another with --experiment)")
+    return exp.experiment_id
+
+
+def _find_parents(client: Any, experiment_id: str, key: str) -> list[Any]:
+    query = f"tags.`{PIPELINE_KEY_TAG}` = '{key}' and tags.`{ROLE_TAG}` = 'pipeline'"
+    runs = client.search_runs([experiment_id], filter_string=query, max_results=50)
+    return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+
+
+def _parent_run(client: Any, experiment_id: str, record: RunRecord) -> str:
+    """The pipeline instance's parent run: found by tag, else created; concurrent creators converge."""
+    key = record.pipeline_key
+    assert key is not None
+    parents = _find_parents(client, experiment_id, key)
+    if parents:
+        client.update_run(parents[0].info.run_id, status="RUNNING")
+        return parents[0].info.run_id
+    tags = {PIPELINE_KEY_TAG: key, ROLE_TAG: "pipeline",
+            **{k: v for k, v in record.tags.items() if k.startswith("GO_PIPELINE")}}
+    mine = client.create_run(experiment_id, run_name=record.pipeline_run_name or key, tags=tags).info.run_id
+    winner = _find_parents(client, experiment_id, key)[0].info.run_id
+    if winner != mine:  # another stage created one at the same moment: keep the earliest, drop ours
+        client.delete_run(mine)
+    return winner
+
+
+def start_run(record: RunRecord) -> dict[str, str | None]:
+    """Create the run (and the pipeline's parent run) and log params and tags; returns the ids."""
+    uri = record.tracking_uri
+    preflight(uri)
+    with _guard(uri, "opening the store"):
+        client = _client(uri)
+        experiment_id = _experiment_id(client, record.target)
+    with _guard(uri, "creating the run"):
+        parent = _parent_run(client, experiment_id, record) if record.pipeline_key else None
+        tags = dict(record.tags, **({"mlflow.parentRunId": parent} if parent else {}))
+        run = client.create_run(experiment_id, start_time=record.start_time, tags=tags, run_name=record.run_name)
+        _log_params(client, run.info.run_id, record.params)
+    return {"run_id": run.info.run_id, "experiment_id": experiment_id, "parent_run_id": parent}
+
+
+def _log_params(client: Any, run_id: str, params: Mapping[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, v) for k, v in params.items()]
+    for i in range(0, len(items), BATCH):
+        client.log_batch(run_id, params=items[i:i + BATCH], synchronous=True)
+
+
+def prewarm() -> None:
+    """Import what :func:`finish_run` needs while the notebook runs (the HTML exporter is slow to load)."""
+    from .notebook import prewarm_html
+
+    prewarm_html()
+
+
+def finish_run(record: RunRecord) -> None:
+    """Render the HTML, upload artifacts and metrics, record the failure, end the run (and update the parent)."""
+    from .notebook import render_html
+
+    if record.executed_notebook and record.html and not Path(record.html).exists():
+        render_html(Path(record.executed_notebook), Path(record.html))
+    uri = record.tracking_uri
+    preflight(uri)
+    with _guard(uri, "logging the run"):
+        client = _client(uri)
+        assert record.run_id is not None
+        _log_files(client, record)
+        _log_metrics(client, record)
+        if record.failure:
+            from mlflow.entities import RunTag
+
+            tags = [RunTag(f"mlops_kit.{k}", clip(str(v), MAX_TAG_VALUE)) for k, v in record.failure.items()]
+            client.log_batch(record.run_id, tags=tags, synchronous=True)
+        client.set_terminated(record.run_id, status=record.status, end_time=record.end_time)
+        if record.parent_run_id:
+            client.set_terminated(record.parent_run_id, status=record.status)
+
+
+def _log_files(client: Any, record: RunRecord) -> None:
+    assert record.run_id is not None
+    for local, folder in record.files:
+        if Path(local).is_file():
+            client.log_artifact(record.run_id, local, folder or None)
+    for local, folder in record.folders:
+        if Path(local).is_dir() and any(Path(local).iterdir()):
+            client.log_artifacts(record.run_id, local, folder or None)
+
+
+def _log_metrics(client: Any, record: RunRecord) -> None:
+    if not record.metrics:
+        return
+    from mlflow.entities import Metric
+
+    stamp = record.end_time or int(time.time() * 1000)
+    items = [Metric(k, v, stamp, 0) for k, v in record.metrics.items()]
+    for i in range(0, len(items), 1000):
+        client.log_batch(record.run_id, metrics=items[i:i + 1000], synchronous=True)
+
+
+def log_existing(path: Path) -> RunRecord:
+    """Upload a run from its manifest (the run was executed while the tracking store was unreachable)."""
+    record = load_manifest(path)
+    if record.logged:
+        raise BadInput(f"{path}: already logged to {record.tracking_uri} as run {record.run_id}")
+    if record.status == "RUNNING":
+        raise BadInput(f"{path}: the run never finished (status RUNNING); nothing to upload")
+    if not record.params_logged or not _run_exists(record):
+        record.params_logged = False
+        apply_ids(record, start_run(record))
+        record.params_logged = True
+    finish_run(record)
+    record.logged = True
+    save_manifest(record, path)
+    return record
+
+
+def apply_ids(record: RunRecord, ids: Mapping[str, str | None]) -> None:
+    record.run_id = ids["run_id"]
+    record.experiment_id = ids["experiment_id"]
+    record.parent_run_id = ids["parent_run_id"]
+
+
+def _run_exists(record: RunRecord) -> bool:
+    if not record.run_id:
+        return False
+    preflight(record.tracking_uri)
+    with _guard(record.tracking_uri, "looking up the run"):
+        client = _client(record.tracking_uri)
+        try:
+            client.get_run(record.run_id)
+        except Exception:  # noqa: BLE001 - RESOURCE_DOES_NOT_EXIST: created on a store that was reset
+            return False
+    return True
+
+
+# --- the helper process ------------------------------------------------------------------------------------------
+
+def warm(target: Target) -> None:
+    """Import mlflow and open the store (SQLite: create/migrate once) before the run is needed."""
+    try:
+        preflight(target.uri)
+        _experiment_id(_client(target.uri), target)
+    except Exception:  # noqa: BLE001 - start_run meets the same problem and reports it properly
+        pass
+
+
+_WORK = {"warm": warm, "start": start_run, "prewarm": prewarm, "finish": finish_run}
+
+
+def _serve(conn: Any) -> None:
+    """The helper process: run requests in order, answer each; exit without interpreter teardown."""
+    import traceback
+
+    while True:
+        try:
+            name, args = conn.recv()
+        except EOFError:
+            break
+        if name == "exit":
+            break
+        try:
+            conn.send(("ok", _WORK[name](*args)))
+        except TrackingError as exc:
+            conn.send(("tracking", str(exc)))
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
+            conn.send(("bug", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+    conn.close()
+    os._exit(0)  # tearing down mlflow's modules takes ~0.7 s and nobody waits for anything here
+
+
+class Tracker:
+    """MLflow work in one helper process (spawned: same code on Windows), requests answered in order.
+
+    ``warm`` is sent first (import mlflow, open the store) so the run exists by the time the kernel is up.
+    """
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(child,), daemon=True, name="mlops_kit-tracking")
+        self._proc.start()
+        child.close()
+        self._sent = 0
+        self._replies: dict[int, tuple[str, Any]] = {}
+        self._received = 0
+
+    def call(self, name: str, *args: Any) -> "Reply":
+        self._conn.send((name, args))
+        self._sent += 1
+        return Reply(self, self._sent)
+
+    def _wait(self, number: int) -> Any:
+        while number not in self._replies:
+            try:
+                self._replies[self._received + 1] = self._conn.recv()
+            except (EOFError, OSError):
+                raise RuntimeError("the MLflow helper process died (see the messages above)") from None
+            self._received += 1
+        kind, value = self._replies[number]
+        if kind == "tracking":
+            raise TrackingError(value)
+        if kind == "bug":
+            raise RuntimeError(f"MLflow helper failed: {value}")
+        return value
+
+    def start(self, record: RunRecord) -> "Reply":
+        reply = self.call("start", record)
+        self.call("prewarm")
+        return reply
+
+    def finish(self, record: RunRecord) -> None:
+        self.call("finish", record).result()
+
+    def close(self) -> None:
+        """Let the helper exit; one still busy (we gave up: bad input, Ctrl-C) is terminated."""
+        if self._received < self._sent:
+            self._proc.terminate()
+        else:
+            try:
+                self._conn.send(("exit", ()))
+            except OSError:
+                pass
+        self._conn.close()
+        self._proc.join(timeout=5)
+
+
+@dataclass
+class Reply:
+    """The answer to one request, read when needed."""
+
+    tracker: Tracker
+    number: int
+
+    def result(self) -> Any:
+        return self.tracker._wait(self.number)
+
+
+def describe_user() -> str | None:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name on some service accounts
+        return None
