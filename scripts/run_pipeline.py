@@ -161,6 +161,8 @@ def where_results_are(chosen: gocd.Pipeline, result: pipeline.RunResult, setting
     if tracking == local_tracking_uri(settings.source):
         lines.append(f"      cd {settings.source}")
         lines.append("      mlflow ui --backend-store-uri sqlite:///mlflow.db      then open http://127.0.0.1:5000")
+    elif tracking.startswith("sqlite:"):
+        lines.append(f"      mlflow ui --backend-store-uri {tracking}      then open http://127.0.0.1:5000")
     else:
         lines.append(f"      open the tracking server's web UI ({tracking})")
     kernels = _kernel_names(chosen, settings.source)

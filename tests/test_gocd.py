@@ -135,10 +135,16 @@ def test_every_fetch_takes_an_earlier_stages_published_output_before_the_run() -
 def test_each_job_publishes_its_notebook_outputs_and_audit_bundle() -> None:
     for stage in _example().stages:
         job = stage.jobs[0]
-        sources = {a.src for a in job.artifacts}
         run = next(t for t in _execs(job) if t.args[0].endswith("run_notebook.py"))
         setup = next(t for t in _execs(job) if t.args[0].endswith("create_venv.py"))
-        assert {_opt(run, "--output"), _opt(run, "--output-dir"), _opt(setup, "--audit-dir")} <= sources
+        for path in (_opt(run, "--output"), _opt(run, "--output-dir"), _opt(setup, "--audit-dir")):
+            assert any(pipeline.ant_regex(a.src).match(path) for a in job.artifacts), (stage.name, path)
+        html = _opt(run, "--output").replace(".ipynb", ".html")
+        assert any(pipeline.ant_regex(a.src).match(html) for a in job.artifacts), "the HTML shown in the tab"
+
+
+def test_example_stages_start_from_a_clean_working_directory() -> None:
+    assert all(s.clean_working_dir for s in _example().stages)
 
 
 def test_example_sets_venv_root_and_tracking_uri_for_the_agents() -> None:

@@ -114,6 +114,7 @@ class Stage:
     variables: tuple[Variable, ...]
     fetch_materials: bool
     line: int
+    clean_working_dir: bool = False
 
 
 @dataclass(frozen=True)
@@ -379,7 +380,8 @@ def _stage(reader: _Reader, node: _Node, index: int) -> Stage:
         raise reader.fail(node, f"stage {name!r} has no <job>")
     _check_unique([j.name for j in jobs], f"{reader.source}: stage {name!r}: job")
     return Stage(name=name, jobs=tuple(jobs), variables=_variables(reader, node),
-                 fetch_materials=reader.flag(node, "fetchMaterials", True), line=node.line)
+                 fetch_materials=reader.flag(node, "fetchMaterials", True), line=node.line,
+                 clean_working_dir=reader.flag(node, "cleanWorkingDir", False))
 
 
 def _jobs_of(reader: _Reader, block: _Node) -> list[_Node]:
@@ -514,12 +516,13 @@ def _check_fetch(reader: _Reader, pipeline: Pipeline, stage: Stage, earlier: dic
     if job is None:
         raise BadInput(f"{where}: stage {task.stage!r} has no job {task.job!r} "
                        f"(jobs: {', '.join(j.name for j in source.jobs)})")
-    published = [a.published_path() for a in job.artifacts]
-    if any(p is None for p in published):
+    published = [a.published_path() or f"{a.src} -> {a.dest or '.'}" for a in job.artifacts]
+    if any(_covers(p, task.source) for p in (a.published_path() for a in job.artifacts) if p is not None):
+        return
+    if any(a.has_wildcard for a in job.artifacts):
         return  # a wildcard artifact: what it publishes is only known at run time
-    if not any(_covers(p, task.source) for p in published if p is not None):
-        raise BadInput(f"{where}: job {task.stage}/{task.job} publishes no {task.source!r} "
-                       f"(it publishes: {', '.join(p for p in published if p) or 'nothing'})")
+    raise BadInput(f"{where}: job {task.stage}/{task.job} publishes no {task.source!r} "
+                   f"(it publishes: {', '.join(published) or 'nothing'})")
 
 
 def _covers(published: str, wanted: str) -> bool:

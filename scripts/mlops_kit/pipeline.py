@@ -370,10 +370,12 @@ def run_job(pipeline: gocd.Pipeline, stage: gocd.Stage, job: gocd.Job, *, workdi
             echo(f"[go] skipping task {number} ({task.describe()}): runif {sorted(task.runif)}, job is {status}\n")
             continue
         echo(f"[go] {_stamp()} task {number}/{len(job.tasks)}: {task.describe()}\n")
+        task_started = time.monotonic()
         if isinstance(task, gocd.ExecTask):
             ok = run_exec(task, workdir=workdir, env=env, echo=echo)
         else:
             ok = run_fetch(task, workdir=workdir, store=store, echo=echo)
+        echo(f"[go] task {number} {'passed' if ok else 'failed'} in {time.monotonic() - task_started:.1f}s\n")
         if not ok and status == "passed":
             status, result.failed_task = "failed", f"task {number}: {task.describe()}"
     assert result.artifacts is not None
@@ -440,6 +442,9 @@ def _run_one(pipeline: gocd.Pipeline, stage: gocd.Stage, job: gocd.Job, *, setti
     echo(f"\n==== {_stamp()} stage {stage.name} / job {job.name}"
          f"{' (agent resources: ' + ', '.join(job.resources) + ')' if job.resources else ''} ====\n")
     workdir = work / "shared" if settings.shared_workdir else work / stage.name / job.name
+    if workdir.exists() and stage.clean_working_dir:
+        say("[go] cleaning working directory (cleanWorkingDir)\n")
+        shutil.rmtree(workdir)  # only ever our own folder under the state dir
     if not workdir.exists():
         make_workdir(workdir, settings.source, files if stage.fetch_materials else [], pipeline.material.dest)
     say(f"[go] working directory {workdir}\n")

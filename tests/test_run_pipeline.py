@@ -1,0 +1,144 @@
+"""End to end: scripts/run_pipeline.py runs the example GoCD pipeline for real.
+
+Real stage venvs (Python 3.10 / 3.11 / 3.12, built by create_venv.py from the shared uv cache), real kernels,
+real papermill, a real MLflow server on 127.0.0.1; results are read back with MlflowClient.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, run_script
+from mlops_kit.spec import load_spec
+
+pytestmark = pytest.mark.slow
+
+STAGES = ("ingest", "features", "train")
+
+
+@pytest.fixture(scope="module")
+def venv_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shared by the tests of this module: the second run reuses the venvs the first one built."""
+    return tmp_path_factory.mktemp("venvs")
+
+
+def _client(uri: str):  # type: ignore[no-untyped-def]
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def _runs(uri: str, experiment: str) -> tuple[object, dict[str, object]]:
+    """(the pipeline's parent run, {stage: nested run})."""
+    client = _client(uri)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no MLflow experiment {experiment!r}"
+    runs = client.search_runs([found.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1, [r.info.run_name for r in parents]
+    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
+    return parents[0], children
+
+
+def _artifacts(uri: str, run_id: str, path: str | None = None) -> list[str]:
+    client = _client(uri)
+    out = []
+    for item in client.list_artifacts(run_id, path):
+        out += _artifacts(uri, run_id, item.path) if item.is_dir else [item.path]
+    return out
+
+
+def _has(paths: list[str], suffix: str) -> bool:
+    return any(p == suffix or p.endswith("/" + suffix) for p in paths)
+
+
+def test_example_pipeline_end_to_end(mlflow_server: str, venv_root: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    done = run_script("run_pipeline.py", "--tracking-uri", mlflow_server, "--venv-root", str(venv_root),
+                      "--state-dir", str(state), cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr
+    assert "results:" in done.stdout and "Train (py3.12)" in done.stdout
+
+    parent, stages = _runs(mlflow_server, "ml-example")
+    assert parent.info.status == "FINISHED"
+    assert sorted(stages) == sorted(STAGES)
+    for name, run in stages.items():
+        assert run.info.status == "FINISHED", name
+        assert run.data.tags["GO_PIPELINE_NAME"] == "ml-example" and run.data.tags["GO_PIPELINE_COUNTER"] == "1"
+        assert run.data.tags["GO_STAGE_NAME"] == name
+        paths = _artifacts(mlflow_server, run.info.run_id)
+        assert _has(paths, f"{name}_out.ipynb") and _has(paths, "pip_freeze.txt"), (name, paths)
+        assert _has(paths, "metrics.json"), (name, paths)
+
+    assert stages["ingest"].data.metrics["rows"] == 569
+    assert stages["ingest"].data.params["min_rows"] == "500"
+    assert stages["features"].data.metrics["n_features"] > 10
+    train = stages["train"]
+    assert train.data.params["model"] == "logistic_regression"
+    assert {"accuracy", "f1", "roc_auc"} <= set(train.data.metrics)
+    assert all(train.data.metrics[m] > 0.9 for m in ("accuracy", "f1", "roc_auc"))
+    paths = _artifacts(mlflow_server, train.info.run_id)
+    for name in ("model.joblib", "confusion_matrix.png", "feature_importance.png"):
+        assert _has(paths, name), paths
+    png = next(p for p in paths if p.endswith("confusion_matrix.png"))
+    local = _client(mlflow_server).download_artifacts(train.info.run_id, png, str(tmp_path))
+    assert Path(local).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # what GoCD would hold: each stage's outputs, executed notebook (+HTML for the tab) and audit bundle
+    store = state / "artifacts" / "ml-example" / "1"
+    for name in STAGES:
+        job = store / name / "1" / name
+        assert (job / f"{name}_outputs" / "metrics.json").is_file()
+        assert (job / "notebooks" / f"{name}_out.ipynb").is_file()
+        assert (job / "notebooks" / f"{name}_out.html").is_file()
+        env = json.loads((job / "audit" / name / "env.json").read_text(encoding="utf-8"))
+        wanted = load_spec(REPO_ROOT / "specs" / f"{name}.yaml").python_version
+        assert env["python"]["version"].startswith(wanted + "."), "each stage runs on its own Python"
+        assert (job / "audit" / name / "pip_freeze.txt").read_text(encoding="utf-8").strip()
+    assert (store / "train" / "1" / "train" / "train_outputs" / "model.joblib").is_file()
+    # each job worked in its own copy: the train job only got the features folder, not ingest's raw table
+    train_copy = state / "work" / "ml-example" / "1" / "train" / "train"
+    assert (train_copy / "inputs" / "features_outputs" / "features.csv").is_file()
+    assert not (train_copy / "out" / "ingest_outputs").exists()
+
+
+def _copy_repo(target: Path) -> None:
+    """The repository's files as a plain folder (no .git): also exercises the runner's non-git copy."""
+    names = subprocess.run(["git", "-C", str(REPO_ROOT), "ls-files", "-z", "--cached", "--others",
+                            "--exclude-standard"], capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, names):
+        if (REPO_ROOT / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / name, target / name)
+
+
+def test_failing_train_notebook_fails_the_pipeline_and_keeps_earlier_results(
+        mlflow_server: str, venv_root: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    _copy_repo(repo)
+    params = repo / "params" / "train_params.yaml"
+    params.write_text(params.read_text(encoding="utf-8").replace("model: logistic_regression", "model: no_such_model"),
+                      encoding="utf-8")
+    done = run_script("run_pipeline.py", "--tracking-uri", mlflow_server, "--venv-root", str(venv_root),
+                      "--env", "MLFLOW_EXPERIMENT_NAME=ml-example-broken", cwd=repo)
+    assert done.returncode == 7, done.stdout[-6000:] + done.stderr
+    error = done.stderr.strip()
+    assert error.startswith("error: ") and "\n" not in error and "train/train" in error and "task 3" in error
+    assert "unknown model 'no_such_model'" in done.stdout  # the notebook's own error, in the job log
+
+    parent, stages = _runs(mlflow_server, "ml-example-broken")
+    assert parent.info.status == "FAILED"
+    assert stages["ingest"].info.status == stages["features"].info.status == "FINISHED"
+    assert stages["train"].info.status == "FAILED"
+    assert _has(_artifacts(mlflow_server, stages["train"].info.run_id), "train_out.ipynb"), "notebook kept on failure"
+
+    store = repo / ".pipeline" / "artifacts" / "ml-example" / "1"
+    assert (store / "ingest" / "1" / "ingest" / "ingest_outputs" / "raw.csv").is_file()
+    assert (store / "features" / "1" / "features" / "features_outputs" / "features.csv").is_file()
+    assert (store / "train" / "1" / "train" / "notebooks" / "train_out.ipynb").is_file(), "published on failure"
+    assert not (store / "train" / "1" / "train" / "train_outputs" / "model.joblib").exists()
