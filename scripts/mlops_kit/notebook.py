@@ -16,6 +16,7 @@ timeout or a dead kernel get an error output in the cell they stopped in, so the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -205,6 +206,22 @@ def _client_class() -> type:
         def __init__(self, nb_man: Any, ex: Execution, **kw: Any) -> None:
             super().__init__(nb_man, **kw)
             self.ex, self.outcome, self.cells_started, self.aborted = ex, Outcome(), False, False
+
+        def execute(self, **kwargs: Any) -> Any:
+            """papermill's, minus the closing kernel_info request when the kernel is stuck or gone."""
+            self.reset_execution_trackers()
+            if sys.platform.startswith("win"):  # papermill does the same (bpo-37373)
+                asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())  # type: ignore[attr-defined]
+            with self.setup_kernel(**kwargs):
+                self.log.info(f"Executing notebook with kernel: {self.kernel_name}")
+                self.papermill_execute_cells()
+                if self.outcome.kind in ("timeout", "kernel-died"):
+                    self.shutdown_kernel = "immediate"
+                else:
+                    info = self.wait_for_reply(self.kc.kernel_info())
+                    self.nb.metadata["language_info"] = info["content"]["language_info"]
+                self.set_widgets_metadata()
+            return self.nb
 
         def papermill_execute_cells(self) -> None:
             self._before_cells()

@@ -468,7 +468,10 @@ def warm(target: Target) -> None:
     """Import mlflow and open the store (SQLite: create/migrate once) before the run is needed."""
     try:
         preflight(target.uri)
-        _experiment_id(_client(target.uri), target)
+        client = _client(target.uri)
+        db = Path(target.uri[len("sqlite:///"):]) if target.uri.startswith("sqlite:///") else None
+        if db is None or db.is_file():  # read only: bad input found meanwhile must leave nothing behind
+            client.get_experiment_by_name(target.experiment)
     except Exception:  # noqa: BLE001 - start_run meets the same problem and reports it properly
         pass
 

@@ -1,0 +1,128 @@
+"""Shared pieces for the notebook-run tests: real stage venvs built by create_venv.py, test notebooks, a private
+MLflow server that a test may stop.
+
+The venvs are built once per session under one folder; a second request (from another test module) is a cache
+hit in create_venv.py itself, so it costs a health check, not an install.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conftest import REPO_ROOT, TOOLKIT_PYTHON, UV_CACHE, free_port, run_script
+
+NOTEBOOKS = Path(__file__).resolve().parent / "notebooks"
+_SPEC = """\
+stage: {stage}
+python_version: "{minor}"
+venv_name: {venv_name}
+packages:
+{packages}
+kernel_display_name: "{stage} (py{minor})"
+"""
+
+
+def _session_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "GO_", "JUPYTER_", "ML_VENV_ROOT"))}
+    env.update(HOME=str(home), USERPROFILE=str(home), LOCALAPPDATA=str(home), APPDATA=str(home),
+               XDG_DATA_HOME=str(home / "share"), UV_CACHE_DIR=str(UV_CACHE), PYTHONUTF8="1",
+               JUPYTER_DATA_DIR=str(home / "jupyter"))
+    return env
+
+
+def build_venv(root: Path, *, stage: str, minor: str, packages: list[str]) -> Path:
+    """A real stage venv, built by ``scripts/create_venv.py`` (no kernel registered anywhere)."""
+    root.mkdir(parents=True, exist_ok=True)
+    spec = root / f"{stage}.yaml"
+    venv_name = f"nb_{stage}_py{minor.replace('.', '')}"
+    spec.write_text(_SPEC.format(stage=stage, minor=minor, venv_name=venv_name,
+                                 packages="".join(f"  - {p}\n" for p in packages)), encoding="utf-8")
+    done = run_script("create_venv.py", "--spec", str(spec), "--venv-root", str(root), "--kernel-scope", "none",
+                      "--quiet", env=_session_env(root / "home"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    venv = Path(done.stdout.strip().splitlines()[-1])
+    assert (venv / "audit" / "env.json").is_file()
+    return venv
+
+
+@pytest.fixture(scope="session")
+def venv_mlflow(tmp_path_factory: pytest.TempPathFactory, pythons: dict[str, Path]) -> Path:
+    """Python 3.12 stage venv with mlflow-skinny (so a notebook can log metrics itself)."""
+    assert "3.12" in pythons
+    return build_venv(tmp_path_factory.getbasetemp() / "nb-venvs", stage="train", minor="3.12",
+                      packages=["mlflow-skinny"])
+
+
+@pytest.fixture(scope="session")
+def venv_small(tmp_path_factory: pytest.TempPathFactory, pythons: dict[str, Path]) -> Path:
+    """Python 3.10 stage venv with one tiny package (a different Python than the toolkit's and the other venv)."""
+    assert "3.10" in pythons
+    return build_venv(tmp_path_factory.getbasetemp() / "nb-venvs", stage="ingest", minor="3.10", packages=["six"])
+
+
+def run_nb(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+           timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python scripts/run_notebook.py ...`` as a user or a GoCD job runs it."""
+    return run_script("run_notebook.py", *args, env=env, cwd=cwd, timeout=timeout)
+
+
+def env_with(**extra: str) -> dict[str, str]:
+    """The (already isolated) test environment plus ``extra``."""
+    return {**os.environ, **extra}
+
+
+def one_error_line(stderr: str) -> str:
+    """The single ``error:`` line a failure prints (no traceback)."""
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
+@contextlib.contextmanager
+def private_mlflow_server(root: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real MLflow server only this test uses (so it may stop it); yields (uri, process)."""
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [str(TOOLKIT_PYTHON), "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+           "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    with open(root / "server.log", "wb") as log:
+        server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
+                                  start_new_session=True)
+    try:
+        _wait_up(url, server)
+        yield url, server
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(timeout=20)
+
+
+def _wait_up(url: str, server: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.poll() is None, "private mlflow server exited early"
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"private mlflow server at {url} not healthy after {timeout}s")
+
+
+__all__ = ["NOTEBOOKS", "REPO_ROOT", "build_venv", "env_with", "one_error_line", "private_mlflow_server", "run_nb",
+           "venv_mlflow", "venv_small"]

@@ -1,0 +1,266 @@
+"""End to end: ``scripts/run_notebook.py`` on real venvs (built by create_venv.py), real kernels, real papermill,
+a real MLflow server read back with ``MlflowClient``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest import free_port
+from helpers_notebook import (NOTEBOOKS, env_with, one_error_line, private_mlflow_server, run_nb, venv_mlflow,  # noqa: F401
+                              venv_small)
+
+pytestmark = pytest.mark.slow
+
+GOCD = {"GO_PIPELINE_NAME": "churn", "GO_PIPELINE_COUNTER": "17", "GO_PIPELINE_LABEL": "17-abc",
+        "GO_STAGE_NAME": "train", "GO_STAGE_COUNTER": "1", "GO_JOB_NAME": "train", "GO_TRIGGER_USER": "ana",
+        "GO_SERVER_URL": "https://gocd.example:8154/go", "GO_REVISION_REPO": "0123abcd",
+        "GO_SECRET_DB_PASSWORD": "never-logged", "SOME_OTHER_VAR": "never-logged"}
+
+
+def _runs(uri: str, experiment: str) -> list:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no experiment {experiment!r}"
+    return client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    found: set[str] = set()
+    for item in client.list_artifacts(run_id, path):
+        if item.is_dir:
+            found |= _artifacts(client, run_id, item.path)
+        else:
+            found.add(item.path)
+    return found
+
+
+def test_server_run_logs_params_tags_metrics_artifacts(tmp_path: Path, venv_mlflow: Path, mlflow_server: str) -> None:
+    work = tmp_path / "work dir with spaces"
+    work.mkdir()
+    params_file = work / "my params.yaml"
+    params_file.write_text("alpha: 0.75\ncfg:\n  layers: [64, 32]\n  optimizer:\n    name: adam\n"
+                           "db_password: hunter2\nnote: short\n", encoding="utf-8")
+    output = work / "out folder" / "outputs_out.ipynb"
+    done = run_nb("--venv", str(venv_mlflow), "--notebook", str(NOTEBOOKS / "outputs.ipynb"), "--output", str(output),
+                  "--params-file", str(params_file), "-p", "cfg.optimizer.lr", "0.01", "-p", "note", "x" * 7000,
+                  "--tracking-uri", mlflow_server, "--experiment", "e2e server", "--log-output",
+                  env=env_with(**GOCD), cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert "alpha 0.75" in done.stdout  # --log-output streams cell output
+    assert "metric 'label' is not a number" in done.stderr
+    client = MlflowClient(mlflow_server)
+    children = [r for r in _runs(mlflow_server, "e2e server") if r.data.tags.get("mlops_kit.role") == "stage"]
+    assert len(children) == 1
+    run = children[0]
+    assert run.info.status == "FINISHED" and run.info.run_name == "train"
+    p = run.data.params
+    assert p["stage"] == "train" and p["python_version"].startswith("3.12.") and p["alpha"] == "0.75"
+    assert p["cfg.layers"] == "[64, 32]" and p["cfg.optimizer.name"] == "adam" and p["cfg.optimizer.lr"] == "0.01"
+    assert p["db_password"] == "***" and p["output_dir"] == str(work / "out folder" / "train_outputs")
+    assert len(p["note"]) == 6000 and "truncated" in p["note"]
+    assert {"git_commit", "git_branch", "git_dirty"} <= set(p)
+    tags = run.data.tags
+    for name in ("GO_PIPELINE_NAME", "GO_PIPELINE_COUNTER", "GO_PIPELINE_LABEL", "GO_STAGE_NAME", "GO_STAGE_COUNTER",
+                 "GO_JOB_NAME", "GO_TRIGGER_USER", "GO_SERVER_URL", "GO_REVISION_REPO"):
+        assert tags[name] == GOCD[name]
+    assert "never-logged" not in json.dumps(tags) + json.dumps(p)
+    assert tags["mlflow.source.name"].endswith("outputs.ipynb") and tags["mlflow.runName"] == "train"
+    assert run.data.metrics == {"accuracy": 0.93, "loss": 0.25, "eval.f1": 0.5, "from_notebook": 42.0}
+    arts = _artifacts(client, run.info.run_id)
+    assert {"outputs_out.ipynb", "outputs_out.html", "environment/spec.yaml", "environment/pip_freeze.txt",
+            "environment/env.json", "params/outputs_out.params.yaml", "outputs/plots/square.png",
+            "outputs/table.csv", "outputs/metrics.json"} <= arts
+    assert "params/my params.yaml" not in arts  # it holds a secret: only the masked copy is logged
+    logged_nb = Path(client.download_artifacts(run.info.run_id, "outputs_out.ipynb", str(tmp_path)))
+    assert "hunter2" not in logged_nb.read_text() and "hunter2" not in output.read_text()
+    assert (output.parent / "train_outputs" / "plots" / "square.png").is_file()
+    assert json.loads(tracking_manifest(output).read_text())["logged"] is True
+
+
+def tracking_manifest(output: Path) -> Path:
+    return output.with_name(output.stem + ".mlops_run.json")
+
+
+def test_default_sqlite_store_and_venv_interpreter(tmp_path: Path, venv_small: Path) -> None:
+    """No tracking option: sqlite:///mlflow.db in the current folder, artifacts in mlruns/ next to it."""
+    cwd = tmp_path / "project"
+    cwd.mkdir()
+    done = run_nb("--venv", str(venv_small), "--notebook", str(NOTEBOOKS / "venv_check.ipynb"),
+                  "--output", "out/check.ipynb", "-p", "expected_prefix", str(venv_small), "-p", "expected_minor",
+                  '"3.10"', cwd=cwd)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert (cwd / "mlflow.db").is_file()
+    runs = _runs(f"sqlite:///{cwd / 'mlflow.db'}", "mlops_kit")
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    run = runs[0]
+    assert run.info.artifact_uri.startswith((cwd / "mlruns").as_uri())
+    assert (cwd / "mlruns" / "mlops_kit" / run.info.run_id / "artifacts" / "check.html").is_file()
+    assert run.data.params["python_version"].startswith("3.10.") and run.data.params["stage"] == "ingest"
+    assert (cwd / "out" / "ingest_outputs").is_dir()  # default output folder: <output dir>/<stage>_outputs
+    assert done.stdout.strip().splitlines()[-1] == str(cwd / "out" / "check.ipynb")
+
+
+def test_failing_notebook_is_written_logged_and_failed(tmp_path: Path, venv_small: Path, mlflow_server: str) -> None:
+    output = tmp_path / "fail" / "fails_out.ipynb"
+    done = run_nb("--venv", str(venv_small), "--notebook", str(NOTEBOOKS / "fails.ipynb"), "--output", str(output),
+                  "-p", "step", "2", "--tracking-uri", mlflow_server, "--experiment", "e2e failing")
+    assert done.returncode == 5, done.stderr
+    line = one_error_line(done.stderr)
+    assert "ValueError" in line and "boom at step 2" in line and "cell 2" in line
+    text = output.read_text()
+    assert "boom at step 2" in text and "An Exception was encountered" in text and "never reached" in text
+    (run,) = _runs(mlflow_server, "e2e failing")
+    assert run.info.status == "FAILED"
+    tags = run.data.tags
+    assert tags["mlops_kit.failed_cell_index"] == "2" and tags["mlops_kit.error_name"] == "ValueError"
+    assert tags["mlops_kit.error_value"] == "boom at step 2" and tags["mlops_kit.failure_kind"] == "cell-error"
+    assert {"fails_out.ipynb", "fails_out.html"} <= _artifacts(MlflowClient(mlflow_server), run.info.run_id)
+
+
+@pytest.mark.parametrize(("name", "extra", "kind"), [("sleeps", ["--cell-timeout", "2"], "timeout"),
+                                                     ("dies", [], "kernel-died")])
+def test_timeout_and_dead_kernel_fail_with_notebook_written(tmp_path: Path, venv_small: Path, name: str,
+                                                            extra: list[str], kind: str) -> None:
+    output = tmp_path / f"{name}_out.ipynb"
+    done = run_nb("--venv", str(venv_small), "--notebook", str(NOTEBOOKS / f"{name}.ipynb"), "--output", str(output),
+                  *extra, cwd=tmp_path)
+    assert done.returncode == 5, done.stderr
+    assert kind in one_error_line(done.stderr)
+    assert output.is_file() and "An Exception was encountered" in output.read_text()
+    (run,) = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "mlops_kit")
+    assert run.info.status == "FAILED" and run.data.tags["mlops_kit.failure_kind"] == kind
+
+
+def test_pipeline_stages_nest_under_one_parent(tmp_path: Path, venv_small: Path, mlflow_server: str) -> None:
+    def stage(counter: str, name: str) -> None:
+        env = env_with(GO_PIPELINE_NAME="nested-pipe", GO_PIPELINE_COUNTER=counter, GO_STAGE_NAME=name)
+        done = run_nb("--venv", str(venv_small), "--notebook", str(NOTEBOOKS / "no_params.ipynb"),
+                      "--output", str(tmp_path / counter / f"{name}.ipynb"), "--stage", name,
+                      "--tracking-uri", mlflow_server, env=env)
+        assert done.returncode == 0, done.stderr
+        assert "no cell tagged 'parameters'" in done.stderr
+
+    stage("1", "ingest")
+    stage("1", "train")
+    stage("2", "ingest")
+    runs = _runs(mlflow_server, "nested-pipe")  # default experiment: GO_PIPELINE_NAME
+    parents = [r for r in runs if r.data.tags.get("mlops_kit.role") == "pipeline"]
+    children = [r for r in runs if r.data.tags.get("mlops_kit.role") == "stage"]
+    assert len(parents) == 2 and len(children) == 3
+    by_key = {p.data.tags["mlops_kit.pipeline_key"]: p.info.run_id for p in parents}
+    assert set(by_key) == {"nested-pipe/1", "nested-pipe/2"}
+    first = [c for c in children if c.data.tags["GO_PIPELINE_COUNTER"] == "1"]
+    assert sorted(c.info.run_name for c in first) == ["ingest", "train"]
+    assert {c.data.tags["mlflow.parentRunId"] for c in first} == {by_key["nested-pipe/1"]}
+    assert all(p.info.status == "FINISHED" for p in parents)
+
+
+def test_unreachable_server_fails_fast_without_running(tmp_path: Path, venv_small: Path) -> None:
+    uri = f"http://127.0.0.1:{free_port()}"
+    output = tmp_path / "out" / "x.ipynb"
+    done = run_nb("--venv", str(venv_small), "--notebook", str(NOTEBOOKS / "outputs.ipynb"), "--output", str(output),
+                  "--tracking-uri", uri)
+    assert done.returncode == 6
+    line = one_error_line(done.stderr)
+    assert uri in line and "nothing was executed" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_server_dying_mid_run_keeps_results_and_log_existing_uploads(tmp_path: Path, venv_small: Path,
+                                                                     mlflow_server: str) -> None:
+    output = tmp_path / "runs" / "late_out.ipynb"
+    with private_mlflow_server(tmp_path / "private") as (uri, server):
+        done = run_nb("--venv", str(venv_small), "--notebook", str(NOTEBOOKS / "kills_server.ipynb"),
+                      "--output", str(output), "-p", "server_pid", str(server.pid), "-p", "server_port",
+                      uri.rsplit(":", 1)[1], "--tracking-uri", uri, "--experiment", "late upload")
+    assert done.returncode == 6, done.stderr
+    line = one_error_line(done.stderr)
+    manifest = tracking_manifest(output)
+    assert uri in line and "--log-existing" in line and str(manifest) in line
+    assert output.is_file() and (output.parent / "ingest_outputs" / "result.txt").is_file()
+    assert output.with_suffix(".html").is_file()
+    assert json.loads(manifest.read_text())["logged"] is False
+
+    done = run_nb("--log-existing", str(manifest), "--tracking-uri", mlflow_server)
+    assert done.returncode == 0, done.stderr
+    (run,) = _runs(mlflow_server, "late upload")
+    assert run.info.status == "FINISHED" and run.data.params["server_port"] == uri.rsplit(":", 1)[1]
+    assert {"late_out.ipynb", "late_out.html", "outputs/result.txt", "environment/env.json"} <= _artifacts(
+        MlflowClient(mlflow_server), run.info.run_id)
+    again = run_nb("--log-existing", str(manifest))
+    assert again.returncode == 2 and "already logged" in one_error_line(again.stderr)
+
+
+def test_git_missing_records_unknown(tmp_path: Path, venv_small: Path, git_missing: None) -> None:
+    done = run_nb("--venv", str(venv_small), "--notebook", str(NOTEBOOKS / "no_params.ipynb"),
+                  "--output", str(tmp_path / "o.ipynb"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (run,) = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "mlops_kit")
+    assert run.data.params["git_commit"] == "unknown" and run.data.params["git_dirty"] == "unknown"
+    assert "mlflow.source.git.commit" not in run.data.tags
+
+
+def test_git_fields_from_the_notebooks_repo(tmp_path: Path, venv_small: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "nbs").mkdir(parents=True)
+    shutil.copy(NOTEBOOKS / "no_params.ipynb", repo / "nbs" / "stage.ipynb")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for args in (["init", "-q", "-b", "feature/x"], ["add", "."], ["commit", "-qm", "init"]):
+        subprocess.run(["git", "-C", str(repo), *args] if args[0] != "commit" else [*git, *args], check=True)
+    sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    done = run_nb("--venv", str(venv_small), "--notebook", str(repo / "nbs" / "stage.ipynb"),
+                  "--output", str(tmp_path / "o.ipynb"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (run,) = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "mlops_kit")
+    p, tags = run.data.params, run.data.tags
+    assert (p["git_commit"], p["git_branch"], p["git_dirty"]) == (sha, "feature/x", "False")
+    assert tags["mlflow.source.git.commit"] == sha and tags["mlflow.source.name"] == "nbs/stage.ipynb"
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--notebook", "{nb}/missing.ipynb"], "missing.ipynb: notebook not found"),
+    (["--params-file", "{tmp}/none.yaml"], "none.yaml: params file not found"),
+    (["--params-file", "{tmp}/list.yaml"], "list.yaml: the params file must be a YAML mapping"),
+    (["-p", "not-a-name", "1"], "-p 'not-a-name'"),
+    (["-p", "x", "[1,"], "-p x: value '[1,' is not valid YAML"),
+    (["-p", "output_dir", "x"], "reserved"),
+    (["--output", "{nb}/no_params.ipynb"], "must differ from --notebook"),
+    (["--cell-timeout", "0"], "--cell-timeout 0"),
+])
+def test_bad_input_one_line_exit_2(tmp_path: Path, venv_small: Path, args: list[str], expected: str) -> None:
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    base = {"--venv": str(venv_small), "--notebook": str(NOTEBOOKS / "no_params.ipynb"),
+            "--output": str(tmp_path / "o.ipynb")}
+    args = [a.format(nb=NOTEBOOKS, tmp=tmp_path) for a in args]
+    for flag, value in base.items():
+        if flag not in args:
+            args += [flag, value]
+    done = run_nb(*args, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert expected in one_error_line(done.stderr)
+    assert not (tmp_path / "o.ipynb").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_bad_venv_one_line_exit_2(tmp_path: Path) -> None:
+    plain = tmp_path / "plain venv"
+    plain.mkdir()
+    for venv, expected in ((tmp_path / "missing", "not a venv built by create_venv.py"),
+                           (plain, "not a venv built by create_venv.py")):
+        done = run_nb("--venv", str(venv), "--notebook", str(NOTEBOOKS / "no_params.ipynb"),
+                      "--output", str(tmp_path / "o.ipynb"), cwd=tmp_path)
+        assert done.returncode == 2
+        assert expected in one_error_line(done.stderr) and str(venv) in done.stderr
+
+
+def test_help_documents_conventions() -> None:
+    done = run_nb("--help")
+    assert done.returncode == 0
+    for text in ("output_dir", "metrics.json", "<stage>_outputs", "--log-existing", "sqlite:///mlflow.db",
+                 "mlops_kit", "PowerShell", "exit codes", "GO_PIPELINE_COUNTER"):
+        assert text in done.stdout, text
