@@ -361,7 +361,8 @@ def start_run(record: RunRecord) -> dict[str, str | None]:
         experiment_id = _experiment_id(client, record.target)
     with _guard(uri, "creating the run"):
         parent = _parent_run(client, experiment_id, record) if record.pipeline_key else None
-        tags = dict(record.tags, **({"mlflow.parentRunId": parent} if parent else {}))
+        tags = {k: v for k, v in record.tags.items() if k != "mlflow.runName"}  # run_name sets it
+        tags.update({"mlflow.parentRunId": parent} if parent else {})
         run = client.create_run(experiment_id, start_time=record.start_time, tags=tags, run_name=record.run_name)
         _log_params(client, run.info.run_id, record.params)
     return {"run_id": run.info.run_id, "experiment_id": experiment_id, "parent_run_id": parent}
