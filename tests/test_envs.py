@@ -352,3 +352,23 @@ def test_kernel_re_registered_on_cache_hit_and_scope_none(built) -> None:
     assert (kdir / "kernel.json").is_file() and kernel.is_registered("stage-venv")
     none = envs.ensure_env(spec, venv_root=root, interpreter=base, kernel_scope="none", echo=Recorder())
     assert none.kernel_dir is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("origin", ["spec", "environment"])
+def test_index_settings_reach_uv_and_stay_out_of_messages(tmp_path: Path, pythons: dict[str, Path],
+                                                          monkeypatch: pytest.MonkeyPatch, origin: str) -> None:
+    """An unreachable index proves uv was given it (it never reads pip.ini); the URL's password is not shown."""
+    url = "http://user:s3cret@127.0.0.1:9/simple"
+    monkeypatch.setenv("UV_HTTP_RETRIES", "0")
+    if origin == "spec":
+        spec = make_spec(tmp_path, extra=f"index_url: \"{url}\"\n")
+    else:
+        monkeypatch.setenv("PIP_INDEX_URL", url)
+        spec = make_spec(tmp_path)
+    echo = Recorder()
+    with pytest.raises(EnvBuildError, match="creating the venv failed.*Connection refused") as info:
+        envs.ensure_env(spec, venv_root=tmp_path / "venvs", interpreter=interp(pythons["3.12"]), echo=echo)
+    assert "127.0.0.1:9/simple" in echo.text  # uv's streamed output names the index it was given
+    assert "s3cret" not in str(info.value) and "s3cret" not in echo.text
+    assert not (tmp_path / "venvs" / "stage-venv" / "audit" / "env.json").exists()

@@ -25,6 +25,7 @@ dependency confusion), whereas pip takes the best version across all indexes; se
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -355,8 +356,7 @@ def _make_plan(spec: StageSpec, venv_root: Path, interpreter: Interpreter, insta
     if kernel_scope not in kernel.SCOPES:
         raise BadInput(f"--kernel-scope {kernel_scope!r}: choose one of {', '.join(kernel.SCOPES)}")
     venv_dir = Path(os.path.abspath(venv_root)) / spec.venv_name
-    interp = Interpreter(Path(os.path.abspath(interpreter.path)), interpreter.version, interpreter.source,
-                         interpreter.implementation)
+    interp = dataclasses.replace(interpreter, path=Path(os.path.abspath(interpreter.path)))
     freeze = read_freeze(from_freeze) if from_freeze is not None else None
     return _Plan(spec, interp, installer, venv_dir, freeze, kernel_scope, index_settings(spec))
 

@@ -86,16 +86,19 @@ def register_kernel(venv_dir: Path, *, name: str, display_name: str, scope: str 
     """Register the venv's kernel with ``ipykernel install`` in ``scope``; return the kernelspec folder."""
     if scope == "none":
         return None
+    target = kernel_dir(name, scope)
     where = ["--user"] if scope == "user" else ["--prefix", sys.prefix]
-    kernel_dir(name, scope)  # validates the scope
+    # The venv's jupyter_core may be another version than ours: pin its user data dir to the one we (and a
+    # JupyterLab installed next to this toolkit) read, so the kernelspec lands where it is looked for.
+    env = {**os.environ, "JUPYTER_DATA_DIR": str(target.parent.parent)} if scope == "user" else None
     cmd = [envs.venv_python(venv_dir), "-m", "ipykernel", "install", *where, "--name", name,
            "--display-name", display_name]
     try:
-        result = proc.run(cmd, timeout=300)
+        result = proc.run(cmd, env=env, timeout=300)
     except proc.CommandError as exc:
         raise EnvBuildError(f"registering kernel {name!r} failed: {exc}") from None
     found = _INSTALLED.search(result.stdout + result.stderr)
-    folder = Path(found.group(1).strip()) if found else kernel_dir(name, scope)
+    folder = Path(found.group(1).strip()) if found else target
     _write_json(folder / "kernel.json", _patched(folder / "kernel.json", venv_dir, display_name))
     return folder
 
