@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mlops_kit import cli, envs, interpreters, kernel, spec  # noqa: E402
+from mlops_kit import cli, envs, interpreters, kernel, pyinstall, spec  # noqa: E402
 
 DESCRIPTION = """\
 Build the venv a pipeline stage runs in, from specs/<stage>.yaml, and register it as a Jupyter kernel.
@@ -38,6 +38,7 @@ examples (Windows cmd):
 
 examples (PowerShell):
   python scripts\\create_venv.py --spec specs\\ingest.yaml --kernel-scope none
+  python scripts\\create_venv.py --spec specs\\train.yaml --install-python
   $venv = python scripts\\create_venv.py --spec specs\\ingest.yaml --quiet | Select-Object -Last 1
   python scripts\\create_venv.py --spec specs\\ingest.yaml --from-freeze audit\\pip_freeze.txt --force
 
@@ -53,6 +54,9 @@ def build_parser() -> cli.ArgParser:
                         help="folder holding the stage venvs (default: $ML_VENV_ROOT, else the per-user folder)")
     parser.add_argument("--python", type=Path, metavar="PATH",
                         help="use this interpreter instead of discovering one (must satisfy python_version)")
+    parser.add_argument("--install-python", action="store_true",
+                        help="if no installed Python matches python_version, install one (Windows: the Python "
+                             "install manager, winget, pyenv-win or choco; elsewhere pyenv), then build")
     parser.add_argument("--installer", choices=envs.INSTALLERS, default="uv",
                         help="uv (default, fast) or pip (fallback, e.g. when uv cannot reach your index)")
     parser.add_argument("--force", action="store_true", help="rebuild even if the venv is up to date")
@@ -82,8 +86,11 @@ def _main(argv: list[str]) -> int:
     envs.refuse_unowned(Path(os.path.abspath(root)) / stage.venv_name)  # bad input before slow discovery
     if args.from_freeze is not None:
         envs.read_freeze(args.from_freeze)
-    interp = interpreters.find_python(stage.python, explicit=args.python)
     echo = (lambda _msg: None) if args.quiet else None
+    if args.install_python and args.python is None:
+        interp = pyinstall.install_python(stage.python, echo=echo or envs._echo_stderr)
+    else:
+        interp = interpreters.find_python(stage.python, explicit=args.python)
     result = envs.ensure_env(
         stage, venv_root=root, interpreter=interp, installer=args.installer, force=args.force,
         from_freeze=args.from_freeze, kernel_scope=args.kernel_scope, audit_dir=args.audit_dir,

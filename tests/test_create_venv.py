@@ -151,3 +151,24 @@ def test_installer_failure_exit_4_then_fixed_spec_rebuilds(tmp_path: Path, spec_
                        "--kernel-scope", "none")
     assert fixed.returncode == 0, fixed.stderr
     assert "a previous build did not finish" in fixed.stderr
+
+
+@pytest.mark.slow
+def test_install_python_flag_installs_a_missing_python_then_builds(tmp_path: Path, spec_file: Path,
+                                                                    pythons: dict[str, Path]) -> None:
+    """--install-python with a fake pyenv (tests/fakes) and no Python visible; git absent, so the SHA is unknown."""
+    from fakes.installers import calls, catalog_of, make_installer, version_of
+
+    bindir, log = tmp_path / "bin", tmp_path / "installer-calls.jsonl"
+    make_installer("pyenv", bindir, catalog_of(pythons), log)
+    env = {**os.environ, "PATH": str(bindir), "PYENV_ROOT": str(tmp_path / "pyenv-root")}
+    args = ["--spec", str(spec_file), "--venv-root", str(tmp_path / "venvs"), "--kernel-scope", "none"]
+    missing = run_script("create_venv.py", *args, env=env)
+    assert_one_line_error(missing, 3, "3.12")
+    done = run_script("create_venv.py", *args, "--install-python", env=env)
+    assert done.returncode == 0, done.stderr
+    version = version_of(pythons["3.12"])
+    assert ["pyenv", "install", "-s", version] in calls(log)
+    record = envs.read_env(tmp_path / "venvs" / "ingest-venv")
+    assert record.python_path == tmp_path / "pyenv-root" / "versions" / version / "bin" / "python"
+    assert record.toolkit_git_sha == "unknown" and record.python_version == version
