@@ -324,6 +324,10 @@ def test_from_freeze_recreates_exact_versions_and_audit_copy(built, tmp_path: Pa
     assert json.loads((copied / "env.json").read_text())["cache_key"] == result.record.cache_key
     again = envs.ensure_env(spec, venv_root=root, interpreter=base, from_freeze=freeze, echo=Recorder())
     assert again.action == "reused"
+    echo = Recorder()
+    wider = make_spec(tmp_path, packages=("six", "tomli"))
+    envs.ensure_env(wider, venv_root=root, interpreter=base, from_freeze=freeze, echo=echo)
+    assert f"warning: {freeze} does not pin tomli from the spec" in echo.text
 
 
 @pytest.mark.slow

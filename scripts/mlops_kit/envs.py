@@ -577,7 +577,13 @@ def _version_of(cmd: list[Any], plan: _Plan, env: Mapping[str, str]) -> str:
 
 def _install(plan: _Plan, env: Mapping[str, str], echo: Echo) -> None:
     reqs = list(plan.freeze.requirements if plan.freeze else plan.spec.packages)
-    if not any(canonicalize_name(Requirement(r).name) == "ipykernel" for r in reqs):
+    names = {canonicalize_name(Requirement(r).name) for r in reqs}
+    if plan.freeze:
+        missing = [p for p in plan.spec.packages if canonicalize_name(Requirement(p).name) not in names]
+        if missing:
+            echo(f"warning: {plan.freeze.path} does not pin {', '.join(missing)} from the spec; installing the "
+                 "freeze file only")
+    if "ipykernel" not in names:
         reqs.append("ipykernel")  # not pinned: the resolver picks one that supports this Python (3.8 included)
     python = venv_python(plan.venv_dir)
     if plan.installer == "uv":
