@@ -110,6 +110,9 @@ def run(version: str, runs: int, work: Path) -> list[tuple[str, str, str]]:
     pip_cold = pip_build(base, work / "pip-cold", env, "--no-cache-dir")
     reruns = [tool_build(spec_file, work / "tool-1", env) for _ in range(runs)]
     pinned = [tool_build(spec_file, work / "tool-1", env, "--python", str(base)) for _ in range(runs)]
+    no_shims = {**env, "PATH": os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                               if not p.rstrip("/\\").endswith("shims"))}
+    unshimmed = [tool_build(spec_file, work / "tool-1", no_shims) for _ in range(runs)]
     discovery = [timed([sys.executable, "-c", DISCOVER.format(scripts=REPO / "scripts", version=version)], env)
                  for _ in range(runs)]
     tool_build(spec_file, work / "tool-2", env)
@@ -133,6 +136,8 @@ def run(version: str, runs: int, work: Path) -> list[tuple[str, str, str]]:
         (f"unchanged-spec re-run, median of {runs}", f"{rerun:.3f} s",
          f"goal <= 0.5 s ({'met' if rerun <= 0.5 else 'NOT met'}); min {min(reruns):.3f} max {max(reruns):.3f}"),
         ("  same, with --python PATH (no discovery), median", f"{statistics.median(pinned):.3f} s", ""),
+        ("  same, pyenv shims removed from PATH, median", f"{statistics.median(unshimmed):.3f} s",
+         "(probing each pyenv shim costs a bash + pyenv start)"),
         ("  interpreter discovery alone (fresh process), median", f"{statistics.median(discovery):.3f} s", ""),
         ("disk: first venv (create_venv)", f"{tool_first / mib:.1f} MiB", ""),
         ("disk: second venv, extra (create_venv)", f"{tool_second / mib:.1f} MiB",
