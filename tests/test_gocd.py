@@ -456,3 +456,17 @@ def test_dry_run_prints_the_plan_of_the_example() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.index("stage ingest") < done.stdout.index("stage features") < done.stdout.index("stage train")
     assert "fetchartifact ingest/ingest srcdir=ingest_outputs dest=inputs" in done.stdout
+
+
+def test_shared_workdir_still_honours_clean_working_dir_and_fetch_materials(tmp_path: Path) -> None:
+    first = _stage("one", _py("open('left_over', 'w')"))
+    second = _stage("two", _py("import os; assert not os.path.exists('left_over'); "
+                               "assert os.path.exists('README.txt'); open('ok2', 'w')"),
+                    artifacts='<artifact type="build" src="ok2" />').replace(
+        '<stage name="two">', '<stage name="two" cleanWorkingDir="true">')
+    third = _stage("three", _py("import os; assert not os.path.exists('README.txt'); open('ok3', 'w')"),
+                   artifacts='<artifact type="build" src="ok3" />').replace(
+        '<stage name="three">', '<stage name="three" cleanWorkingDir="true" fetchMaterials="false">')
+    code, out, err = _run(tmp_path, _cruise(first + second + third), "--shared-workdir")
+    assert code == 0, out + err
+    assert "cleaning working directory" in out
