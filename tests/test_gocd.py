@@ -326,6 +326,9 @@ def test_counter_goes_up_per_run_and_state_dir_is_marked(tmp_path: Path) -> None
     state = tmp_path / ".pipeline"
     assert [pipeline.next_counter(state, "p") for _ in range(3)] == [1, 2, 3]
     assert pipeline.next_counter(state, "other") == 1
+    (state / "counters.json").unlink()
+    (state / "artifacts" / "p" / "7").mkdir(parents=True)
+    assert pipeline.next_counter(state, "p") == 8, "existing run folders are never reused"
     assert (state / "CACHEDIR.TAG").is_file() and (state / ".gitignore").read_text() == "*\n"
 
 

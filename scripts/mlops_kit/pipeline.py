@@ -103,7 +103,9 @@ def next_counter(state_dir: Path, pipeline: str) -> int:
             counters = json.loads(path.read_text(encoding="utf-8"))
         except (FileNotFoundError, ValueError):
             counters = {}
-        counters[pipeline] = int(counters.get(pipeline, 0)) + 1
+        used = [int(p.name) for sub in ("work", "artifacts") for p in (state_dir / sub / pipeline).glob("*")
+                if p.name.isdigit()]  # never reuse a run's folders, even if counters.json was lost
+        counters[pipeline] = max([int(counters.get(pipeline, 0)), *used]) + 1
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(counters, indent=2), encoding="utf-8")
         os.replace(tmp, path)
