@@ -262,7 +262,8 @@ def test_health_check_failure_rebuilds_with_reason(built) -> None:
     assert "reports Python" in envs.health_check(venv, envs.read_env(venv))
     result = envs.ensure_env(spec, venv_root=root, interpreter=base, echo=Recorder())
     assert result.action == "rebuilt"
-    assert result.reason == f"health check failed: its interpreter reports Python {base.version_text}, recorded 3.12.0 (base Python upgraded?)"
+    assert result.reason == (f"health check failed: its interpreter reports Python {base.version_text}, "
+                             "recorded 3.12.0 (base Python upgraded?)")
     python = venv / "bin" / "python"
     python.unlink()
     python.symlink_to(root / "removed-base" / "python3.12")  # the base Python was uninstalled

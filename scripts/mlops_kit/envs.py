@@ -183,7 +183,8 @@ def health_check(venv_dir: Path | str, record: EnvRecord) -> str | None:
     if info is None:
         return f"its interpreter {python} does not run (base Python {record.python_path} removed or upgraded?)"
     if info["version"] != record.python_version:
-        return f"its interpreter reports Python {info['version']}, recorded {record.python_version} (base Python upgraded?)"
+        return (f"its interpreter reports Python {info['version']}, recorded {record.python_version} "
+                "(base Python upgraded?)")
     if info["missing"]:
         return f"{' and '.join(info['missing'])} can no longer be imported in it"
     return None
