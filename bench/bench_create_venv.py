@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -94,58 +95,65 @@ def base_env(work: Path) -> dict[str, str]:
     return env
 
 
-def run(version: str, runs: int, work: Path) -> list[tuple[str, str, str]]:
+def measure(version: str, runs: int, work: Path) -> dict[str, Any]:
+    """Every timing and size, tool and pip interleaved so both see the same machine load."""
     base = interpreters.find_python(spec.parse_python_request(version)).path
     spec_file = work / "bench.yaml"
     spec_file.write_text(SPEC_TEXT.format(version=version, packages="".join(f"  - {p}\n" for p in PACKAGES)))
     env = base_env(work)
     pip_warm = {**env, "PIP_CACHE_DIR": str(work / "pip-cache")}
+    no_shims = {**env, "PATH": os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                               if not p.rstrip("/\\").endswith("shims"))}
+    discover = [sys.executable, "-c", DISCOVER.format(scripts=REPO / "scripts", version=version)]
     print(f"warming the uv and pip caches (untimed) with Python {version} at {base} ...", flush=True)
     tool_build(spec_file, work / "warmup", env)
     pip_build(base, work / "pip-warmup", pip_warm)
-
-    tool_warm = tool_build(spec_file, work / "tool-1", env)
-    pip_cached = pip_build(base, work / "pip-1", pip_warm)
-    tool_cold = tool_build(spec_file, work / "tool-cold", {**env, "UV_CACHE_DIR": str(work / "uv-empty")})
-    pip_cold = pip_build(base, work / "pip-cold", env, "--no-cache-dir")
-    reruns = [tool_build(spec_file, work / "tool-1", env) for _ in range(runs)]
-    pinned = [tool_build(spec_file, work / "tool-1", env, "--python", str(base)) for _ in range(runs)]
-    no_shims = {**env, "PATH": os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
-                                               if not p.rstrip("/\\").endswith("shims"))}
-    unshimmed = [tool_build(spec_file, work / "tool-1", no_shims) for _ in range(runs)]
-    discovery = [timed([sys.executable, "-c", DISCOVER.format(scripts=REPO / "scripts", version=version)], env)
-                 for _ in range(runs)]
+    m: dict[str, Any] = {
+        "tool_warm": tool_build(spec_file, work / "tool-1", env),
+        "pip_warm": pip_build(base, work / "pip-1", pip_warm),
+        "tool_cold": tool_build(spec_file, work / "tool-cold", {**env, "UV_CACHE_DIR": str(work / "uv-empty")}),
+        "pip_cold": pip_build(base, work / "pip-cold", env, "--no-cache-dir"),
+        "reruns": [tool_build(spec_file, work / "tool-1", env) for _ in range(runs)],
+        "pinned": [tool_build(spec_file, work / "tool-1", env, "--python", str(base)) for _ in range(runs)],
+        "unshimmed": [tool_build(spec_file, work / "tool-1", no_shims) for _ in range(runs)],
+        "discovery": [timed(discover, env) for _ in range(runs)],
+    }
     tool_build(spec_file, work / "tool-2", env)
     pip_build(base, work / "pip-2", pip_warm)
-
     seen: set[tuple[int, int]] = set()
-    tool_first = disk_usage([work / "tool-1"], seen)
-    tool_second = disk_usage([work / "tool-2"], seen)
+    m["tool_first"], m["tool_second"] = disk_usage([work / "tool-1"], seen), disk_usage([work / "tool-2"], seen)
     seen = set()
-    pip_first = disk_usage([work / "pip-1"], seen)
-    pip_second = disk_usage([work / "pip-2"], seen)
-    rerun = statistics.median(reruns)
-    mib = 1024 * 1024
+    m["pip_first"], m["pip_second"] = disk_usage([work / "pip-1"], seen), disk_usage([work / "pip-2"], seen)
+    return m
+
+
+def table(m: dict[str, Any], runs: int) -> list[tuple[str, str, str]]:
+    rerun, med, mib = statistics.median(m["reruns"]), statistics.median, 1024 * 1024
     return [
-        ("cold build, warm cache: create_venv (uv)", f"{tool_warm:.2f} s", ""),
-        ("cold build, warm cache: venv + pip install", f"{pip_cached:.2f} s",
-         f"{pip_cached / tool_warm:.1f}x faster (goal >= 10x)"),
-        ("cold build, empty caches: create_venv (uv)", f"{tool_cold:.2f} s", ""),
-        ("cold build, empty caches: venv + pip --no-cache-dir", f"{pip_cold:.2f} s",
-         f"{pip_cold / tool_cold:.1f}x faster"),
+        ("cold build, warm cache: create_venv (uv)", f"{m['tool_warm']:.2f} s", ""),
+        ("cold build, warm cache: venv + pip install", f"{m['pip_warm']:.2f} s",
+         f"{m['pip_warm'] / m['tool_warm']:.1f}x faster (goal >= 10x)"),
+        ("cold build, empty caches: create_venv (uv)", f"{m['tool_cold']:.2f} s", ""),
+        ("cold build, empty caches: venv + pip --no-cache-dir", f"{m['pip_cold']:.2f} s",
+         f"{m['pip_cold'] / m['tool_cold']:.1f}x faster"),
         (f"unchanged-spec re-run, median of {runs}", f"{rerun:.3f} s",
-         f"goal <= 0.5 s ({'met' if rerun <= 0.5 else 'NOT met'}); min {min(reruns):.3f} max {max(reruns):.3f}"),
-        ("  same, with --python PATH (no discovery), median", f"{statistics.median(pinned):.3f} s", ""),
-        ("  same, pyenv shims removed from PATH, median", f"{statistics.median(unshimmed):.3f} s",
+         f"goal <= 0.5 s ({'met' if rerun <= 0.5 else 'NOT met'}); min {min(m['reruns']):.3f} "
+         f"max {max(m['reruns']):.3f}"),
+        ("  same, with --python PATH (no discovery), median", f"{med(m['pinned']):.3f} s", ""),
+        ("  same, pyenv shims removed from PATH, median", f"{med(m['unshimmed']):.3f} s",
          "(probing each pyenv shim costs a bash + pyenv start)"),
-        ("  interpreter discovery alone (fresh process), median", f"{statistics.median(discovery):.3f} s", ""),
-        ("disk: first venv (create_venv)", f"{tool_first / mib:.1f} MiB", ""),
-        ("disk: second venv, extra (create_venv)", f"{tool_second / mib:.1f} MiB",
-         f"{100 * tool_second / tool_first:.1f}% of first (goal <= 10%)"),
-        ("disk: first venv (pip)", f"{pip_first / mib:.1f} MiB", ""),
-        ("disk: second venv, extra (pip)", f"{pip_second / mib:.1f} MiB",
-         f"{100 * pip_second / pip_first:.1f}% of first"),
+        ("  interpreter discovery alone (fresh process), median", f"{med(m['discovery']):.3f} s", ""),
+        ("disk: first venv (create_venv)", f"{m['tool_first'] / mib:.1f} MiB", ""),
+        ("disk: second venv, extra (create_venv)", f"{m['tool_second'] / mib:.1f} MiB",
+         f"{100 * m['tool_second'] / m['tool_first']:.1f}% of first (goal <= 10%)"),
+        ("disk: first venv (pip)", f"{m['pip_first'] / mib:.1f} MiB", ""),
+        ("disk: second venv, extra (pip)", f"{m['pip_second'] / mib:.1f} MiB",
+         f"{100 * m['pip_second'] / m['pip_first']:.1f}% of first"),
     ]
+
+
+def _load() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,12 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (its path is printed)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench_create_venv-"))
+    if args.keep:
+        print(f"working in {work}")
     try:
-        rows = run(args.python_version, args.runs, work)
+        load = _load()
+        rows = table(measure(args.python_version, args.runs, work), args.runs)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\npackages: {', '.join(PACKAGES)} + ipykernel; Python {args.python_version}; {os.cpu_count()} CPUs")
+    print(f"\npackages: {', '.join(PACKAGES)} + ipykernel; Python {args.python_version}; {os.cpu_count()} CPUs; "
+          f"1-min load average {load:.1f} at start, {_load():.1f} at end (other work on the machine skews times)")
     width = max(len(r[0]) for r in rows)
     for label, value, note in rows:
         print(f"{label:<{width}}  {value:>11}  {note}")
