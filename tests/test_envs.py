@@ -377,3 +377,36 @@ def test_index_settings_reach_uv_and_stay_out_of_messages(tmp_path: Path, python
     assert "127.0.0.1:9/simple" in echo.text  # uv's streamed output names the index it was given
     assert "s3cret" not in str(info.value) and "s3cret" not in echo.text
     assert not (tmp_path / "venvs" / "stage-venv" / "audit" / "env.json").exists()
+
+
+def fake_finished_venv(venv: Path) -> envs.EnvRecord:
+    """A venv folder with just an audit bundle (no interpreter): enough for read_env / copy_audit."""
+    audit = venv / "audit"
+    audit.mkdir(parents=True)
+    data = {"schema": 1, "stage": "demo", "venv_name": venv.name, "venv_path": str(venv),
+            "venv_python": str(venv / "bin" / "python"), "kernel_name": "demo", "kernel_display_name": "Demo",
+            "python": {"path": "/usr/bin/python3", "version": "3.12.1", "source": "PATH", "request": "3.12"},
+            "platform": "Linux", "installer": {"name": "uv", "version": "0.13.9"}, "spec_hash": "s",
+            "cache_key": "k", "created_at": "2026-01-01T00:00:00+00:00",
+            "toolkit": {"version": "0.1.0", "git_sha": "unknown"}, "packages": ["six"]}
+    (audit / "env.json").write_text(json.dumps(data))
+    (audit / "pip_freeze.txt").write_text("six==1.17.0\n")
+    (audit / "spec.yaml").write_text("stage: demo\n")
+    return envs.read_env(venv)
+
+
+def test_read_env_record_and_copy_audit(tmp_path: Path) -> None:
+    record = fake_finished_venv(tmp_path / "venv")
+    assert (record.stage, record.python_version, record.installer, record.packages) == ("demo", "3.12.1", "uv",
+                                                                                      ("six",))
+    assert record.freeze_file == tmp_path / "venv" / "audit" / "pip_freeze.txt"
+    assert "is missing" in envs.health_check(tmp_path / "venv", record)
+    dest = envs.copy_audit(record, tmp_path / "a" / "b")
+    assert sorted(p.name for p in dest.iterdir()) == ["env.json", "pip_freeze.txt", "spec.yaml"]
+    assert envs.copy_audit(record, record.audit_dir) == record.audit_dir  # onto itself: nothing to do
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BadInput, match="exists and is not a folder"):
+        envs.copy_audit(record, tmp_path / "file")
+    moved = tmp_path / "moved"
+    (tmp_path / "venv").rename(moved)
+    assert "moved (venvs are not relocatable)" in envs.health_check(moved, envs.read_env(moved))

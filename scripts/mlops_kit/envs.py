@@ -653,6 +653,8 @@ def copy_audit(record: EnvRecord, dest: Path) -> Path:
     """Copy the audit bundle into ``dest`` (created if needed), env.json last; return ``dest``."""
     if dest.exists() and not dest.is_dir():
         raise BadInput(f"--audit-dir {dest}: exists and is not a folder")
+    if _norm(dest) == _norm(record.audit_dir):
+        return dest
     try:
         dest.mkdir(parents=True, exist_ok=True)
         for src in (record.freeze_file, record.spec_file, record.env_file):
