@@ -29,7 +29,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 from mlops_kit import envs, gocd  # noqa: E402
-from mlops_kit.spec import load_spec  # noqa: E402
 
 PY = sys.executable
 

@@ -142,7 +142,8 @@ def plan(chosen: gocd.Pipeline) -> str:
     for stage in chosen.stages:
         lines.append(f"  stage {stage.name}")
         for job in stage.jobs:
-            lines.append(f"    job {job.name}" + (f"  [resources: {', '.join(job.resources)}]" if job.resources else ""))
+            resources = f"  [resources: {', '.join(job.resources)}]" if job.resources else ""
+            lines.append(f"    job {job.name}{resources}")
             for number, task in enumerate(job.tasks, start=1):
                 runif = "" if task.runif == {"passed"} else f"  (runif {', '.join(sorted(task.runif))})"
                 lines.append(f"      {number}. {task.describe()}{runif}")
@@ -154,9 +155,10 @@ def plan(chosen: gocd.Pipeline) -> str:
 def where_results_are(chosen: gocd.Pipeline, result: pipeline.RunResult, settings: pipeline.LocalSettings) -> str:
     """The closing note: artifacts, working copies, MLflow, kernels."""
     tracking = settings.overrides.get("MLFLOW_TRACKING_URI") or ""
+    work = settings.state_dir / "work" / chosen.name / str(result.counter)
     lines = ["", "results:",
              f"  artifacts (as GoCD would store them): {result.artifacts_root}",
-             f"  working copies of the jobs:           {settings.state_dir / 'work' / chosen.name / str(result.counter)}",
+             f"  working copies of the jobs:           {work}",
              f"  MLflow runs ({tracking}), parent run per pipeline counter, one nested run per stage:"]
     if tracking == local_tracking_uri(settings.source):
         lines.append(f"      cd {settings.source}")

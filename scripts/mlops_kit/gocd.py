@@ -210,8 +210,8 @@ class _Reader:
             if child.tag in ignored:
                 continue
             if child.tag not in allowed:
-                why = _WHY.get(child.tag) or f"inside <{node.tag}> it understands: {', '.join(sorted(allowed)) or 'nothing'}"
-                raise self.unsupported(child, why)
+                known = ", ".join(sorted(allowed)) or "nothing"
+                raise self.unsupported(child, _WHY.get(child.tag) or f"inside <{node.tag}> it understands: {known}")
 
     def attr(self, node: _Node, name: str, *, required: bool = True, default: str = "") -> str:
         value = node.attrs.get(name)

@@ -462,7 +462,7 @@ def summary(result: RunResult) -> str:
     rows += [(j.stage, j.job, j.status.upper() if j.status == "failed" else j.status,
               f"{j.seconds:.1f}" if j.status != "not run" else "-") for j in result.jobs]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     failed = result.first_failure()
     if failed is not None:
