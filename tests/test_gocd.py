@@ -190,9 +190,20 @@ def test_unsupported_task_is_refused_naming_element_and_line(element: str, expec
     assert expected in message and "cfg.xml: line " in message and "not supported" in message
 
 
+def test_pipeline_params_are_substituted() -> None:
+    params = '<params><param name="nb">notebooks/x.ipynb</param><param name="out">out</param></params>'
+    stage = _stage("a", '<exec command="python"><arg>#{nb}</arg><arg>C##1</arg></exec>',
+                   artifacts='<artifact type="build" src="#{out}/x" />')
+    parsed = _parse(_cruise(stage, pipeline_extra=params))
+    assert parsed.stages[0].jobs[0].tasks[0].args == ("notebooks/x.ipynb", "C#1")
+    assert parsed.stages[0].jobs[0].artifacts[0].src == "out/x"
+    with pytest.raises(BadInput, match=r"parameter #\{nope\} is not defined"):
+        _parse(_cruise(_stage("a", '<exec command="#{nope}" />'), pipeline_extra=params))
+
+
 def test_unsupported_pipeline_parts_are_refused() -> None:
-    with pytest.raises(BadInput, match="<params>"):
-        _parse(_cruise(_stage("a", _py("pass")), pipeline_extra='<params><param name="x">1</param></params>'))
+    with pytest.raises(BadInput, match="<dependencies>"):
+        _parse(_cruise(_stage("a", _py("pass")), pipeline_extra='<dependencies />'))
     manual = _stage("b", _py("pass"), extra='<approval type="manual" />')
     with pytest.raises(BadInput, match="<approval>.*manual"):
         _parse(_cruise(_stage("a", _py("pass")) + manual))

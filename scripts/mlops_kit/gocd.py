@@ -19,12 +19,11 @@ from .errors import BadInput
 
 RUNIF_VALUES = ("passed", "failed", "any")
 _LABEL_TOKEN = re.compile(r"\$\{([^}]*)\}")
-_PARAM_TOKEN = re.compile(r"#\{([^}]*)\}")
+_PARAM_TOKEN = re.compile(r"##|#\{([^}]*)\}")
 _NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_\-.]*$")
 _TASKS_HINT = "the local runner runs <exec> and <fetchartifact> tasks; call the tool from an <exec>"
 _WHY = {
     "ant": _TASKS_HINT, "nant": _TASKS_HINT, "rake": _TASKS_HINT, "task": f"plugin task; {_TASKS_HINT}",
-    "params": "#{param} substitution is not emulated; write the values in place",
     "dependencies": "dependencies on other pipelines are not emulated",
     "oncancel": "cancelling is not emulated (Ctrl-C stops the local run)",
     "configuration": "external (plugin) artifacts are not emulated",
@@ -301,9 +300,8 @@ def _pipeline(reader: _Reader, node: _Node, group: str, env_vars: dict[str, tupl
     if node.attrs.get("template"):
         raise reader.unsupported(node, f"pipeline {name!r} uses template {node.attrs['template']!r}; "
                                        "inline the stages to rehearse it")
-    reader.only(node, ("environmentvariables", "materials", "stage", "timer"), ("trackingtool",))
-    if _PARAM_TOKEN.search(str(node.attrs)):
-        raise reader.unsupported(node, "#{param} substitution")
+    reader.only(node, ("params", "environmentvariables", "materials", "stage", "timer"), ("trackingtool",))
+    _substitute_params(reader, node)
     notes = []
     if node.kid("timer") is not None:
         notes.append("ignored <timer>: a local run is a manual trigger")
@@ -320,6 +318,33 @@ def _pipeline(reader: _Reader, node: _Node, group: str, env_vars: dict[str, tupl
     _check_label(reader, node, pipeline)
     _check_fetches(reader, pipeline)
     return pipeline
+
+
+def _substitute_params(reader: _Reader, pipeline: _Node) -> None:
+    """GoCD's ``#{name}`` pipeline parameters, replaced everywhere inside the pipeline (``##`` is a literal #)."""
+    params: dict[str, str] = {}
+    for block in pipeline.kids("params"):
+        reader.only(block, ("param",))
+        params.update({reader.attr(p, "name"): p.text for p in block.kids("param")})
+
+    def replace(node: _Node, text: str) -> str:
+        def one(match: re.Match[str]) -> str:
+            if match.group(0) == "##":
+                return "#"
+            if match.group(1) not in params:
+                raise reader.fail(node, f"parameter #{{{match.group(1)}}} is not defined in <params>")
+            return params[match.group(1)]
+
+        return _PARAM_TOKEN.sub(one, text)
+
+    def walk(node: _Node) -> None:
+        node.attrs = {k: replace(node, v) for k, v in node.attrs.items()}
+        node.text = replace(node, node.text)
+        for child in node.children:
+            if child.tag != "params":
+                walk(child)
+
+    walk(pipeline)
 
 
 def _name(reader: _Reader, node: _Node) -> str:
