@@ -403,7 +403,7 @@ def _two_stage_xml() -> str:
 
 
 def _run(tmp_path: Path, xml: str, *args: str) -> tuple[int, str, str]:
-    repo = tmp_path / "repo"
+    repo = tmp_path / "my repo"
     repo.mkdir(exist_ok=True)
     (repo / "README.txt").write_text("material", encoding="utf-8")
     (repo / "cfg.xml").write_text(xml, encoding="utf-8")
@@ -415,13 +415,13 @@ def _run(tmp_path: Path, xml: str, *args: str) -> tuple[int, str, str]:
 def test_two_stages_pass_data_only_through_artifacts(tmp_path: Path) -> None:
     code, out, err = _run(tmp_path, _two_stage_xml())
     assert code == 0, out + err
-    store = tmp_path / "repo/.pipeline/artifacts/demo/1"
+    store = tmp_path / "my repo/.pipeline/artifacts/demo/1"
     assert (store / "make/1/make/d/data/x.txt").read_text() == "42"
     assert (store / "use/1/use/saw_secret.txt").read_text() == "False", "each job has its own fresh working copy"
     env = json.loads((store / "make/1/make/env.json").read_text())
     assert env["GO_PIPELINE_NAME"] == "demo" and env["GO_PIPELINE_COUNTER"] == "1"
     assert env["GO_STAGE_NAME"] == env["GO_JOB_NAME"] == "make" and env["GO_PIPELINE_LABEL"] == "1"
-    assert env["MLFLOW_TRACKING_URI"] == f"sqlite:///{(tmp_path / 'repo' / 'mlflow.db').as_posix()}"
+    assert env["MLFLOW_TRACKING_URI"] == f"sqlite:///{(tmp_path / 'my repo' / 'mlflow.db').as_posix()}"
     assert "ML_VENV_ROOT" not in env, "the XML's Windows path is for agents; the tools use their own default"
     assert Path(env["prefix"]).resolve() == Path(sys.prefix).resolve(), "'python' is the toolkit's Python"
     assert "[make/make]" in out and "stage" in out and "passed" in out and "results:" in out
@@ -429,7 +429,7 @@ def test_two_stages_pass_data_only_through_artifacts(tmp_path: Path) -> None:
     code, _, err = _run(tmp_path, _two_stage_xml(), "--shared-workdir", "--tracking-uri", "http://127.0.0.1:1",
                         "--venv-root", str(tmp_path / "venvs"), "--env", "LEVEL=cli")
     assert code == 0, err
-    store = tmp_path / "repo/.pipeline/artifacts/demo/2"
+    store = tmp_path / "my repo/.pipeline/artifacts/demo/2"
     assert (store / "use/1/use/saw_secret.txt").read_text() == "True", "--shared-workdir shares one folder"
     env = json.loads((store / "make/1/make/env.json").read_text())
     assert env["GO_PIPELINE_COUNTER"] == "2" and env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:1"
@@ -444,11 +444,11 @@ def test_failed_task_runif_and_stop_after_failed_stage(tmp_path: Path) -> None:
                   + _stage("second", _py("open('never', 'w')")))
     code, out, err = _run(tmp_path, xml)
     assert code == 7, out + err
-    work = tmp_path / "repo/.pipeline/work/demo/1/first/first"
+    work = tmp_path / "my repo/.pipeline/work/demo/1/first/first"
     assert {p.name for p in work.iterdir()} >= {"ran1", "on_failure", "always"}
     assert not (work / "skipped").exists()
-    assert not (tmp_path / "repo/.pipeline/work/demo/1/second").exists()
-    assert (tmp_path / "repo/.pipeline/artifacts/demo/1/first/1/first/ran1").exists(), "published even on failure"
+    assert not (tmp_path / "my repo/.pipeline/work/demo/1/second").exists()
+    assert (tmp_path / "my repo/.pipeline/artifacts/demo/1/first/1/first/ran1").exists(), "published even on failure"
     assert "task failed with exit code 3" in out and "FAILED" in out and "not run" in out
     assert err.strip().count("\n") == 0 and "first/first" in err and "task 2" in err
 
@@ -457,7 +457,7 @@ def test_unsupported_element_fails_before_anything_runs(tmp_path: Path) -> None:
     code, out, err = _run(tmp_path, _cruise(_stage("a", _py("open('ran', 'w')") + '<ant target="x" />')))
     assert code == 2
     assert err.startswith("error: ") and "<ant>" in err and err.strip().count("\n") == 0
-    assert not (tmp_path / "repo/.pipeline").exists()
+    assert not (tmp_path / "my repo/.pipeline").exists()
 
 
 def test_missing_command_fails_the_job(tmp_path: Path) -> None:

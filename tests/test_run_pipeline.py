@@ -24,7 +24,7 @@ STAGES = ("ingest", "features", "train")
 @pytest.fixture(scope="module")
 def venv_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Shared by the tests of this module: the second run reuses the venvs the first one built."""
-    return tmp_path_factory.mktemp("venvs")
+    return tmp_path_factory.mktemp("ml venvs")  # a space, as in "C:\\ML venvs"
 
 
 def _client(uri: str):  # type: ignore[no-untyped-def]
