@@ -142,14 +142,6 @@ def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.log_existing is not None:
         return _log_existing(args)
-    venv = _venv_dir(args)
-    _check_inputs(args)
-    env = envs.read_env(venv)
-    if not envs.venv_python(venv).exists():
-        raise BadInput(f"{venv}: its interpreter {envs.venv_python(venv)} is missing; rebuild with create_venv.py --force")
-    values = params.load_params_file(args.params_file) if args.params_file else {}
-    args.params_file_has_secrets = params.has_secrets(values)
-    values = params.merge_overrides(values, [tuple(p) for p in args.param])
     target = tracking.resolve_target(args.tracking_uri, args.experiment)
     try:
         tracking.preflight(target.uri)  # a server that is down: fail in a second, before anything runs
@@ -158,6 +150,15 @@ def _main(argv: list[str]) -> int:
     tracker = tracking.Tracker()  # imports mlflow and opens the store while papermill loads and the kernel starts
     try:
         tracker.call("warm", target)
+        venv = _venv_dir(args)
+        _check_inputs(args)
+        env = envs.read_env(venv)
+        if not envs.venv_python(venv).exists():
+            raise BadInput(f"{venv}: its interpreter {envs.venv_python(venv)} is missing; "
+                           "rebuild with create_venv.py --force")
+        values = params.load_params_file(args.params_file) if args.params_file else {}
+        args.params_file_has_secrets = params.has_secrets(values)
+        values = params.merge_overrides(values, [tuple(p) for p in args.param])
         nb = notebook.load_notebook(args.notebook)
         for message in params.undeclared_warnings(nb, list(values), notebook=args.notebook):
             _warn(message)
@@ -180,7 +181,7 @@ def _execute_and_log(args: Any, venv: Path, env: Any, nb: Any, values: dict[str,
         kernelspec=kernel.kernelspec(venv, env.kernel_display_name), kernel_name=env.kernel_name,
         cwd=Path(os.path.abspath(args.cwd or Path.cwd())),
         masked_parameters=masked if masked != values else None,
-        before_cells=lambda: _run_ready(started, record, output_dir),
+        before_cells=lambda: _run_ready(tracker, started, record, output_dir),
         log_output=args.log_output, progress_bar=sys.stderr.isatty() and not (args.no_progress or args.log_output),
         cell_timeout=args.cell_timeout, start_timeout=args.start_timeout,
     )
@@ -230,11 +231,14 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
-def _run_ready(started: Any, record: tracking.RunRecord, output_dir: Path) -> dict[str, str]:
+def _run_ready(tracker: tracking.Tracker, started: Any, record: tracking.RunRecord,
+               output_dir: Path) -> dict[str, str]:
     """Called once the kernel is up: wait for the MLflow run, create the output folder, give the kernel its env."""
+    notebook.prewarm_html_in_background()  # uses the wait for the run (or runs beside the first cells)
     ids = started.result()
     tracking.apply_ids(record, ids)
     record.params_logged = True
+    tracker.warm_finish(record)
     output_dir.mkdir(parents=True, exist_ok=True)
     return {"MLFLOW_RUN_ID": ids["run_id"], "MLFLOW_TRACKING_URI": record.tracking_uri,
             "MLFLOW_EXPERIMENT_ID": ids["experiment_id"]}
@@ -249,6 +253,10 @@ def _finish(tracker: tracking.Tracker, started: Any, record: tracking.RunRecord,
     manifest = tracking.manifest_path(output)
     output.with_name(output.stem + ".params.yaml").write_text(params.yaml_text(masked), encoding="utf-8")
     tracking_error = None
+    try:
+        notebook.render_html(output, output.with_suffix(".html"))
+    except Exception as exc:  # noqa: BLE001 - a rendering problem must not lose the run
+        _warn(f"{output}: HTML rendering failed ({type(exc).__name__}: {exc}); not logged")
     try:
         if record.run_id is None:  # the kernel never started: the run may still be on its way
             tracking.apply_ids(record, started.result())

@@ -21,6 +21,7 @@ import json
 import logging
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -287,7 +288,18 @@ def prewarm_html() -> None:
     """Load nbconvert's HTML exporter and its templates ahead of time."""
     import nbformat
 
-    render_html_text(nbformat.v4.new_notebook())
+    nb = nbformat.v4.new_notebook()
+    code = nbformat.v4.new_code_cell("print(1)", outputs=[nbformat.v4.new_output("stream", text="1\n")])
+    nb.cells = [nbformat.v4.new_markdown_cell("# x\n![i](a.png)"), code]  # markdown too: its parser is slow to load
+    nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
+    render_html_text(nb)
+
+
+def prewarm_html_in_background() -> threading.Thread:
+    """Start :func:`prewarm_html` in a thread (e.g. while waiting for the kernel or the MLflow run)."""
+    thread = threading.Thread(target=prewarm_html, name="mlops_kit-html-prewarm", daemon=True)
+    thread.start()
+    return thread
 
 
 def render_html_text(nb: Any) -> str:

@@ -23,8 +23,11 @@ import getpass
 import json
 import math
 import os
+import pickle
 import re
 import socket
+import struct
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -376,13 +379,6 @@ def _log_params(client: Any, run_id: str, params: Mapping[str, str]) -> None:
         client.log_batch(run_id, params=items[i:i + BATCH], synchronous=True)
 
 
-def prewarm() -> None:
-    """Import what :func:`finish_run` needs while the notebook runs (the HTML exporter is slow to load)."""
-    from .notebook import prewarm_html
-
-    prewarm_html()
-
-
 def finish_run(record: RunRecord) -> None:
     """Render the HTML, upload artifacts and metrics, record the failure, end the run (and update the parent)."""
     from .notebook import render_html
@@ -477,57 +473,98 @@ def warm(target: Target) -> None:
         pass
 
 
-_WORK = {"warm": warm, "start": start_run, "prewarm": prewarm, "finish": finish_run}
+def warm_finish(uri: str, run_id: str) -> None:
+    """Load the artifact store code for the run (first use costs ~0.25 s) while the notebook runs."""
+    with contextlib.suppress(Exception):
+        from mlflow.entities import Metric, RunTag  # noqa: F401
+
+        _client(uri).list_artifacts(run_id)
 
 
-def _serve(conn: Any) -> None:
-    """The helper process: run requests in order, answer each; exit without interpreter teardown."""
+_WORK = {"warm": warm, "start": start_run, "warm_finish": warm_finish, "finish": finish_run}
+_BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from mlops_kit.tracking import serve; serve()"
+
+
+def _send(stream: Any, obj: Any) -> None:
+    data = pickle.dumps(obj)
+    stream.write(struct.pack(">I", len(data)) + data)
+    stream.flush()
+
+
+def _receive(stream: Any) -> Any:
+    head = stream.read(4)
+    if len(head) < 4:
+        raise EOFError
+    (size,) = struct.unpack(">I", head)
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError
+    return pickle.loads(data)  # noqa: S301 - our own child process, over its private pipe
+
+
+def serve() -> None:
+    """The helper process: answer requests (pickled, length-prefixed, on stdin/stdout) in order, then exit.
+
+    Its stdout is reserved for answers: anything a library prints goes to stderr. It imports mlflow before the
+    first request arrives, and leaves with ``os._exit`` (tearing mlflow's modules down takes ~0.7 s).
+    """
     import traceback
 
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    requests = sys.stdin.buffer
+    with contextlib.suppress(Exception):
+        import mlflow.tracking  # noqa: F401 - the slow part, done while the parent loads papermill
     while True:
         try:
-            name, args = conn.recv()
+            name, args = _receive(requests)
         except EOFError:
             break
         if name == "exit":
             break
         try:
-            conn.send(("ok", _WORK[name](*args)))
+            _send(answers, ("ok", _WORK[name](*args)))
         except TrackingError as exc:
-            conn.send(("tracking", str(exc)))
+            _send(answers, ("tracking", str(exc)))
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
-            conn.send(("bug", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
-    conn.close()
-    os._exit(0)  # tearing down mlflow's modules takes ~0.7 s and nobody waits for anything here
+            _send(answers, ("bug", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+    answers.close()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 class Tracker:
-    """MLflow work in one helper process (spawned: same code on Windows), requests answered in order.
+    """MLflow work in one helper process (``python -c``, same on Windows), requests answered in order.
 
-    ``warm`` is sent first (import mlflow, open the store) so the run exists by the time the kernel is up.
+    Started first thing, it imports mlflow while the parent imports papermill and starts the kernel; ``warm``
+    then opens the store, so the run exists about when the kernel is ready.
     """
 
     def __init__(self) -> None:
-        import multiprocessing
+        import subprocess
 
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child,), daemon=True, name="mlops_kit-tracking")
-        self._proc.start()
-        child.close()
+        scripts = str(Path(__file__).resolve().parents[1])
+        env = dict(os.environ)
+        env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # an audited job does not phone home
+        self._proc = subprocess.Popen([sys.executable, "-c", _BOOT, scripts], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, env=env)
         self._sent = 0
-        self._replies: dict[int, tuple[str, Any]] = {}
         self._received = 0
+        self._replies: dict[int, tuple[str, Any]] = {}
 
     def call(self, name: str, *args: Any) -> "Reply":
-        self._conn.send((name, args))
+        try:
+            _send(self._proc.stdin, (name, args))
+        except OSError:
+            raise RuntimeError("the MLflow helper process died (see the messages above)") from None
         self._sent += 1
         return Reply(self, self._sent)
 
     def _wait(self, number: int) -> Any:
         while number not in self._replies:
             try:
-                self._replies[self._received + 1] = self._conn.recv()
+                self._replies[self._received + 1] = _receive(self._proc.stdout)
             except (EOFError, OSError):
                 raise RuntimeError("the MLflow helper process died (see the messages above)") from None
             self._received += 1
@@ -539,24 +576,29 @@ class Tracker:
         return value
 
     def start(self, record: RunRecord) -> "Reply":
-        reply = self.call("start", record)
-        self.call("prewarm")
-        return reply
+        return self.call("start", record)
+
+    def warm_finish(self, record: RunRecord) -> None:
+        """Queue the artifact-store warm-up once the run exists (its answer is read with the next one)."""
+        self.call("warm_finish", record.tracking_uri, record.run_id)
 
     def finish(self, record: RunRecord) -> None:
         self.call("finish", record).result()
 
     def close(self) -> None:
-        """Let the helper exit; one still busy (we gave up: bad input, Ctrl-C) is terminated."""
+        """Let the helper exit; one still busy (we gave up: bad input, Ctrl-C) is killed."""
         if self._received < self._sent:
-            self._proc.terminate()
+            self._proc.kill()
         else:
-            try:
-                self._conn.send(("exit", ()))
-            except OSError:
-                pass
-        self._conn.close()
-        self._proc.join(timeout=5)
+            with contextlib.suppress(OSError):
+                _send(self._proc.stdin, ("exit", ()))
+        for stream in (self._proc.stdin, self._proc.stdout):
+            with contextlib.suppress(OSError):
+                stream.close()
+        try:
+            self._proc.wait(timeout=10)
+        except Exception:  # noqa: BLE001 - never hang the run on the helper's exit
+            self._proc.kill()
 
 
 @dataclass
