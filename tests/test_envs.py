@@ -315,7 +315,7 @@ def test_from_freeze_recreates_exact_versions_and_audit_copy(built, tmp_path: Pa
     freeze.write_text("\n".join("six==1.16.0" if line.startswith("six==") else line for line in frozen) + "\n")
     result = envs.ensure_env(spec, venv_root=root, interpreter=base, from_freeze=freeze, echo=Recorder(),
                              audit_dir=tmp_path / "artifacts" / "audit")
-    assert result.action == "rebuilt" and result.reason.startswith("freeze file changed")
+    assert result.action == "rebuilt" and result.reason == f"now built from the freeze file {freeze}"
     assert venv_run(root / "stage-venv", "import six; print(six.__version__)") == "1.16.0"
     rebuilt = (root / "stage-venv" / "audit" / "pip_freeze.txt").read_text().splitlines()
     assert sorted(rebuilt) == sorted(line for line in freeze.read_text().splitlines() if line)

@@ -408,7 +408,9 @@ def _changes(record: EnvRecord, plan: _Plan) -> str:
     if record.installer != plan.installer:
         out.append(f"installer changed ({record.installer} -> {plan.installer})")
     if record.from_freeze_sha256 != (plan.freeze.sha256 if plan.freeze else None):
-        out.append(f"freeze file changed ({plan.freeze.path})" if plan.freeze else "no longer built from a freeze file")
+        out.append("no longer built from a freeze file" if plan.freeze is None else
+                   f"now built from the freeze file {plan.freeze.path}" if record.from_freeze_sha256 is None else
+                   f"freeze file changed ({plan.freeze.path})")
     if (record.stage, record.kernel_display_name) != (spec.stage, spec.kernel_display_name):
         out.append("stage or kernel display name changed")
     if not out and record.spec_hash != spec.content_hash():
