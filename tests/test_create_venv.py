@@ -103,7 +103,8 @@ def test_build_then_reuse_with_spaces_env_root_and_audit_dir(tmp_path: Path, spe
     frozen = tmp_path / "pip_freeze.txt"  # rebuild exactly from the audit's freeze (as from a GoCD artifact)
     frozen.write_text((audit / "pip_freeze.txt").read_text())
     exact = run_script("create_venv.py", "--spec", str(spec_file), "--from-freeze", str(frozen), env=env)
-    assert exact.returncode == 0 and f"rebuilding {venv}: now built from the freeze file {frozen}" in exact.stderr, exact.stderr
+    assert exact.returncode == 0, exact.stderr
+    assert f"rebuilding {venv}: now built from the freeze file {frozen}" in exact.stderr
     assert (venv / "audit" / "pip_freeze.txt").read_text() == frozen.read_text()
 
 
