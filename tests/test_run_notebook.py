@@ -264,3 +264,28 @@ def test_help_documents_conventions() -> None:
     for text in ("output_dir", "metrics.json", "<stage>_outputs", "--log-existing", "sqlite:///mlflow.db",
                  "mlops_kit", "PowerShell", "exit codes", "GO_PIPELINE_COUNTER"):
         assert text in done.stdout, text
+
+
+def test_venv_from_spec_and_venv_root(tmp_path: Path, venv_small: Path) -> None:
+    root = venv_small.parent
+    spec = root / "ingest.yaml"  # written by build_venv next to the venvs
+    done = run_nb("--spec", str(spec), "--venv-root", str(root), "--notebook", str(NOTEBOOKS / "no_params.ipynb"),
+                  "--output", str(tmp_path / "o.ipynb"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "built from a different version" not in done.stderr
+    changed = tmp_path / "ingest.yaml"
+    changed.write_text(spec.read_text().replace("- six", "- six\n  - tomli"))
+    done = run_nb("--spec", str(changed), "--venv-root", str(root), "--notebook", str(NOTEBOOKS / "no_params.ipynb"),
+                  "--output", str(tmp_path / "o2.ipynb"), cwd=tmp_path)
+    assert done.returncode == 0 and "built from a different version" in done.stderr
+    other = tmp_path / "other.yaml"
+    other.write_text(spec.read_text().replace("venv_name: nb_ingest_py310", "venv_name: never_built"))
+    done = run_nb("--spec", str(other), "--venv-root", str(root), "--notebook", str(NOTEBOOKS / "no_params.ipynb"),
+                  "--output", str(tmp_path / "o3.ipynb"), cwd=tmp_path)
+    assert done.returncode == 2 and "create_venv.py --spec" in one_error_line(done.stderr)
+
+
+def test_p_needs_name_and_value(tmp_path: Path, venv_small: Path) -> None:
+    done = run_nb("--venv", str(venv_small), "--notebook", str(NOTEBOOKS / "no_params.ipynb"),
+                  "--output", str(tmp_path / "o.ipynb"), "-p", "lonely")
+    assert done.returncode == 2 and "expected 2 arguments" in one_error_line(done.stderr)

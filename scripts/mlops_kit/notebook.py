@@ -297,7 +297,13 @@ def prewarm_html() -> None:
 
 def prewarm_html_in_background() -> threading.Thread:
     """Start :func:`prewarm_html` in a thread (e.g. while waiting for the kernel or the MLflow run)."""
-    thread = threading.Thread(target=prewarm_html, name="mlops_kit-html-prewarm", daemon=True)
+    def quietly() -> None:
+        try:
+            prewarm_html()
+        except Exception:  # noqa: BLE001 - only a warm-up: the real rendering reports problems
+            pass
+
+    thread = threading.Thread(target=quietly, name="mlops_kit-html-prewarm", daemon=True)
     thread.start()
     return thread
 

@@ -38,6 +38,7 @@ from . import proc
 from .errors import BadInput, TrackingError
 from .params import flatten, is_secret, MASK
 
+_PLATFORM = sys.platform  # seam: tests patch it to exercise the Windows branch
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "mlops_kit"
 MANIFEST_SUFFIX = ".mlops_run.json"
@@ -510,8 +511,14 @@ def serve() -> None:
     """
     import traceback
 
-    answers = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
+    answer_fd = os.dup(1)
+    _binary(answer_fd)
+    _binary(0)
+    answers = os.fdopen(answer_fd, "wb")
+    try:
+        os.dup2(2, 1)
+    except OSError:  # no usable stderr (e.g. a windowless service): drop stray prints
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     sys.stdout = sys.stderr
     requests = sys.stdin.buffer
     with contextlib.suppress(Exception):
@@ -532,6 +539,14 @@ def serve() -> None:
     answers.close()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _binary(fd: int) -> None:
+    """Pickles must cross the pipe unchanged: no CRLF translation on Windows."""
+    if _PLATFORM == "win32":
+        import msvcrt
+
+        msvcrt.setmode(fd, os.O_BINARY)  # type: ignore[attr-defined]
 
 
 class Tracker:
