@@ -86,6 +86,13 @@ def test_refuse_unowned(tmp_path: Path) -> None:
     envs.refuse_unowned(theirs)
 
 
+def test_venv_root_that_is_a_file_is_bad_input(tmp_path: Path, pythons: dict[str, Path]) -> None:
+    (tmp_path / "root").write_text("not a folder")
+    with pytest.raises(BadInput, match="cannot create the venv root"):
+        envs.ensure_env(make_spec(tmp_path), venv_root=tmp_path / "root", interpreter=interp(pythons["3.12"]))
+    assert (tmp_path / "root").read_text() == "not a folder"
+
+
 def test_read_env_missing_is_bad_input(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match=r"not a venv built by create_venv.py \(no audit/env.json\)"):
         envs.read_env(tmp_path)
@@ -201,6 +208,7 @@ def test_build_on_real_pythons_audit_bundle(tmp_path: Path, pythons: dict[str, P
     assert "pip" in venv_run(venv, "import subprocess, sys; print(subprocess.check_output([sys.executable, '-m', "
                                    "'pip', '--version'], text=True))")
     assert (venv / envs.MARKER).is_file() and envs.read_env(venv).cache_key == data["cache_key"]
+    assert (tmp_path / "venvs" / ".gitignore").read_text().endswith("*\n")  # we made the root: git-ignored
 
 
 @pytest.fixture()

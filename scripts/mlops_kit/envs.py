@@ -421,11 +421,7 @@ def _changes(record: EnvRecord, plan: _Plan) -> str:
 @contextlib.contextmanager
 def _build_lock(plan: _Plan, echo: Echo) -> Iterator[None]:
     """Hold ``<venv_root>/.locks/<venv_name>.lock``; say so when another process holds it."""
-    lock_dir = plan.venv_dir.parent / ".locks"
-    try:
-        lock_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadInput(f"{plan.venv_dir.parent}: cannot create the venv root ({exc})") from None
+    lock_dir = _prepare_root(plan.venv_dir.parent)
     lock = filelock.FileLock(str(lock_dir / f"{plan.spec.venv_name.lower()}.lock"))
     try:
         lock.acquire(blocking=False)
@@ -439,6 +435,18 @@ def _build_lock(plan: _Plan, echo: Echo) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def _prepare_root(root: Path) -> Path:
+    """Create the venv root (git-ignored when we create it, e.g. inside a GoCD working copy); return .locks."""
+    created = not root.exists()
+    try:
+        (root / ".locks").mkdir(parents=True, exist_ok=True)
+        if created:
+            (root / ".gitignore").write_text("# created by mlops_kit create_venv.py\n*\n", encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"{root}: cannot create the venv root ({exc})") from None
+    return root / ".locks"
 
 
 def _ensure_locked(plan: _Plan, *, force: bool, echo: Echo) -> EnvResult:
@@ -504,10 +512,6 @@ def _build(plan: _Plan, echo: Echo) -> tuple[EnvRecord, Path | None]:
 
 def _make_marked_dir(venv_dir: Path) -> None:
     """Create (or empty) the venv folder, keeping/writing the ownership marker before anything else."""
-    root = venv_dir.parent
-    if not root.exists():
-        root.mkdir(parents=True)
-        (root / ".gitignore").write_text("# created by mlops_kit create_venv.py\n*\n", encoding="utf-8")
     if venv_dir.exists():
         _empty_owned(venv_dir)
     venv_dir.mkdir(exist_ok=True)
