@@ -282,7 +282,7 @@ def _finish(tracker: tracking.Tracker, started: Any, record: tracking.RunRecord,
 
 def _log_existing(args: Any) -> int:
     record = tracking.load_manifest(args.log_existing)
-    if args.tracking_uri or args.experiment:
+    if (args.tracking_uri or args.experiment) and not record.logged:  # log_existing refuses a logged one
         target = tracking.resolve_target(args.tracking_uri or record.tracking_uri, args.experiment or record.experiment)
         if (target.uri, target.experiment) != (record.tracking_uri, record.experiment):
             record.run_id, record.params_logged = None, False

@@ -11,8 +11,15 @@ MLflow accepts; only *named* GoCD variables as tags), written next to the output
 down during the run, so nothing is lost.
 
 Speed: importing mlflow and opening a SQLite store takes longer than running a small notebook, so
-:class:`Tracker` does the MLflow work in one helper process while the kernel starts and runs (see
-``run_notebook``); nothing here imports mlflow at module level.
+:class:`Tracker` does the MLflow work in one helper process (a plain ``python -c`` child, started first) while
+papermill loads and the kernel starts; nothing here imports mlflow at module level. The helper runs with
+``MLFLOW_DISABLE_TELEMETRY=true`` unless set otherwise (an audited job does not report usage), and fewer HTTP
+retries than MLflow's default (a dead server costs seconds, not minutes) unless ``MLFLOW_HTTP_REQUEST_*`` are set.
+
+Parent runs: the first stage of a pipeline instance creates the parent (tag ``mlops_kit.pipeline_key``); two stages
+starting at the same moment may both create one; both then pick the earliest and the other deletes its own, so
+they converge except when both were created in the same millisecond and each saw only its own (GoCD runs stages
+one after another, so this needs two parallel jobs of one stage).
 """
 
 from __future__ import annotations
