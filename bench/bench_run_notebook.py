@@ -134,6 +134,10 @@ def main() -> int:
             med = statistics.median(values)
             print(f"  {name:<24} {med:6.2f} s  ({min(values):.2f}-{max(values):.2f})  ratio {med / base:4.2f}x")
         ratio = statistics.median(times["run_notebook (sqlite)"]) / base
+        paired = statistics.median(r / b for r, b in zip(times["run_notebook (sqlite)"], times["papermill (bare)"]))
+        print(f"median of per-round ratios (back-to-back pairs, less sensitive to load drift): {paired:.2f}x")
+        print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end" if hasattr(
+            os, "getloadavg") else f"machine: {os.cpu_count()} CPUs")
         print(f"run_notebook / bare papermill = {ratio:.2f}x (goal <= 1.5x): {'OK' if ratio <= 1.5 else 'SLOWER'}")
         return 0
     finally:

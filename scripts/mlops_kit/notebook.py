@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping
 
 from .errors import BadInput
 
+_PLATFORM = sys.platform  # seam: tests patch it to exercise the Windows branch
 INJECTED_TAG = "injected-parameters"
 _DROPPED_PAPERMILL_WARNINGS = ("Input notebook does not contain a cell with tag", "Passed unknown parameter")
 
@@ -211,7 +212,7 @@ def _client_class() -> type:
         def execute(self, **kwargs: Any) -> Any:
             """papermill's, minus the closing kernel_info request when the kernel is stuck or gone."""
             self.reset_execution_trackers()
-            if sys.platform.startswith("win"):  # papermill does the same (bpo-37373)
+            if _PLATFORM == "win32":  # zmq needs the selector loop; papermill does the same (bpo-37373)
                 asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())  # type: ignore[attr-defined]
             with self.setup_kernel(**kwargs):
                 self.log.info(f"Executing notebook with kernel: {self.kernel_name}")
