@@ -26,6 +26,11 @@ package list, Python request, interpreter, installer or freeze file rebuilds it,
 An interrupted build is never reused. A folder at the venv path that this tool did not create is refused and
 left untouched. Several runs on the same spec at once are safe: one builds, the others wait and reuse.
 
+Package index: the spec's index_url / extra_index_urls, else PIP_INDEX_URL / PIP_EXTRA_INDEX_URL (or uv's
+UV_DEFAULT_INDEX / UV_INDEX), handed to uv and pip alike. pip.ini / pip.conf is read by pip only, so put a
+corporate mirror in the spec or in those variables. With extra indexes uv takes a package from the first index
+that has it (safe against dependency confusion); set UV_INDEX_STRATEGY=unsafe-best-match for pip's behaviour.
+
 Audit bundle in <venv>/audit: pip_freeze.txt (exact versions), spec.yaml (the spec as used) and env.json
 (interpreter, platform, installer, hashes, creation time, toolkit version and git SHA); --audit-dir copies it.
 Progress goes to stderr; the last line on stdout is the venv path.
