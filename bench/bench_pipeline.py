@@ -149,6 +149,9 @@ def main() -> int:
                   + f", run_pipeline itself {own:.1f}s]")
         print(f"\nmedian of {args.repeat} rounds: pipeline {statistics.median(pipe):.1f}s, bare papermill "
               f"{statistics.median(bare):.1f}s, ratio {statistics.median(ratios):.2f} (goal <= 1.30)")
+        if hasattr(os, "getloadavg"):
+            print(f"machine load average (1/5/15 min): {' '.join(f'{x:.1f}' for x in os.getloadavg())} "
+                  f"on {os.cpu_count()} CPUs: other work running at the same time inflates both sides")
     return 0
 
 
