@@ -297,8 +297,27 @@ def test_environment_precedence_overrides_go_vars_and_path(tmp_path: Path) -> No
     assert env["GO_PIPELINE_COUNTER"] == "4" and env["GO_STAGE_NAME"] == "s" and env["GO_JOB_NAME"] == "j"
     assert env["GO_REVISION"] == env["GO_REVISION_REPO"] == "abc"
     assert not any("t0p" in line for line in lines), "secure values are never printed"
+    lines.clear()
+    secret = pipeline.LocalSettings(source=tmp_path, state_dir=tmp_path, toolkit_bin=Path("/tk"), overrides={
+        "MLFLOW_TRACKING_TOKEN": "abc123", "MLFLOW_TRACKING_URI": "https://user:hunter2@mlflow.example/"})
+    pipeline.job_environment(parsed, stage, job, base={"TOKEN": "t0p"}, go_vars={}, settings=secret,
+                             echo=lines.append)
+    assert not any("abc123" in line or "hunter2" in line for line in lines)
+    assert any("https://user:********@mlflow.example/" in line for line in lines)
     with pytest.raises(BadInput, match="secure variable 'TOKEN'.*set TOKEN in your environment"):
         pipeline.job_environment(parsed, stage, job, base={}, go_vars={}, settings=settings, echo=lines.append)
+
+
+def test_windows_variable_names_are_case_insensitive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline, "_PLATFORM", "win32")
+    parsed = _parse(_cruise(_stage("s", _py("pass")), pipeline_extra=(
+        '<environmentvariables><variable name="PYTHONUTF8"><value>1</value></variable></environmentvariables>')))
+    settings = pipeline.LocalSettings(source=tmp_path, state_dir=tmp_path, toolkit_bin=Path("C:/tk"),
+                                      overrides={"ml_venv_root": "D:/venvs"})
+    env = pipeline.job_environment(parsed, parsed.stages[0], parsed.stages[0].jobs[0], settings=settings,
+                                   base={"Path": "C:/Windows", "PythonUtf8": "0", "ML_VENV_ROOT": "C:/ml"},
+                                   go_vars={}, echo=lambda s: None)
+    assert env == {"PYTHONUTF8": "1", "ml_venv_root": "D:/venvs", "Path": os.pathsep.join(["C:/tk", "C:/Windows"])}
 
 
 def _tree(root: Path, files: list[str]) -> None:

@@ -189,22 +189,43 @@ def job_environment(pipeline: gocd.Pipeline, stage: gocd.Stage, job: gocd.Job, *
     for level in (pipeline.environment_variables, pipeline.variables, stage.variables, job.variables):
         for var in level:
             value = _variable_value(var, base, pipeline)
-            verb = "overriding" if var.name in env else "setting"
-            shown = "********" if var.secure else value
-            echo(f"[go] {verb} environment variable '{var.name}' to value '{shown}'\n")
+            verb = "overriding" if _pop(env, var.name) is not None else "setting"
+            echo(f"[go] {verb} environment variable '{var.name}' to value '{_shown(var.name, value, var.secure)}'\n")
             env[var.name] = value
     for name, value in settings.overrides.items():
+        old = _pop(env, name)
         if value is None:
-            if env.pop(name, None) is not None:
+            if old is not None:
                 echo(f"[local] removing environment variable '{name}' (the XML's value is for GoCD agents)\n")
         else:
-            verb = "overriding" if name in env else "setting"
-            echo(f"[local] {verb} environment variable '{name}' to value '{value}'\n")
+            verb = "overriding" if old is not None else "setting"
+            echo(f"[local] {verb} environment variable '{name}' to value '{_shown(name, value, False)}'\n")
             env[name] = value
-    env.update(go_vars)
-    path_key = next((k for k in env if k.upper() == "PATH"), "PATH")
-    env[path_key] = os.pathsep.join([str(settings.toolkit_bin), env.get(path_key, "")]).rstrip(os.pathsep)
+    for name, value in go_vars.items():
+        _pop(env, name)
+        env[name] = value
+    path = _pop(env, "PATH")
+    env["Path" if _PLATFORM == "win32" else "PATH"] = os.pathsep.join(
+        [str(settings.toolkit_bin), *([path] if path else [])])
     return env
+
+
+def _pop(env: dict[str, str], name: str) -> str | None:
+    """Remove ``name`` (any case on Windows, where variable names are case-insensitive); return its value."""
+    keys = [k for k in env if (k.upper() == name.upper() if _PLATFORM == "win32" else k == name)]
+    values = [env.pop(k) for k in keys]
+    return values[0] if values else None
+
+
+_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|API_?KEY|CREDENTIAL|PRIVATE", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(://[^/:@]+:)[^/@]+@")
+
+
+def _shown(name: str, value: str, secure: bool) -> str:
+    """What the log may show: secure or secret-looking variables masked, passwords in URLs hidden."""
+    if secure or _SECRET_NAME.search(name):
+        return "********"
+    return _URL_PASSWORD.sub(r"\1********@", value)
 
 
 def _variable_value(var: gocd.Variable, base: Mapping[str, str], pipeline: gocd.Pipeline) -> str:
