@@ -69,7 +69,7 @@ class FetchTask:
     runif: frozenset[str]
     line: int
 
-    def describe(self) -> str:
+    def describe(self, limit: int = 200) -> str:
         kind = "srcdir" if self.is_dir else "srcfile"
         return f"fetchartifact {self.stage}/{self.job} {kind}={self.source} dest={self.dest or '.'}"
 

@@ -400,7 +400,7 @@ def run_job(pipeline: gocd.Pipeline, stage: gocd.Stage, job: gocd.Job, *, workdi
             ok = run_fetch(task, workdir=workdir, store=store, echo=echo)
         echo(f"[go] task {number} {'passed' if ok else 'failed'} in {time.monotonic() - task_started:.1f}s\n")
         if not ok and status == "passed":
-            status, result.failed_task = "failed", f"task {number}: {task.describe()}"
+            status, result.failed_task = "failed", f"task {number} ({task.describe(72)})"
     assert result.artifacts is not None
     if not publish_artifacts(job, workdir=workdir, target=result.artifacts, job_passed=status == "passed",
                              echo=echo):
