@@ -19,7 +19,6 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from .errors import BadInput
-from .spec import load_yaml_mapping
 
 RESERVED = ("output_dir",)
 MASK = "***"
@@ -41,6 +40,8 @@ def load_params_file(path: Path | str) -> dict[str, Any]:
         raise BadInput(f"{path}: params file is a folder, expected a YAML file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput(f"{path}: cannot read params file ({exc})") from None
+    from .spec import load_yaml_mapping  # (lazy: the MLflow helper process imports this module too)
+
     data = load_yaml_mapping(text, source=path, what="params file")
     check_names(data, source=str(path))
     return data
