@@ -59,12 +59,13 @@ def _has(paths: list[str], suffix: str) -> bool:
 
 def test_example_pipeline_end_to_end(mlflow_server: str, venv_root: Path, tmp_path: Path) -> None:
     state = tmp_path / "state"
+    # the session's MLflow server is shared with other test modules: an experiment of our own
     done = run_script("run_pipeline.py", "--tracking-uri", mlflow_server, "--venv-root", str(venv_root),
-                      "--state-dir", str(state), cwd=REPO_ROOT)
+                      "--state-dir", str(state), "--env", "MLFLOW_EXPERIMENT_NAME=ml-example-e2e", cwd=REPO_ROOT)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr
     assert "results:" in done.stdout and "Train (py3.12)" in done.stdout
 
-    parent, stages = _runs(mlflow_server, "ml-example")
+    parent, stages = _runs(mlflow_server, "ml-example-e2e")
     assert parent.info.status == "FINISHED"
     assert sorted(stages) == sorted(STAGES)
     for name, run in stages.items():
