@@ -12,10 +12,11 @@ import posixpath
 import sys
 import textwrap
 import xml.etree.ElementTree as ET
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pytest
 
+import run_pipeline
 from conftest import REPO_ROOT, TOOLKIT_PYTHON, run_script
 from mlops_kit import gocd, pipeline
 from mlops_kit.errors import BadInput
@@ -503,3 +504,9 @@ def test_shared_workdir_still_honours_clean_working_dir_and_fetch_materials(tmp_
     code, out, err = _run(tmp_path, _cruise(first + second + third), "--shared-workdir")
     assert code == 0, out + err
     assert "cleaning working directory" in out
+
+
+def test_local_tracking_uri_is_absolute_on_windows_and_posix() -> None:
+    assert run_pipeline.local_tracking_uri(PureWindowsPath(r"C:\Users\Ana Lopez\ml repo")) == \
+        "sqlite:///C:/Users/Ana Lopez/ml repo/mlflow.db"
+    assert run_pipeline.local_tracking_uri(PurePosixPath("/home/ana/repo")) == "sqlite:////home/ana/repo/mlflow.db"
