@@ -31,7 +31,11 @@ operator does on a GoCD agent. Values in the XML meant for the GoCD agents are r
   ML_VENV_ROOT         --venv-root, else $ML_VENV_ROOT, else the toolkit's per-user default
   (any variable)       --env NAME=VALUE
 Everything a run creates lives under <repo>/.pipeline/ (working copies, artifacts, counters); delete it freely.
-This is a rehearsal tool, not a scheduler: GoCD remains the engine.
+This is a rehearsal tool, not a scheduler: GoCD remains the engine. Jobs of a stage run one after the other (GoCD
+may run them in parallel); <resources> are only shown. Refused before anything runs, with the element and line:
+<ant>/<nant>/<rake>/plugin tasks, <oncancel>, external artifacts, a manual <approval> after the first stage,
+templates, runInstanceCount, elastic agents, materials other than one <git> (which the local repository stands
+in for). A <timer> is ignored (a local run is a manual trigger); #{param} parameters are substituted.
 
 examples (Windows cmd / PowerShell; on Linux/macOS use .venv/bin/python and forward slashes):
   .venv\\Scripts\\python scripts\\run_pipeline.py
