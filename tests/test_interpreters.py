@@ -315,3 +315,20 @@ def test_windows_order_launcher_then_pyenv_win_then_path(windows: Path, tmp_path
     found = {i.version[:2]: i.source for i in interpreters.discover().found}
     assert found == {(3, 12): "py launcher", (3, 8): "pyenv-win", (3, 10): "PATH"}  # same 3.12 kept once
     assert find_python(req("3.12")).path == launcher_312
+
+
+def test_pyenv_shims_on_path_are_not_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shims only lead to pyenv's own versions (already listed) and cost a shell each: they are skipped."""
+    root = tmp_path / ".pyenv"
+    (root / "versions").mkdir(parents=True)
+    shims = root / "shims"
+    shims.mkdir()
+    marker = tmp_path / "shim-ran"
+    shim = shims / "python3.10"
+    shim.write_text(f"#!/bin/sh\ntouch '{marker}'\nexit 1\n")
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", str(shims))
+    monkeypatch.setenv("PYENV_ROOT", str(root))
+    interpreters.clear_cache()
+    assert interpreters.discover().found == ()
+    assert not marker.exists()

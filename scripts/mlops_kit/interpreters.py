@@ -290,10 +290,17 @@ def _pyenv() -> Source:
 
 def _path_pythons(names: list[str]) -> Source:
     """``python3.X`` (and ``python3``/``python``) on PATH, as ``shutil.which`` finds them (PATHEXT on Windows)."""
-    paths = tuple(Path(found) for found in (shutil.which(name) for name in names) if found)
+    found = (shutil.which(name) for name in names)
+    paths = tuple(Path(f) for f in found if f and not _is_pyenv_shim(Path(f)))
     versioned = [n for n in names if n.startswith("python3.")]
     label = ", ".join(([f"{versioned[-1]}..{versioned[0]}"] if versioned else []) + names[len(versioned):])
     return Source("PATH", f"PATH ({label}: {len(paths)} found)", paths)
+
+
+def _is_pyenv_shim(path: Path) -> bool:
+    """pyenv / pyenv-win shims (``<root>/shims/python3.X``) start a shell per call (~1 s each under load) and only
+    lead to interpreters the pyenv source already lists from ``versions/``: skipping them keeps discovery fast."""
+    return path.parent.name.lower() == "shims" and (path.parent.parent / "versions").is_dir()
 
 
 # ---------------------------------------------------------------------------------------- explicit + errors
