@@ -190,6 +190,9 @@ def _execute_and_log(args: Any, venv: Path, env: Any, nb: Any, values: dict[str,
         outcome = notebook.execute(ex, nb)
     except TrackingError as exc:
         raise TrackingError(f"{exc}; nothing was executed") from None
+    except KeyboardInterrupt:
+        _interrupted(tracker, record, output)
+        raise
     return _finish(tracker, started, record, outcome, output, output_dir, begin, masked)
 
 
@@ -278,6 +281,20 @@ def _finish(tracker: tracking.Tracker, started: Any, record: tracking.RunRecord,
         raise TrackingError(tracking_error)
     print(output, flush=True)
     return 0
+
+
+def _interrupted(tracker: tracking.Tracker, record: tracking.RunRecord, output: Path) -> None:
+    """Ctrl-C (or a GoCD cancel that sends it): end the run as KILLED, keep the manifest; never hang here."""
+    record.status, record.end_time = "KILLED", int(time.time() * 1000)
+    record.failure = {"failure_kind": "interrupted"}
+    if record.run_id is not None and output.is_file():
+        try:
+            tracker.finish(record)
+            record.logged = True
+        except Exception:  # noqa: BLE001 - the manifest below still allows --log-existing
+            pass
+    if output.is_file():
+        tracking.save_manifest(record, tracking.manifest_path(output))
 
 
 def _log_existing(args: Any) -> int:

@@ -113,13 +113,14 @@ def execute(ex: Execution, nb: Any) -> Outcome:
         nb_man.notebook_start()
         try:
             client.execute()
-        except Exception as exc:  # noqa: BLE001 - kernel never started / died before the first cell
-            if not client.cells_started:
-                nb_man.cleanup_pbar()
-                if not isinstance(exc, (RuntimeError, TimeoutError)) or client.aborted:
-                    raise
-                return _kernel_start_failure(ex, nb_man.nb, exc)
-            raise
+        except BaseException as exc:  # kernel never started, or something unexpected (even Ctrl-C) mid-run
+            nb_man.cleanup_pbar()
+            if client.cells_started:  # nothing is lost: what ran so far is written before giving up
+                _write(ex, nb_man.nb)
+                raise
+            if client.aborted or not isinstance(exc, (RuntimeError, TimeoutError, OSError)):
+                raise
+            return _kernel_start_failure(ex, nb_man.nb, exc)
         finally:
             nb_man.cleanup_pbar()
             nb_man.notebook_complete()

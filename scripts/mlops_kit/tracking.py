@@ -516,8 +516,10 @@ def serve() -> None:
     Its stdout is reserved for answers: anything a library prints goes to stderr. It imports mlflow before the
     first request arrives, and leaves with ``os._exit`` (tearing mlflow's modules down takes ~0.7 s).
     """
+    import signal
     import traceback
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole console: the parent decides
     answer_fd = os.dup(1)
     _binary(answer_fd)
     _binary(0)
