@@ -4,6 +4,7 @@ a real MLflow server read back with ``MlflowClient``."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -289,3 +290,27 @@ def test_p_needs_name_and_value(tmp_path: Path, venv_small: Path) -> None:
     done = run_nb("--venv", str(venv_small), "--notebook", str(NOTEBOOKS / "no_params.ipynb"),
                   "--output", str(tmp_path / "o.ipynb"), "-p", "lonely")
     assert done.returncode == 2 and "expected 2 arguments" in one_error_line(done.stderr)
+
+
+def test_ctrl_c_ends_the_run_killed_with_notebook_kept(tmp_path: Path, venv_small: Path) -> None:
+    import signal
+    import time
+
+    from conftest import SCRIPTS, TOOLKIT_PYTHON
+
+    output = tmp_path / "out.ipynb"
+    child = subprocess.Popen([str(TOOLKIT_PYTHON), str(SCRIPTS / "run_notebook.py"), "--venv", str(venv_small),
+                              "--notebook", str(NOTEBOOKS / "sleeps.ipynb"), "--output", str(output)],
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "ingest_outputs").is_dir() and time.monotonic() < deadline:  # made just before cell 1
+        time.sleep(0.2)
+    time.sleep(1.5)
+    os.killpg(child.pid, signal.SIGINT)  # Ctrl-C reaches the whole console group
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == 130, stderr
+    assert "error: interrupted" in stderr and output.is_file()
+    (run,) = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "mlops_kit")
+    assert run.info.status == "KILLED" and run.data.tags["mlops_kit.failure_kind"] == "interrupted"
+    assert json.loads(tracking_manifest(output).read_text())["status"] == "KILLED"
