@@ -25,8 +25,10 @@ this (e.g. a GoCD agent's service account). Inside the notebook, sys.executable,
 the venv's.
 
 Parameters: the --params-file YAML mapping (nested values allowed), then each -p NAME VALUE (VALUE read as YAML:
--p lr 0.1 is a number, -p name '"007"' a string, -p train.lr 0.1 sets a nested key). Declare them in a cell tagged
-"parameters"; names the notebook does not declare are passed anyway, with a warning.
+-p lr 0.1 is a number, -p code "'007'" a string, -p train.lr 0.1 sets a nested key, -p data C:\data\raw stays
+text). Declare them in a cell tagged "parameters"; names the notebook does not declare are passed anyway, with a
+warning. The kernel runs in the current folder (or --cwd); relative paths in options are relative to the current
+folder.
 
 Output folder: the run's folder for data, models and plots is --output-dir, default <folder of --output>/<stage>_outputs.
 It is created, passed to the notebook as the string parameter output_dir (absolute path; declare
@@ -55,6 +57,7 @@ params/ (the params file and the parameters used) and outputs/ (the output folde
 If the tracking store cannot be reached before the notebook starts, nothing is executed (exit 6). If it fails
 after, the executed notebook and outputs stay on disk and the run can be uploaded later with
   python scripts/run_notebook.py --log-existing <name>.mlops_run.json
+Ctrl-C ends the run as KILLED (exit 130), the notebook executed so far written.
 
 examples (Windows cmd):
   python scripts\\run_notebook.py --venv C:\\ml_venvs\\ml_ingest_py310 --notebook notebooks\\ingest.ipynb ^
