@@ -25,7 +25,7 @@ this (e.g. a GoCD agent's service account). Inside the notebook, sys.executable,
 the venv's.
 
 Parameters: the --params-file YAML mapping (nested values allowed), then each -p NAME VALUE (VALUE read as YAML:
--p lr 0.1 is a number, -p code "'007'" a string, -p train.lr 0.1 sets a nested key, -p data C:\data\raw stays
+-p lr 0.1 is a number, -p code "'007'" a string, -p train.lr 0.1 sets a nested key, -p data C:\\data\\raw stays
 text). Declare them in a cell tagged "parameters"; names the notebook does not declare are passed anyway, with a
 warning. The kernel runs in the current folder (or --cwd); relative paths in options are relative to the current
 folder.
