@@ -191,6 +191,7 @@ def test_unreachable_server_is_one_tracking_error() -> None:
     assert uri in str(err.value) and "unreachable" in str(err.value)
 
 
+@pytest.mark.slow
 def test_start_and_finish_run_with_odd_values(tmp_path: Path, mlflow_server: str) -> None:
     out = tmp_path / "out dir"
     (out / "sub").mkdir(parents=True)
@@ -218,6 +219,7 @@ def test_start_and_finish_run_with_odd_values(tmp_path: Path, mlflow_server: str
     assert {"x.ipynb", "outputs", "outputs/sub/table.csv"} <= names
 
 
+@pytest.mark.slow
 def test_parent_run_found_and_reused(mlflow_server: str) -> None:
     key = f"unit-pipe/{time.time_ns()}"
     first = _record(mlflow_server, pipeline_key=key, pipeline_run_name="unit-pipe #1",
