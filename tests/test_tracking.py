@@ -232,3 +232,19 @@ def test_parent_run_found_and_reused(mlflow_server: str) -> None:
     assert parent.data.tags["mlops_kit.role"] == "pipeline" and parent.info.run_name == "unit-pipe #1"
     assert parent.data.tags["GO_PIPELINE_NAME"] == "unit-pipe"
     assert client.get_run(ids2["run_id"]).data.tags["mlflow.parentRunId"] == parent.info.run_id
+
+
+@pytest.mark.slow
+def test_parallel_stages_converge_on_one_parent(mlflow_server: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = f"race-pipe/{time.time_ns()}"
+    records = [_record(mlflow_server, pipeline_key=key, run_name=f"job{i}", tags={"mlops_kit.role": "stage"})
+               for i in range(3)]
+    with ThreadPoolExecutor(3) as pool:
+        ids = list(pool.map(tracking.start_run, records))
+    assert len({i["parent_run_id"] for i in ids}) == 1
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("unit tracking")
+    active = client.search_runs([exp.experiment_id], f"tags.`mlops_kit.pipeline_key` = '{key}'")
+    assert [r.info.run_id for r in active if r.data.tags.get("mlops_kit.role") == "pipeline"] == [ids[0]["parent_run_id"]]

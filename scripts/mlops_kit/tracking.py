@@ -16,10 +16,8 @@ papermill loads and the kernel starts; nothing here imports mlflow at module lev
 ``MLFLOW_DISABLE_TELEMETRY=true`` unless set otherwise (an audited job does not report usage), and fewer HTTP
 retries than MLflow's default (a dead server costs seconds, not minutes) unless ``MLFLOW_HTTP_REQUEST_*`` are set.
 
-Parent runs: the first stage of a pipeline instance creates the parent (tag ``mlops_kit.pipeline_key``); two stages
-starting at the same moment may both create one; both then pick the earliest and the other deletes its own, so
-they converge except when both were created in the same millisecond and each saw only its own (GoCD runs stages
-one after another, so this needs two parallel jobs of one stage).
+Parent runs: the first stage of a pipeline instance creates the parent (tag ``mlops_kit.pipeline_key``); stages
+starting at the same moment (parallel GoCD jobs) converge on one parent, see :func:`_parent_run`.
 """
 
 from __future__ import annotations
@@ -60,6 +58,7 @@ MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 8000
 MAX_KEY = 250
 BATCH = 100
+SETTLE_SECONDS = 0.5  # after creating a parent run: time for a stage started at the same moment to show up
 _KEY_BAD_CHARS = re.compile(r"[^A-Za-z0-9_.\- ]")
 _QUIET_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
@@ -341,26 +340,32 @@ def _experiment_id(client: Any, target: Target) -> str:
 
 
 def _find_parents(client: Any, experiment_id: str, key: str) -> list[Any]:
+    """Active parent runs of pipeline instance ``key``, in run-id order (the same order for every stage)."""
     query = f"tags.`{PIPELINE_KEY_TAG}` = '{key}' and tags.`{ROLE_TAG}` = 'pipeline'"
     runs = client.search_runs([experiment_id], filter_string=query, max_results=50)
-    return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+    return sorted(runs, key=lambda r: r.info.run_id)
 
 
 def _parent_run(client: Any, experiment_id: str, record: RunRecord) -> str:
-    """The pipeline instance's parent run: found by tag, else created; concurrent creators converge."""
+    """The pipeline instance's parent run: found by tag, else created.
+
+    Two stages starting together may both create one: each waits :data:`SETTLE_SECONDS`, looks again and keeps
+    the parent with the smallest run id (no clock involved, so agents with skewed clocks agree); the other
+    deletes its own.
+    """
     key = record.pipeline_key
     assert key is not None
     parents = _find_parents(client, experiment_id, key)
-    if parents:
-        client.update_run(parents[0].info.run_id, status="RUNNING")
-        return parents[0].info.run_id
-    tags = {PIPELINE_KEY_TAG: key, ROLE_TAG: "pipeline",
-            **{k: v for k, v in record.tags.items() if k.startswith("GO_PIPELINE")}}
-    mine = client.create_run(experiment_id, run_name=record.pipeline_run_name or key, tags=tags).info.run_id
-    winner = _find_parents(client, experiment_id, key)[0].info.run_id
-    if winner != mine:  # another stage created one at the same moment: keep the earliest, drop ours
-        client.delete_run(mine)
-    return winner
+    if not parents:
+        tags = {PIPELINE_KEY_TAG: key, ROLE_TAG: "pipeline",
+                **{k: v for k, v in record.tags.items() if k.startswith("GO_PIPELINE")}}
+        mine = client.create_run(experiment_id, run_name=record.pipeline_run_name or key, tags=tags).info.run_id
+        time.sleep(SETTLE_SECONDS)
+        parents = _find_parents(client, experiment_id, key) or [client.get_run(mine)]
+        if parents[0].info.run_id != mine:
+            client.delete_run(mine)
+    client.update_run(parents[0].info.run_id, status="RUNNING")
+    return parents[0].info.run_id
 
 
 def start_run(record: RunRecord) -> dict[str, str | None]:
