@@ -128,9 +128,9 @@ def test_failing_notebook_is_written_logged_and_failed(tmp_path: Path, venv_smal
                                                      ("dies", [], "kernel-died")])
 def test_timeout_and_dead_kernel_fail_with_notebook_written(tmp_path: Path, venv_small: Path, name: str,
                                                             extra: list[str], kind: str) -> None:
-    output = tmp_path / f"{name}_out.ipynb"
+    output = tmp_path / "new" / "nested folder" / f"{name}_out.ipynb"  # created, though --output-dir is elsewhere
     done = run_nb("--venv", str(venv_small), "--notebook", str(NOTEBOOKS / f"{name}.ipynb"), "--output", str(output),
-                  *extra, cwd=tmp_path)
+                  "--output-dir", str(tmp_path / "outs"), *extra, cwd=tmp_path)
     assert done.returncode == 5, done.stderr
     assert kind in one_error_line(done.stderr)
     assert output.is_file() and "An Exception was encountered" in output.read_text()

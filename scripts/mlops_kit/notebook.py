@@ -259,6 +259,7 @@ def _client_class() -> type:
                 self.aborted = True
                 raise
             if self.ex.masked_parameters is None:  # no secrets: save progress to --output as cells complete
+                self.ex.output.parent.mkdir(parents=True, exist_ok=True)
                 self.nb_man.output_path = str(self.ex.output)
             if env:
                 code = f"import os as _mlops_os\n_mlops_os.environ.update({env!r})\ndel _mlops_os\n"
