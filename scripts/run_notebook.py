@@ -30,12 +30,13 @@ text). Declare them in a cell tagged "parameters"; names the notebook does not d
 warning. The kernel runs in the current folder (or --cwd); relative paths in options are relative to the current
 folder.
 
-Output folder: the run's folder for data, models and plots is --output-dir, default <folder of --output>/<stage>_outputs.
-It is created, passed to the notebook as the string parameter output_dir (absolute path; declare
-output_dir = "..." in the parameters cell) and everything in it is logged to MLflow under outputs/ (files already
-there from earlier runs too: use a fresh folder per run). A JSON object {"name": number, ...} written by the
-notebook to <output_dir>/metrics.json is logged as MLflow metrics (nested objects become a.b names; non-numbers
-are skipped with a warning). A notebook can also call mlflow.log_metric() itself: MLFLOW_RUN_ID,
+Output folder: the run's folder for data, models and plots is --output-dir, default
+<folder of --output>/<stage>_outputs. It is created, passed to the notebook as the string parameter output_dir
+(absolute path; declare output_dir = "..." in the parameters cell) and everything in it is logged to MLflow under
+outputs/ (files already there from earlier runs too: use a fresh folder per run).
+
+Metrics: a JSON object {"name": number, ...} that the notebook writes to <output_dir>/metrics.json during the run
+is logged as MLflow metrics (nested objects become a.b names; non-numbers are skipped with a warning). A notebook can also call mlflow.log_metric() itself: MLFLOW_RUN_ID,
 MLFLOW_TRACKING_URI and MLFLOW_EXPERIMENT_ID point its kernel at this run (needs mlflow or mlflow-skinny in the
 venv and a tracking server; a SQLite store needs the same mlflow version in the venv as here).
 
@@ -78,7 +79,8 @@ def build_parser() -> cli.ArgParser:
     p = cli.ArgParser(prog="run_notebook.py", description=DESCRIPTION)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--venv", type=Path, metavar="DIR", help="the stage venv (built by create_venv.py)")
-    which.add_argument("--spec", type=Path, metavar="FILE", help="or: the stage spec; the venv is <venv root>/<venv_name>")
+    which.add_argument("--spec", type=Path, metavar="FILE",
+                       help="or: the stage spec; the venv is <venv root>/<venv_name>")
     which.add_argument("--log-existing", type=Path, metavar="MANIFEST",
                        help="upload an already executed run from its <name>.mlops_run.json, then exit")
     p.add_argument("--venv-root", type=Path, metavar="DIR",
@@ -276,7 +278,8 @@ def _finish(tracker: tracking.Tracker, started: Any, record: tracking.RunRecord,
     tracking.save_manifest(record, manifest)
     print(f"executed notebook: {output}")
     if record.logged:
-        print(f"MLflow run {record.run_id} ({record.status}) in experiment {record.experiment!r} at {record.tracking_uri}")
+        print(f"MLflow run {record.run_id} ({record.status}) in experiment {record.experiment!r} "
+              f"at {record.tracking_uri}")
     if not outcome.ok:
         extra = f" (also: {tracking_error})" if tracking_error else ""
         raise NotebookFailed(f"{output}: notebook failed: {outcome.summary()}{extra}")
@@ -310,7 +313,8 @@ def _log_existing(args: Any) -> int:
             target.artifact_location
         tracking.save_manifest(record, args.log_existing)
     record = tracking.log_existing(args.log_existing)
-    print(f"MLflow run {record.run_id} ({record.status}) in experiment {record.experiment!r} at {record.tracking_uri}")
+    print(f"MLflow run {record.run_id} ({record.status}) in experiment {record.experiment!r} "
+          f"at {record.tracking_uri}")
     return 0
 
 

@@ -247,4 +247,5 @@ def test_parallel_stages_converge_on_one_parent(mlflow_server: str) -> None:
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("unit tracking")
     active = client.search_runs([exp.experiment_id], f"tags.`mlops_kit.pipeline_key` = '{key}'")
-    assert [r.info.run_id for r in active if r.data.tags.get("mlops_kit.role") == "pipeline"] == [ids[0]["parent_run_id"]]
+    parents = [r.info.run_id for r in active if r.data.tags.get("mlops_kit.role") == "pipeline"]
+    assert parents == [ids[0]["parent_run_id"]]
