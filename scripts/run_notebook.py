@@ -36,9 +36,10 @@ Output folder: the run's folder for data, models and plots is --output-dir, defa
 outputs/ (files already there from earlier runs too: use a fresh folder per run).
 
 Metrics: a JSON object {"name": number, ...} that the notebook writes to <output_dir>/metrics.json during the run
-is logged as MLflow metrics (nested objects become a.b names; non-numbers are skipped with a warning). A notebook can also call mlflow.log_metric() itself: MLFLOW_RUN_ID,
-MLFLOW_TRACKING_URI and MLFLOW_EXPERIMENT_ID point its kernel at this run (needs mlflow or mlflow-skinny in the
-venv and a tracking server; a SQLite store needs the same mlflow version in the venv as here).
+is logged as MLflow metrics (nested objects become a.b names; non-numbers are skipped with a warning). A notebook
+can also call mlflow.log_metric() itself: MLFLOW_RUN_ID, MLFLOW_TRACKING_URI and MLFLOW_EXPERIMENT_ID point its
+kernel at this run (needs mlflow or mlflow-skinny in the venv and a tracking server; a SQLite store needs the same
+mlflow version in the venv as here).
 
 Written next to --output: <name>.html (the executed notebook as HTML), <name>.params.yaml (the parameters used,
 secret-looking values masked) and <name>.mlops_run.json (the run manifest). The executed notebook is written even
