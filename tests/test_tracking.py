@@ -249,3 +249,25 @@ def test_parallel_stages_converge_on_one_parent(mlflow_server: str) -> None:
     active = client.search_runs([exp.experiment_id], f"tags.`mlops_kit.pipeline_key` = '{key}'")
     parents = [r.info.run_id for r in active if r.data.tags.get("mlops_kit.role") == "pipeline"]
     assert parents == [ids[0]["parent_run_id"]]
+
+
+@pytest.mark.slow
+def test_log_existing_finishes_the_run_it_started(tmp_path: Path, mlflow_server: str) -> None:
+    """The store came back: the run created before it went away is completed, not duplicated."""
+    notebook = tmp_path / "late.ipynb"
+    notebook.write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    files = [[str(notebook), ""], [str(tmp_path / "late.html"), ""]]
+    record = _record(mlflow_server, experiment="unit late", files=files, metrics={"m": 2.0},
+                     executed_notebook=str(notebook), html=str(tmp_path / "late.html"))
+    tracking.apply_ids(record, tracking.start_run(record))
+    record.params_logged, record.status = True, "FINISHED"
+    manifest = tmp_path / "late.mlops_run.json"
+    tracking.save_manifest(record, manifest)
+    done = tracking.log_existing(manifest)
+    assert done.run_id == record.run_id and tracking.load_manifest(manifest).logged
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(record.run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics == {"m": 2.0}
+    assert {a.path for a in client.list_artifacts(record.run_id)} == {"late.ipynb", "late.html"}  # HTML rendered
+    exp = client.get_experiment_by_name("unit late")
+    assert len(client.search_runs([exp.experiment_id])) == 1
