@@ -195,7 +195,6 @@ class _Reader:
 
     def __init__(self, source: Path) -> None:
         self.source = source
-        self.notes: list[str] = []
 
     def fail(self, node: _Node, problem: str) -> BadInput:
         return BadInput(f"{self.source}: line {node.line}: <{node.tag}>: {problem}")
