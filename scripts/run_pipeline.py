@@ -75,11 +75,6 @@ def main(argv: list[str]) -> int:
         shared_workdir=args.shared_workdir, overrides=_overrides(args, source),
     )
     _say(f"[local] config {config}\n[local] repository {source}\n")
-    tracking = settings.overrides.get("MLFLOW_TRACKING_URI") or ""
-    if tracking.startswith(("http://", "https://")) and "MLFLOW_EXPERIMENT_NAME" not in settings.overrides:
-        _say("[local] note: local runs count GO_PIPELINE_COUNTER from 1 per clone, and MLflow groups stage runs by "
-             "pipeline name + counter; on a shared server keep them apart from GoCD's runs with "
-             "--env MLFLOW_EXPERIMENT_NAME=<name>-local\n")
     result = pipeline.run_pipeline(chosen, settings, echo=_say)
     print("\n" + pipeline.summary(result), flush=True)
     print(where_results_are(chosen, result, settings), flush=True)

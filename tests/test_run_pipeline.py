@@ -67,11 +67,14 @@ def test_example_pipeline_end_to_end(mlflow_server: str, venv_root: Path, tmp_pa
 
     parent, stages = _runs(mlflow_server, "ml-example-e2e")
     assert parent.info.status == "FINISHED"
+    assert parent.data.tags["mlops_kit.pipeline_key"].startswith("ml-example/1 local-"), "apart from GoCD's run #1"
+    head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     assert sorted(stages) == sorted(STAGES)
     for name, run in stages.items():
         assert run.info.status == "FINISHED", name
         assert run.data.tags["GO_PIPELINE_NAME"] == "ml-example" and run.data.tags["GO_PIPELINE_COUNTER"] == "1"
         assert run.data.tags["GO_STAGE_NAME"] == name
+        assert run.data.params["git_commit"] == head.strip(), "the copy has no .git: GO_REVISION is recorded"
         paths = _artifacts(mlflow_server, run.info.run_id)
         assert _has(paths, f"{name}_out.ipynb") and _has(paths, "pip_freeze.txt"), (name, paths)
         assert _has(paths, "metrics.json"), (name, paths)

@@ -86,6 +86,18 @@ def test_gocd_context_only_named_variables() -> None:
     assert tracking.pipeline_key(env) == "p/3"
     assert tracking.pipeline_key({"GO_PIPELINE_NAME": "p"}) is None
     assert tracking.pipeline_key({"GO_PIPELINE_NAME": "it's", "GO_PIPELINE_COUNTER": "1"}) == "it_s/1"
+    rehearsal = {**env, "MLOPS_KIT_PIPELINE_ORIGIN": "local-0123456789"}
+    assert tracking.pipeline_key(rehearsal) == "p/3 local-0123456789"  # never joins GoCD's run #3
+
+
+def test_git_fields_fall_back_to_the_gocd_material_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job working on a copy (no .git) still records the commit GoCD says it built."""
+    monkeypatch.setenv("GO_REVISION_REPO", "0badc0ffee")
+    monkeypatch.setenv("GO_MATERIAL_BRANCH_REPO", "main")
+    info = tracking.git_info(tmp_path)
+    assert (info.commit, info.branch, info.dirty) == ("0badc0ffee", "main", "unknown")
+    monkeypatch.delenv("GO_REVISION_REPO")
+    assert tracking.git_info(tmp_path).commit == "unknown"
 
 
 def test_read_metrics(tmp_path: Path) -> None:

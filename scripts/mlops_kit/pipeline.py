@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import getpass
+import hashlib
 import json
 import os
 import posixpath
 import re
 import shutil
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from filelock import FileLock
 
 from . import gocd, proc
 from .errors import BadInput
+from .tracking import PIPELINE_ORIGIN_VAR
 
 _PLATFORM = sys.platform  # seam: tests patch it to exercise the Windows branches
 LOCAL_SERVER_URL = "https://localhost:8154/go"  # never contacted: GoCD tools only read it
@@ -252,6 +255,13 @@ def go_variables(pipeline: gocd.Pipeline, *, counter: int, label: str, revision:
     return env
 
 
+def rehearsal_origin(state_dir: Path) -> str:
+    """Tells this machine's rehearsals (this state folder) apart from GoCD's and other clones' runs of the same
+    counter when they log to one tracking server (see ``tracking.pipeline_key``)."""
+    where = f"{socket.gethostname()}|{state_dir.resolve()}"
+    return "local-" + hashlib.sha256(where.encode()).hexdigest()[:10]
+
+
 def _user() -> str:
     try:
         return getpass.getuser()
@@ -423,6 +433,7 @@ def run_pipeline(pipeline: gocd.Pipeline, settings: LocalSettings, *, echo: Echo
     store = settings.state_dir / "artifacts" / pipeline.name / str(counter)
     work = settings.state_dir / "work" / pipeline.name / str(counter)
     files = source_files(settings.source, skip=settings.state_dir)
+    origin = {PIPELINE_ORIGIN_VAR: rehearsal_origin(settings.state_dir)}
     result = RunResult(pipeline.name, counter, label, revision,
                        [JobResult(s.name, j.name) for s in pipeline.stages for j in s.jobs], store)
     echo(f"[local] pipeline {pipeline.name} counter {counter} label {label} revision {revision}\n")
@@ -434,8 +445,8 @@ def run_pipeline(pipeline: gocd.Pipeline, settings: LocalSettings, *, echo: Echo
     for stage in pipeline.stages:
         for job in stage.jobs:
             done = _run_one(pipeline, stage, job, settings=settings, work=work, store=store, files=files, base=base,
-                            go_vars=go_variables(pipeline, counter=counter, label=label, revision=revision,
-                                                 stage=stage.name, job=job.name), echo=echo)
+                            go_vars={**go_variables(pipeline, counter=counter, label=label, revision=revision,
+                                                    stage=stage.name, job=job.name), **origin}, echo=echo)
             index = next(i for i, j in enumerate(result.jobs) if (j.stage, j.job) == (stage.name, job.name))
             result.jobs[index] = done
         if any(j.status == "failed" for j in result.jobs if j.stage == stage.name):

@@ -52,6 +52,7 @@ GOCD_VARS = ("GO_PIPELINE_NAME", "GO_PIPELINE_COUNTER", "GO_PIPELINE_LABEL", "GO
              "GO_JOB_NAME", "GO_TRIGGER_USER", "GO_SERVER_URL")
 GOCD_PREFIXES = ("GO_REVISION",)
 PIPELINE_KEY_TAG = "mlops_kit.pipeline_key"
+PIPELINE_ORIGIN_VAR = "MLOPS_KIT_PIPELINE_ORIGIN"  # set by run_pipeline.py: which local rehearsal a stage belongs to
 ROLE_TAG = "mlops_kit.role"
 # MLflow's limits (mlflow.utils.validation, 3.x): values longer are refused, keys are restricted.
 MAX_PARAM_VALUE = 6000
@@ -119,12 +120,24 @@ def git_info(path: Path) -> GitInfo:
 
     root = git("rev-parse", "--show-toplevel")
     if root is None:
-        return GitInfo()
+        return _gocd_revision(os.environ)
     commit = git("rev-parse", "HEAD") or "unknown"
     branch = git("rev-parse", "--abbrev-ref", "HEAD") or "unknown"
     status = git("status", "--porcelain", "--untracked-files=no")
     dirty = "unknown" if status is None else str(bool(status))
     return GitInfo(commit=commit, branch=branch, dirty=dirty, root=Path(root))
+
+
+def _gocd_revision(env: Mapping[str, str]) -> GitInfo:
+    """Outside a checkout (a GoCD fetch-only job, a local rehearsal's copy) the material revision GoCD passes is
+    still the commit that ran; the dirty flag cannot be known there."""
+    def only(prefix: str) -> str | None:
+        values = {v for k, v in env.items() if k.startswith(prefix) and v}
+        return values.pop() if len(values) == 1 else None
+
+    commit = env.get("GO_REVISION") or only("GO_REVISION_")
+    branch = only("GO_MATERIAL_BRANCH_")
+    return GitInfo(commit=commit or "unknown", branch=branch or "unknown")
 
 
 def gocd_context(env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -136,12 +149,17 @@ def gocd_context(env: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def pipeline_key(env: Mapping[str, str] | None = None) -> str | None:
-    """``<GO_PIPELINE_NAME>/<GO_PIPELINE_COUNTER>``: stages sharing it are nested under one parent run."""
+    """``<GO_PIPELINE_NAME>/<GO_PIPELINE_COUNTER>``: stages sharing it are nested under one parent run.
+
+    A local rehearsal (run_pipeline.py) adds its origin (``MLOPS_KIT_PIPELINE_ORIGIN``): its counters start at 1
+    in every clone, so without it a rehearsal logged to the team's server would join GoCD's run of that number.
+    """
     env = os.environ if env is None else env
     name, counter = env.get("GO_PIPELINE_NAME"), env.get("GO_PIPELINE_COUNTER")
     if not name or not counter:
         return None
-    return re.sub(r"[^A-Za-z0-9_.\-/ #]", "_", f"{name}/{counter}")
+    origin = env.get(PIPELINE_ORIGIN_VAR)
+    return re.sub(r"[^A-Za-z0-9_.\-/ #]", "_", f"{name}/{counter}" + (f" {origin}" if origin else ""))
 
 
 def safe_key(key: str) -> str:
