@@ -7,16 +7,21 @@ The uv cache is shared by the whole session (``.cache/uv`` in the repo, git-igno
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import pytest
+
+pytest_plugins = ("helpers_notebook",)  # its stage-venv fixtures serve several test modules
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO_ROOT / "scripts"
@@ -87,14 +92,15 @@ def _wait_healthy(url: str, server: subprocess.Popen, log: Path, timeout: float 
                 if resp.status == 200:
                     return
         except OSError:
-            time.sleep(0.5)
+            time.sleep(0.3)
     raise RuntimeError(f"mlflow server not healthy after {timeout}s:\n{log.read_text(errors='replace')[-3000:]}")
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A real ``mlflow server`` on 127.0.0.1 (SQLite backend, proxied artifacts, free port); yields its URI."""
-    root = tmp_path_factory.mktemp("mlflow-server")
+@contextlib.contextmanager
+def start_mlflow_server(root: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real ``mlflow server`` on 127.0.0.1 (SQLite backend, proxied artifacts, free port), health-checked;
+    yields ``(uri, process)`` and stops it on exit (a test may also stop it earlier)."""
+    root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = root / "server.log"
@@ -107,22 +113,35 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> str:
                                   start_new_session=True)
     try:
         _wait_healthy(url, server, log)
-        yield url
+        yield url, server
     finally:
         _stop(server)
 
 
-def _stop(server: subprocess.Popen) -> None:
-    import signal
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The session's MLflow server; yields its URI. Tests use experiments of their own on it."""
+    with start_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as (url, _):
+        yield url
 
+
+def _stop(server: subprocess.Popen) -> None:
     try:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=20)
     except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+
+
+@pytest.fixture()
+def fresh_interpreter_cache() -> Iterator[None]:
+    """Interpreter discovery caches per process: tests that change PATH/pyenv layouts start and end clean."""
+    from mlops_kit import interpreters
+
+    interpreters.clear_cache()
+    yield
+    interpreters.clear_cache()
 
 
 def run_script(name: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,

@@ -7,18 +7,13 @@ hit in create_venv.py itself, so it costs a health check, not an install.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from conftest import REPO_ROOT, TOOLKIT_PYTHON, UV_CACHE, free_port, run_script
+from conftest import REPO_ROOT, UV_CACHE, run_script, start_mlflow_server
 
 NOTEBOOKS = Path(__file__).resolve().parent / "notebooks"
 _SPEC = """\
@@ -88,40 +83,7 @@ def one_error_line(stderr: str) -> str:
     return errors[0]
 
 
-@contextlib.contextmanager
-def private_mlflow_server(root: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A real MLflow server only this test uses (so it may stop it); yields (uri, process)."""
-    root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [str(TOOLKIT_PYTHON), "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-           "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    with open(root / "server.log", "wb") as log:
-        server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
-                                  start_new_session=True)
-    try:
-        _wait_up(url, server)
-        yield url, server
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            server.wait(timeout=20)
-
-
-def _wait_up(url: str, server: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert server.poll() is None, "private mlflow server exited early"
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError(f"private mlflow server at {url} not healthy after {timeout}s")
+private_mlflow_server = start_mlflow_server  # a server only one test uses (so it may stop it)
 
 
 __all__ = ["NOTEBOOKS", "REPO_ROOT", "build_venv", "env_with", "one_error_line", "private_mlflow_server", "run_nb",

@@ -23,11 +23,7 @@ def version_of(path: Path) -> tuple[int, int, int]:
     return tuple(int(p) for p in path.parent.parent.name.split("."))  # type: ignore[return-value]
 
 
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    interpreters.clear_cache()
-    yield
-    interpreters.clear_cache()
+pytestmark = pytest.mark.usefixtures("fresh_interpreter_cache")
 
 
 @pytest.fixture()

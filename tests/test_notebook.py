@@ -10,7 +10,7 @@ import pytest
 from mlops_kit import envs, kernel, notebook
 from mlops_kit.errors import BadInput, TrackingError
 
-from helpers_notebook import NOTEBOOKS, venv_small  # noqa: F401
+from helpers_notebook import NOTEBOOKS
 
 pytestmark = pytest.mark.slow
 

@@ -21,11 +21,7 @@ def req(text: str):
     return parse_python_request(text)
 
 
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    interpreters.clear_cache()
-    yield
-    interpreters.clear_cache()
+pytestmark = pytest.mark.usefixtures("fresh_interpreter_cache")
 
 
 @pytest.fixture()

@@ -13,8 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import free_port
-from helpers_notebook import (NOTEBOOKS, env_with, one_error_line, private_mlflow_server, run_nb,  # noqa: F401
-                              venv_mlflow, venv_small)
+from helpers_notebook import NOTEBOOKS, env_with, one_error_line, private_mlflow_server, run_nb
 
 pytestmark = pytest.mark.slow
 

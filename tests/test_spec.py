@@ -125,7 +125,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_folder_instead_of_file(tmp_path: Path) -> None:
-    with pytest.raises(BadInput, match="cannot read spec file"):
+    with pytest.raises(BadInput, match="spec file is a folder, expected a file"):
         load_spec(tmp_path)
 
 

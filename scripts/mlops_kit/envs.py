@@ -46,6 +46,7 @@ from packaging.utils import canonicalize_name
 
 from . import __version__, kernel, proc
 from .errors import BadInput, EnvBuildError
+from .inputs import read_input
 from .interpreters import Interpreter
 from .spec import StageSpec
 
@@ -209,12 +210,7 @@ class FrozenPins:
 def read_freeze(path: Path | str) -> FrozenPins:
     """Read a freeze file for ``--from-freeze``; :class:`BadInput` naming the file and line on anything else."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise BadInput(f"{path}: freeze file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path}: cannot read freeze file ({exc})") from None
+    text = read_input(path, "freeze file")
     reqs = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.split(" #", 1)[0].strip()

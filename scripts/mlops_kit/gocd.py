@@ -16,6 +16,7 @@ from typing import Iterable
 from xml.parsers import expat
 
 from .errors import BadInput
+from .inputs import read_input
 
 RUNIF_VALUES = ("passed", "failed", "any")
 _LABEL_TOKEN = re.compile(r"\$\{([^}]*)\}")
@@ -231,13 +232,7 @@ class _Reader:
 def load_config(path: Path | str) -> list[Pipeline]:
     """Read ``path`` and return its pipelines, or raise :class:`BadInput` naming what is wrong or unsupported."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise BadInput(f"{path}: GoCD config not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path}: cannot read GoCD config ({exc})") from None
-    return parse_config(text, source=path)
+    return parse_config(read_input(path, "GoCD config"), source=path)
 
 
 def parse_config(text: str, *, source: Path) -> list[Pipeline]:

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from .errors import BadInput
+from .inputs import read_input
 
 RESERVED = ("output_dir",)
 MASK = "***"
@@ -32,14 +33,7 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 def load_params_file(path: Path | str) -> dict[str, Any]:
     """Read a params YAML file (a mapping, duplicate keys refused); every problem names the file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise BadInput(f"{path}: params file not found") from None
-    except IsADirectoryError:
-        raise BadInput(f"{path}: params file is a folder, expected a YAML file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path}: cannot read params file ({exc})") from None
+    text = read_input(path, "params file")
     from .spec import load_yaml_mapping  # (lazy: the MLflow helper process imports this module too)
 
     data = load_yaml_mapping(text, source=path, what="params file")

@@ -20,6 +20,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
 from .errors import BadInput
+from .inputs import read_input
 
 REQUIRED_FIELDS = ("stage", "python_version", "venv_name", "packages", "kernel_display_name")
 OPTIONAL_FIELDS = ("index_url", "extra_index_urls", "description")
@@ -82,13 +83,7 @@ class StageSpec:
 def load_spec(path: Path | str) -> StageSpec:
     """Read and validate ``path``; raise :class:`BadInput` naming the file and field on any problem."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise BadInput(f"{path}: spec file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path}: cannot read spec file ({exc})") from None
-    return parse_spec(text, source=path)
+    return parse_spec(read_input(path, "spec file"), source=path)
 
 
 def parse_spec(text: str, *, source: Path) -> StageSpec:

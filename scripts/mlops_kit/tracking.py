@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 from . import proc
 from .errors import BadInput, TrackingError
+from .inputs import read_input
 from .params import flatten, is_secret, MASK
 
 _PLATFORM = sys.platform  # seam: tests patch it to exercise the Windows branch
@@ -286,10 +287,8 @@ def save_manifest(record: RunRecord, path: Path) -> None:
 def load_manifest(path: Path) -> RunRecord:
     """Read a manifest written by run_notebook; every problem names the file."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadInput(f"{path}: manifest not found") from None
-    except (OSError, ValueError) as exc:
+        data = json.loads(read_input(path, "manifest"))
+    except ValueError as exc:
         raise BadInput(f"{path}: not a readable run manifest ({exc})") from None
     names = {f.name for f in dataclasses.fields(RunRecord)}
     if not isinstance(data, dict) or data.get("schema") != 1 or not {"tracking_uri", "params"} <= set(data):
