@@ -271,3 +271,14 @@ def test_cli_edge_in_a_real_process(tmp_path: Path) -> None:
                           cwd=scripts, timeout=60)
     assert done.returncode == EXIT_BAD_INPUT
     assert done.stderr.count("\n") == 1 and "'packages'" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("text", ["3.7", "3.6.15"])
+def test_python_older_than_38_is_refused(text: str) -> None:
+    with pytest.raises(BadInput, match=r"field 'python_version': .*too old.*3\.8 or newer"):
+        parse_python_request(text, lambda name, problem: BadInput(f"s.yaml: field '{name}': {problem}"))
+
+
+def test_a_range_never_picks_a_python_older_than_38() -> None:
+    request = parse_python_request(">=3.6")
+    assert not request.accepts((3, 7, 16)) and request.accepts((3, 8, 18))

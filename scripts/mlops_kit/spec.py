@@ -28,6 +28,7 @@ _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 _VERSION_TEXT = re.compile(r"^3\.\d{1,2}(\.\d{1,3})?$")
+OLDEST_STAGE_PYTHON = (3, 8)  # older CPythons have no ipykernel/uv support worth building on
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class PythonRequest:
         return lows[0] if lows else "3.12"
 
     def accepts(self, version: tuple[int, int, int]) -> bool:
+        if tuple(version[:2]) < OLDEST_STAGE_PYTHON:
+            return False
         return self.specifier.contains(Version(".".join(map(str, version))), prereleases=True)
 
 
@@ -241,6 +244,8 @@ def parse_python_request(text: str, err: Callable[[str, str], BadInput] | None =
     """Turn ``3.8``, ``3.8.10`` or ``>=3.10,<3.13`` into a :class:`PythonRequest`."""
     err = err or (lambda name, problem: BadInput(f"--python-version: {problem}"))
     if _VERSION_TEXT.match(text):
+        if tuple(int(p) for p in text.split(".")[:2]) < OLDEST_STAGE_PYTHON:
+            raise err("python_version", f"{text!r} is too old: stage venvs need CPython 3.8 or newer")
         if text.count(".") == 2:
             return PythonRequest(text, SpecifierSet(f"=={text}"), Version(text))
         return PythonRequest(text, SpecifierSet(f"=={text}.*"))
