@@ -164,18 +164,32 @@ def where_results_are(chosen: gocd.Pipeline, result: pipeline.RunResult, setting
              f"  artifacts (as GoCD would store them): {result.artifacts_root}",
              f"  working copies of the jobs:           {work}",
              f"  MLflow runs ({tracking}), parent run per pipeline counter, one nested run per stage:"]
+    mlflow, jupyter = _toolkit_command("mlflow", settings.source), _toolkit_command("jupyter", settings.source)
     if tracking == local_tracking_uri(settings.source):
         lines.append(f"      cd {settings.source}")
-        lines.append("      mlflow ui --backend-store-uri sqlite:///mlflow.db      then open http://127.0.0.1:5000")
+        lines.append(f"      {mlflow} ui --backend-store-uri sqlite:///mlflow.db      then open http://127.0.0.1:5000")
     elif tracking.startswith("sqlite:"):
-        lines.append(f"      mlflow ui --backend-store-uri {tracking}      then open http://127.0.0.1:5000")
+        lines.append(f"      {mlflow} ui --backend-store-uri {tracking}      then open http://127.0.0.1:5000")
     else:
         lines.append(f"      open the tracking server's web UI ({tracking})")
     kernels = _kernel_names(chosen, settings.source)
     if kernels:
-        lines.append("  Jupyter kernels of the stage venvs (jupyter lab, then Kernel > Change Kernel): "
+        lines.append(f"  Jupyter kernels of the stage venvs ({jupyter} lab, then Kernel > Change Kernel): "
                      + ", ".join(f'"{k}"' for k in kernels))
     return "\n".join(lines)
+
+
+def _toolkit_command(name: str, source: Path) -> str:
+    """``mlflow`` / ``jupyter`` as installed beside this toolkit's Python (requirements.txt), the way to type it
+    from the repository (``.venv\\Scripts\\mlflow``); the bare name if it is not there."""
+    folder = Path(sys.executable).parent
+    found = next((p for p in (folder / name, folder / f"{name}.exe") if p.is_file()), None)
+    if found is None:
+        return name
+    try:
+        return str(found.relative_to(source))
+    except ValueError:
+        return str(found)
 
 
 def _kernel_names(chosen: gocd.Pipeline, source: Path) -> list[str]:

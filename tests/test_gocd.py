@@ -509,3 +509,11 @@ def test_local_tracking_uri_is_absolute_on_windows_and_posix() -> None:
     assert run_pipeline.local_tracking_uri(PureWindowsPath(r"C:\Users\Ana Lopez\ml repo")) == \
         "sqlite:///C:/Users/Ana Lopez/ml repo/mlflow.db"
     assert run_pipeline.local_tracking_uri(PurePosixPath("/home/ana/repo")) == "sqlite:////home/ana/repo/mlflow.db"
+
+
+def test_closing_note_names_the_toolkits_own_mlflow_and_jupyter() -> None:
+    """The newcomer copies the line: it must be the mlflow/jupyter installed with requirements.txt."""
+    for name in ("mlflow", "jupyter"):
+        shown = run_pipeline._toolkit_command(name, REPO_ROOT)
+        assert Path(shown).name == name and (Path(shown) if Path(shown).is_absolute() else REPO_ROOT / shown).is_file()
+    assert run_pipeline._toolkit_command("no-such-tool", REPO_ROOT) == "no-such-tool"
