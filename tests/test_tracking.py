@@ -100,6 +100,19 @@ def test_git_fields_fall_back_to_the_gocd_material_revision(tmp_path: Path, monk
     assert tracking.git_info(tmp_path).commit == "unknown"
 
 
+def test_a_notebook_the_repo_ignores_is_not_that_repos_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rehearsal's working copy lives under the repo's ignored .pipeline/: its state is not the repo's."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text(".pipeline/\n", encoding="utf-8")
+    copy = tmp_path / ".pipeline" / "work" / "nb.ipynb"
+    copy.parent.mkdir(parents=True)
+    copy.write_text("{}", encoding="utf-8")
+    monkeypatch.setenv("GO_REVISION", "cafe")
+    info = tracking.git_info(copy)
+    assert (info.commit, info.dirty, info.root) == ("cafe", "unknown", None)
+    assert tracking.git_info(tmp_path / ".gitignore").root == tmp_path.resolve()
+
+
 def test_read_metrics(tmp_path: Path) -> None:
     warnings: list[str] = []
     (tmp_path / "metrics.json").write_text(json.dumps(

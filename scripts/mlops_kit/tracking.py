@@ -109,7 +109,8 @@ class GitInfo:
 
 
 def git_info(path: Path) -> GitInfo:
-    """Commit, branch and dirty flag of the repo holding ``path``; "unknown" outside git or without git."""
+    """Commit, branch and dirty flag of the repo holding ``path``; outside git (or ignored by it, or without git)
+    the revision GoCD passes, else "unknown"."""
     folder = path if path.is_dir() else path.parent
 
     def git(*args: str) -> str | None:
@@ -120,7 +121,8 @@ def git_info(path: Path) -> GitInfo:
         return result.stdout.strip() if result.returncode == 0 else None
 
     root = git("rev-parse", "--show-toplevel")
-    if root is None:
+    if root is None or git("check-ignore", "-q", str(path)) is not None:
+        # not in a repo, or in one that ignores it (a rehearsal's copy under .pipeline/): not that repo's code
         return _gocd_revision(os.environ)
     commit = git("rev-parse", "HEAD") or "unknown"
     branch = git("rev-parse", "--abbrev-ref", "HEAD") or "unknown"
