@@ -1,21 +1,18 @@
 """Execute a stage notebook in its venv with papermill and record an auditable MLflow run.
 
-Thin command-line edge over :mod:`mlops_kit.notebook` (execution), :mod:`mlops_kit.params` (parameters) and
-:mod:`mlops_kit.tracking` (MLflow, manifest).
+Thin command-line edge over :mod:`mlops_kit.stage_run` (which checks the inputs, executes via
+:mod:`mlops_kit.notebook` and logs via :mod:`mlops_kit.tracking`).
 """
 
 from __future__ import annotations
 
-import os
+import argparse
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mlops_kit import cli, envs, kernel, notebook, params, spec, tracking  # noqa: E402
-from mlops_kit.errors import BadInput, NotebookFailed, TrackingError  # noqa: E402
+from mlops_kit import cli, stage_run  # noqa: E402
 
 DESCRIPTION = """\
 Run a stage notebook with papermill on its venv's interpreter (built by create_venv.py) and log an MLflow run.
@@ -107,216 +104,19 @@ def build_parser() -> cli.ArgParser:
     return p
 
 
-def _venv_dir(args: Any) -> Path:
-    if args.venv is not None:
-        return Path(os.path.abspath(args.venv))
-    if args.spec is None:
-        raise BadInput("run_notebook.py: give --venv DIR or --spec FILE (see --help)")
-    stage = spec.load_spec(args.spec)
-    root = args.venv_root or (Path(os.environ["ML_VENV_ROOT"]) if os.environ.get("ML_VENV_ROOT", "").strip()
-                              else envs.default_venv_root())
-    venv = Path(os.path.abspath(root)) / stage.venv_name
-    record = envs.read_env(venv) if (venv / envs.AUDIT / envs.ENV_JSON).is_file() else None
-    if record is None:
-        raise BadInput(f"{venv}: no venv for {args.spec} (build it: python scripts/create_venv.py --spec {args.spec})")
-    if record.spec_hash != stage.content_hash():
-        _warn(f"{venv}: built from a different version of {args.spec}; re-run create_venv.py to update it")
-    return venv
-
-
-def _check_inputs(args: Any) -> None:
-    if args.notebook is None or args.output is None:
-        raise BadInput("run_notebook.py: --notebook and --output are required (see --help)")
-    if args.output.suffix.lower() != ".ipynb":
-        raise BadInput(f"{args.output}: --output must be a .ipynb file")
-    if os.path.abspath(args.output) == os.path.abspath(args.notebook):
-        raise BadInput(f"{args.output}: --output must differ from --notebook (it would overwrite it)")
-    for name, value in (("--cell-timeout", args.cell_timeout), ("--start-timeout", args.start_timeout)):
-        if value is not None and not value > 0:
-            raise BadInput(f"{name} {value:g}: must be a positive number of seconds")
-    if args.cwd is not None and not args.cwd.is_dir():
-        raise BadInput(f"{args.cwd}: --cwd is not an existing folder")
-    if args.output_dir is not None and args.output_dir.exists() and not args.output_dir.is_dir():
-        raise BadInput(f"{args.output_dir}: --output-dir exists and is not a folder")
-
-
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+def request_from(args: argparse.Namespace) -> stage_run.NotebookRunRequest:
+    """The parsed options as a typed request: the module never sees argparse."""
+    return stage_run.NotebookRunRequest(
+        venv=args.venv, spec=args.spec, venv_root=args.venv_root, notebook=args.notebook, output=args.output,
+        params_file=args.params_file, param_overrides=tuple((name, value) for name, value in args.param),
+        output_dir=args.output_dir, stage=args.stage, tracking_uri=args.tracking_uri, experiment=args.experiment,
+        log_output=args.log_output, no_progress=args.no_progress, cell_timeout=args.cell_timeout,
+        start_timeout=args.start_timeout, cwd=args.cwd, log_existing=args.log_existing,
+    )
 
 
 def _main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    if args.log_existing is not None:
-        return _log_existing(args)
-    target = tracking.resolve_target(args.tracking_uri, args.experiment)
-    try:
-        tracking.preflight(target.uri)  # a server that is down: fail in a second, before anything runs
-    except TrackingError as exc:
-        raise TrackingError(f"{exc}; nothing was executed") from None
-    tracker = tracking.Tracker()  # imports mlflow and opens the store while papermill loads and the kernel starts
-    try:
-        tracker.call("warm", target)
-        venv = _venv_dir(args)
-        _check_inputs(args)
-        env = envs.read_env(venv)
-        if not envs.venv_python(venv).exists():
-            raise BadInput(f"{venv}: its interpreter {envs.venv_python(venv)} is missing; "
-                           "rebuild with create_venv.py --force")
-        values = params.load_params_file(args.params_file) if args.params_file else {}
-        args.params_file_has_secrets = params.has_secrets(values)
-        values = params.merge_overrides(values, [tuple(p) for p in args.param])
-        nb = notebook.load_notebook(args.notebook)
-        for message in params.undeclared_warnings(nb, list(values), notebook=args.notebook):
-            _warn(message)
-        return _execute_and_log(args, venv, env, nb, values, target, tracker)
-    finally:
-        tracker.close()
-
-
-def _execute_and_log(args: Any, venv: Path, env: Any, nb: Any, values: dict[str, Any], target: tracking.Target,
-                     tracker: tracking.Tracker) -> int:
-    stage = args.stage or env.stage
-    output = Path(os.path.abspath(args.output))
-    output_dir = Path(os.path.abspath(args.output_dir or output.parent / f"{stage}_outputs"))
-    values = {**values, "output_dir": str(output_dir)}
-    masked = params.masked(values)
-    record = _record(args, stage, env, output, output_dir, masked, target)
-    started = tracker.start(record)
-    ex = notebook.Execution(
-        notebook=Path(os.path.abspath(args.notebook)), output=output, parameters=values,
-        kernelspec=kernel.kernelspec(venv, env.kernel_display_name), kernel_name=env.kernel_name,
-        cwd=Path(os.path.abspath(args.cwd or Path.cwd())),
-        masked_parameters=masked if masked != values else None,
-        before_cells=lambda: _run_ready(tracker, started, record, output_dir),
-        log_output=args.log_output, progress_bar=sys.stderr.isatty() and not (args.no_progress or args.log_output),
-        cell_timeout=args.cell_timeout, start_timeout=args.start_timeout,
-    )
-    begin = time.time()
-    try:
-        outcome = notebook.execute(ex, nb)
-    except TrackingError as exc:
-        raise TrackingError(f"{exc}; nothing was executed") from None
-    except KeyboardInterrupt:
-        _interrupted(tracker, record, output)
-        raise
-    return _finish(tracker, started, record, outcome, output, output_dir, begin, masked)
-
-
-def _record(args: Any, stage: str, env: Any, output: Path, output_dir: Path, masked: dict[str, Any],
-            target: tracking.Target) -> tracking.RunRecord:
-    nb_path = Path(os.path.abspath(args.notebook))
-    git = tracking.git_info(nb_path)
-    source = nb_path.relative_to(git.root).as_posix() if git.root and _inside(nb_path, git.root) else str(nb_path)
-    system = {"stage": stage, "python_version": env.python_version, "venv_name": env.venv_name,
-              "git_commit": git.commit, "git_branch": git.branch, "git_dirty": git.dirty, "notebook": source}
-    gocd = tracking.gocd_context()
-    key = tracking.pipeline_key()
-    tags = {"mlflow.runName": stage, "mlflow.source.name": source, "mlflow.source.type": "JOB" if gocd else "LOCAL",
-            "mlflow.user": tracking.describe_user(), "mlops_kit.role": "stage", "mlops_kit.stage": stage,
-            "mlops_kit.venv": str(env.venv_dir), "mlops_kit.kernel": env.kernel_name,
-            **({"mlflow.source.git.commit": git.commit, "mlflow.source.git.branch": git.branch}
-               if git.commit != "unknown" else {}),
-            **({tracking.PIPELINE_KEY_TAG: key} if key else {}), **gocd}
-    params_copy = output.with_name(output.stem + ".params.yaml")  # written with the outputs (_finish)
-    files = [[str(output), ""], [str(output.with_suffix(".html")), ""], [str(params_copy), "params"],
-             *[[str(p), "environment"] for p in (env.spec_file, env.freeze_file, env.env_file)]]
-    if args.params_file and not args.params_file_has_secrets:  # else only the masked copy above
-        files.append([str(Path(os.path.abspath(args.params_file))), "params"])
-    return tracking.RunRecord(
-        tracking_uri=target.uri, experiment=target.experiment, artifact_location=target.artifact_location,
-        run_name=stage, params=tracking.loggable_params(system, masked, warn=_warn),
-        tags=tracking.loggable_tags(tags), pipeline_key=key,
-        pipeline_run_name=f"{gocd.get('GO_PIPELINE_NAME')} #{gocd.get('GO_PIPELINE_COUNTER')}" if key else None,
-        files=files, folders=[[str(output_dir), "outputs"]], executed_notebook=str(output),
-        html=str(output.with_suffix(".html")),
-    )
-
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.relative_to(root)
-        return True
-    except ValueError:
-        return False
-
-
-def _run_ready(tracker: tracking.Tracker, started: Any, record: tracking.RunRecord,
-               output_dir: Path) -> dict[str, str]:
-    """Called once the kernel is up: wait for the MLflow run, create the output folder, give the kernel its env."""
-    notebook.prewarm_html_in_background()  # uses the wait for the run (or runs beside the first cells)
-    ids = started.result()
-    tracking.apply_ids(record, ids)
-    record.params_logged = True
-    tracker.warm_finish(record)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    return {"MLFLOW_RUN_ID": ids["run_id"], "MLFLOW_TRACKING_URI": record.tracking_uri,
-            "MLFLOW_EXPERIMENT_ID": ids["experiment_id"]}
-
-
-def _finish(tracker: tracking.Tracker, started: Any, record: tracking.RunRecord, outcome: notebook.Outcome,
-            output: Path, output_dir: Path, begin: float, masked: dict[str, Any]) -> int:
-    record.end_time = int(time.time() * 1000)
-    record.status = "FINISHED" if outcome.ok else "FAILED"
-    record.failure = outcome.as_tags() if not outcome.ok else {}
-    record.metrics = tracking.read_metrics(output_dir, since=begin, warn=_warn)
-    manifest = tracking.manifest_path(output)
-    output.with_name(output.stem + ".params.yaml").write_text(params.yaml_text(masked), encoding="utf-8")
-    tracking_error = None
-    try:
-        notebook.render_html(output, output.with_suffix(".html"))
-    except Exception as exc:  # noqa: BLE001 - a rendering problem must not lose the run
-        _warn(f"{output}: HTML rendering failed ({type(exc).__name__}: {exc}); not logged")
-    try:
-        if record.run_id is None:  # the kernel never started: the run may still be on its way
-            tracking.apply_ids(record, started.result())
-            record.params_logged = True
-        tracking.save_manifest(record, manifest)
-        tracker.finish(record)
-        record.logged = True
-    except TrackingError as exc:
-        tracking_error = f"{exc}; the executed notebook is {output}; upload it later with: " \
-                         f"python scripts/run_notebook.py --log-existing \"{manifest}\""
-    tracking.save_manifest(record, manifest)
-    print(f"executed notebook: {output}")
-    if record.logged:
-        print(f"MLflow run {record.run_id} ({record.status}) in experiment {record.experiment!r} "
-              f"at {record.tracking_uri}")
-    if not outcome.ok:
-        extra = f" (also: {tracking_error})" if tracking_error else ""
-        raise NotebookFailed(f"{output}: notebook failed: {outcome.summary()}{extra}")
-    if tracking_error:
-        raise TrackingError(tracking_error)
-    print(output, flush=True)
-    return 0
-
-
-def _interrupted(tracker: tracking.Tracker, record: tracking.RunRecord, output: Path) -> None:
-    """Ctrl-C (or a GoCD cancel that sends it): end the run as KILLED, keep the manifest; never hang here."""
-    record.status, record.end_time = "KILLED", int(time.time() * 1000)
-    record.failure = {"failure_kind": "interrupted"}
-    if record.run_id is not None and output.is_file():
-        try:
-            tracker.finish(record)
-            record.logged = True
-        except Exception:  # noqa: BLE001 - the manifest below still allows --log-existing
-            pass
-    if output.is_file():
-        tracking.save_manifest(record, tracking.manifest_path(output))
-
-
-def _log_existing(args: Any) -> int:
-    record = tracking.load_manifest(args.log_existing)
-    if (args.tracking_uri or args.experiment) and not record.logged:  # log_existing refuses a logged one
-        target = tracking.resolve_target(args.tracking_uri or record.tracking_uri, args.experiment or record.experiment)
-        if (target.uri, target.experiment) != (record.tracking_uri, record.experiment):
-            record.run_id, record.params_logged = None, False
-        record.tracking_uri, record.experiment, record.artifact_location = target.uri, target.experiment, \
-            target.artifact_location
-        tracking.save_manifest(record, args.log_existing)
-    record = tracking.log_existing(args.log_existing)
-    print(f"MLflow run {record.run_id} ({record.status}) in experiment {record.experiment!r} "
-          f"at {record.tracking_uri}")
-    return 0
+    return stage_run.run(request_from(build_parser().parse_args(argv)))
 
 
 def main(argv: list[str] | None = None) -> int:

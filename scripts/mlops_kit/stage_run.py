@@ -1,0 +1,282 @@
+"""Run one stage notebook end to end: check the inputs, execute it in its venv, log an auditable MLflow run.
+
+The order is what keeps a run safe and fast: the tracking store is checked before anything executes, the MLflow
+helper process starts before papermill is imported, and the run is created while the kernel starts. Execution is
+:mod:`mlops_kit.notebook`'s, parameters :mod:`mlops_kit.params`'s, MLflow and the manifest :mod:`mlops_kit.tracking`'s.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import envs, kernel, notebook, params, spec, tracking
+from .errors import BadInput, NotebookFailed, TrackingError
+
+if TYPE_CHECKING:  # nbformat is imported by papermill when needed, not at start-up
+    from nbformat import NotebookNode
+
+
+@dataclass(frozen=True)
+class NotebookRunRequest:
+    """What ``run_notebook.py`` was asked to do, as given (relative paths are relative to the current folder)."""
+
+    venv: Path | None = None
+    spec: Path | None = None
+    venv_root: Path | None = None
+    notebook: Path | None = None
+    output: Path | None = None
+    params_file: Path | None = None
+    param_overrides: tuple[tuple[str, str], ...] = ()
+    output_dir: Path | None = None
+    stage: str | None = None
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    log_output: bool = False
+    no_progress: bool = False
+    cell_timeout: float | None = None
+    start_timeout: float = 60
+    cwd: Path | None = None
+    log_existing: Path | None = None
+
+
+@dataclass
+class _Run:
+    """One stage run in flight: what the kernel-ready hook, the finish and a Ctrl-C need."""
+
+    tracker: tracking.Tracker
+    started: tracking.Reply
+    record: tracking.RunRecord
+    output: Path
+    output_dir: Path
+    masked: dict[str, Any]
+
+
+def run(request: NotebookRunRequest) -> int:
+    """Run the stage notebook and log it (or, with ``log_existing``, upload an earlier run); returns the exit code."""
+    if request.log_existing is not None:
+        return _log_existing(request.log_existing, request.tracking_uri, request.experiment)
+    target = tracking.resolve_target(request.tracking_uri, request.experiment)
+    try:
+        tracking.preflight(target.uri)  # a server that is down: fail in a second, before anything runs
+    except TrackingError as exc:
+        raise TrackingError(f"{exc}; nothing was executed") from None
+    tracker = tracking.Tracker()  # imports mlflow and opens the store while papermill loads and the kernel starts
+    try:
+        tracker.call("warm", target)
+        return _checked_run(request, target, tracker)
+    finally:
+        tracker.close()
+
+
+def _checked_run(request: NotebookRunRequest, target: tracking.Target, tracker: tracking.Tracker) -> int:
+    """Every user input is checked before the kernel starts: bad input is exit 2 with nothing executed."""
+    venv = _venv_dir(request)
+    _check_inputs(request)
+    env = envs.read_env(venv)
+    if not envs.venv_python(venv).exists():
+        raise BadInput(f"{venv}: its interpreter {envs.venv_python(venv)} is missing; "
+                       "rebuild with create_venv.py --force")
+    values = params.load_params_file(request.params_file) if request.params_file else {}
+    params_file_has_secrets = params.has_secrets(values)
+    values = params.merge_overrides(values, request.param_overrides)
+    nb = notebook.load_notebook(request.notebook)
+    for message in params.undeclared_warnings(nb, list(values), notebook=request.notebook):
+        _warn(message)
+    return _execute_and_log(request, env, nb, values, target, tracker, params_file_has_secrets=params_file_has_secrets)
+
+
+def _venv_dir(request: NotebookRunRequest) -> Path:
+    """--venv as given, or the venv create_venv.py builds for --spec (a stale one only warns: it still runs)."""
+    if request.venv is not None:
+        return Path(os.path.abspath(request.venv))
+    if request.spec is None:
+        raise BadInput("run_notebook.py: give --venv DIR or --spec FILE (see --help)")
+    stage = spec.load_spec(request.spec)
+    root = request.venv_root or (Path(os.environ["ML_VENV_ROOT"]) if os.environ.get("ML_VENV_ROOT", "").strip()
+                                 else envs.default_venv_root())
+    venv = Path(os.path.abspath(root)) / stage.venv_name
+    record = envs.read_env(venv) if (venv / envs.AUDIT / envs.ENV_JSON).is_file() else None
+    if record is None:
+        raise BadInput(f"{venv}: no venv for {request.spec} (build it: python scripts/create_venv.py "
+                       f"--spec {request.spec})")
+    if record.spec_hash != stage.content_hash():
+        _warn(f"{venv}: built from a different version of {request.spec}; re-run create_venv.py to update it")
+    return venv
+
+
+def _check_inputs(request: NotebookRunRequest) -> None:
+    """Refuse what would fail late or overwrite the user's notebook."""
+    if request.notebook is None or request.output is None:
+        raise BadInput("run_notebook.py: --notebook and --output are required (see --help)")
+    if request.output.suffix.lower() != ".ipynb":
+        raise BadInput(f"{request.output}: --output must be a .ipynb file")
+    if os.path.abspath(request.output) == os.path.abspath(request.notebook):
+        raise BadInput(f"{request.output}: --output must differ from --notebook (it would overwrite it)")
+    for name, value in (("--cell-timeout", request.cell_timeout), ("--start-timeout", request.start_timeout)):
+        if value is not None and not value > 0:
+            raise BadInput(f"{name} {value:g}: must be a positive number of seconds")
+    if request.cwd is not None and not request.cwd.is_dir():
+        raise BadInput(f"{request.cwd}: --cwd is not an existing folder")
+    if request.output_dir is not None and request.output_dir.exists() and not request.output_dir.is_dir():
+        raise BadInput(f"{request.output_dir}: --output-dir exists and is not a folder")
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _execute_and_log(request: NotebookRunRequest, env: envs.EnvRecord, nb: NotebookNode, values: dict[str, Any],
+                     target: tracking.Target, tracker: tracking.Tracker, *, params_file_has_secrets: bool) -> int:
+    """Start the MLflow run before executing, so the kernel gets its run id; Ctrl-C still leaves a manifest."""
+    stage = request.stage or env.stage
+    output = Path(os.path.abspath(request.output))
+    output_dir = Path(os.path.abspath(request.output_dir or output.parent / f"{stage}_outputs"))
+    values = {**values, "output_dir": str(output_dir)}
+    masked = params.masked(values)
+    record = _record(request, stage, env, output, output_dir, masked, target,
+                     params_file_has_secrets=params_file_has_secrets)
+    live = _Run(tracker, tracker.start(record), record, output, output_dir, masked)
+    ex = notebook.Execution(
+        notebook=Path(os.path.abspath(request.notebook)), output=output, parameters=values,
+        kernelspec=kernel.kernelspec(env.venv_dir, env.kernel_display_name), kernel_name=env.kernel_name,
+        cwd=Path(os.path.abspath(request.cwd or Path.cwd())),
+        masked_parameters=masked if masked != values else None,
+        before_cells=lambda: _run_ready(live),
+        log_output=request.log_output,
+        progress_bar=sys.stderr.isatty() and not (request.no_progress or request.log_output),
+        cell_timeout=request.cell_timeout, start_timeout=request.start_timeout,
+    )
+    begin = time.time()
+    try:
+        outcome = notebook.execute(ex, nb)
+    except TrackingError as exc:
+        raise TrackingError(f"{exc}; nothing was executed") from None
+    except KeyboardInterrupt:
+        _interrupted(live)
+        raise
+    return _finish(live, outcome, begin)
+
+
+def _record(request: NotebookRunRequest, stage: str, env: envs.EnvRecord, output: Path, output_dir: Path,
+            masked: dict[str, Any], target: tracking.Target, *, params_file_has_secrets: bool) -> tracking.RunRecord:
+    """Everything the run logs, decided up front so the manifest can replay it (--log-existing)."""
+    nb_path = Path(os.path.abspath(request.notebook))
+    git = tracking.git_info(nb_path)
+    source = nb_path.relative_to(git.root).as_posix() if git.root and _inside(nb_path, git.root) else str(nb_path)
+    system = {"stage": stage, "python_version": env.python_version, "venv_name": env.venv_name,
+              "git_commit": git.commit, "git_branch": git.branch, "git_dirty": git.dirty, "notebook": source}
+    gocd = tracking.gocd_context()
+    key = tracking.pipeline_key()
+    tags = {"mlflow.runName": stage, "mlflow.source.name": source, "mlflow.source.type": "JOB" if gocd else "LOCAL",
+            "mlflow.user": tracking.describe_user(), "mlops_kit.role": "stage", "mlops_kit.stage": stage,
+            "mlops_kit.venv": str(env.venv_dir), "mlops_kit.kernel": env.kernel_name,
+            **({"mlflow.source.git.commit": git.commit, "mlflow.source.git.branch": git.branch}
+               if git.commit != "unknown" else {}),
+            **({tracking.PIPELINE_KEY_TAG: key} if key else {}), **gocd}
+    params_copy = output.with_name(output.stem + ".params.yaml")  # written with the outputs (_finish)
+    files = [[str(output), ""], [str(output.with_suffix(".html")), ""], [str(params_copy), "params"],
+             *[[str(p), "environment"] for p in (env.spec_file, env.freeze_file, env.env_file)]]
+    if request.params_file and not params_file_has_secrets:  # else only the masked copy above
+        files.append([str(Path(os.path.abspath(request.params_file))), "params"])
+    return tracking.RunRecord(
+        tracking_uri=target.uri, experiment=target.experiment, artifact_location=target.artifact_location,
+        run_name=stage, params=tracking.loggable_params(system, masked, warn=_warn),
+        tags=tracking.loggable_tags(tags), pipeline_key=key,
+        pipeline_run_name=f"{gocd.get('GO_PIPELINE_NAME')} #{gocd.get('GO_PIPELINE_COUNTER')}" if key else None,
+        files=files, folders=[[str(output_dir), "outputs"]], executed_notebook=str(output),
+        html=str(output.with_suffix(".html")),
+    )
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def _run_ready(live: _Run) -> dict[str, str]:
+    """Called once the kernel is up: wait for the MLflow run, create the output folder, give the kernel its env."""
+    notebook.prewarm_html_in_background()  # uses the wait for the run (or runs beside the first cells)
+    ids = live.started.result()
+    tracking.apply_ids(live.record, ids)
+    live.record.params_logged = True
+    live.tracker.warm_finish(live.record)
+    live.output_dir.mkdir(parents=True, exist_ok=True)
+    return {"MLFLOW_RUN_ID": ids["run_id"], "MLFLOW_TRACKING_URI": live.record.tracking_uri,
+            "MLFLOW_EXPERIMENT_ID": ids["experiment_id"]}
+
+
+def _finish(live: _Run, outcome: notebook.Outcome, begin: float) -> int:
+    """Write and log the results; a tracking failure keeps everything on disk with the command to upload it later."""
+    record, output = live.record, live.output
+    record.end_time = int(time.time() * 1000)
+    record.status = "FINISHED" if outcome.ok else "FAILED"
+    record.failure = outcome.as_tags() if not outcome.ok else {}
+    record.metrics = tracking.read_metrics(live.output_dir, since=begin, warn=_warn)
+    manifest = tracking.manifest_path(output)
+    output.with_name(output.stem + ".params.yaml").write_text(params.yaml_text(live.masked), encoding="utf-8")
+    tracking_error = None
+    try:
+        notebook.render_html(output, output.with_suffix(".html"))
+    except Exception as exc:  # noqa: BLE001 - a rendering problem must not lose the run
+        _warn(f"{output}: HTML rendering failed ({type(exc).__name__}: {exc}); not logged")
+    try:
+        if record.run_id is None:  # the kernel never started: the run may still be on its way
+            tracking.apply_ids(record, live.started.result())
+            record.params_logged = True
+        tracking.save_manifest(record, manifest)
+        live.tracker.finish(record)
+        record.logged = True
+    except TrackingError as exc:
+        tracking_error = f"{exc}; the executed notebook is {output}; upload it later with: " \
+                         f"python scripts/run_notebook.py --log-existing \"{manifest}\""
+    tracking.save_manifest(record, manifest)
+    print(f"executed notebook: {output}")
+    if record.logged:
+        print(f"MLflow run {record.run_id} ({record.status}) in experiment {record.experiment!r} "
+              f"at {record.tracking_uri}")
+    if not outcome.ok:
+        extra = f" (also: {tracking_error})" if tracking_error else ""
+        raise NotebookFailed(f"{output}: notebook failed: {outcome.summary()}{extra}")
+    if tracking_error:
+        raise TrackingError(tracking_error)
+    print(output, flush=True)
+    return 0
+
+
+def _interrupted(live: _Run) -> None:
+    """Ctrl-C (or a GoCD cancel that sends it): end the run as KILLED, keep the manifest; never hang here."""
+    record, output = live.record, live.output
+    record.status, record.end_time = "KILLED", int(time.time() * 1000)
+    record.failure = {"failure_kind": "interrupted"}
+    if record.run_id is not None and output.is_file():
+        try:
+            live.tracker.finish(record)
+            record.logged = True
+        except Exception:  # noqa: BLE001 - the manifest below still allows --log-existing
+            pass
+    if output.is_file():
+        tracking.save_manifest(record, tracking.manifest_path(output))
+
+
+def _log_existing(manifest: Path, tracking_uri: str | None, experiment: str | None) -> int:
+    """Upload a run executed earlier (store down at the time), optionally to another store or experiment."""
+    record = tracking.load_manifest(manifest)
+    if (tracking_uri or experiment) and not record.logged:  # log_existing refuses a logged one
+        target = tracking.resolve_target(tracking_uri or record.tracking_uri, experiment or record.experiment)
+        if (target.uri, target.experiment) != (record.tracking_uri, record.experiment):
+            record.run_id, record.params_logged = None, False
+        record.tracking_uri, record.experiment, record.artifact_location = target.uri, target.experiment, \
+            target.artifact_location
+        tracking.save_manifest(record, manifest)
+    record = tracking.log_existing(manifest)
+    print(f"MLflow run {record.run_id} ({record.status}) in experiment {record.experiment!r} "
+          f"at {record.tracking_uri}")
+    return 0
