@@ -75,6 +75,7 @@ def test_example_pipeline_end_to_end(mlflow_server: str, venv_root: Path, tmp_pa
         assert run.data.tags["GO_PIPELINE_NAME"] == "ml-example" and run.data.tags["GO_PIPELINE_COUNTER"] == "1"
         assert run.data.tags["GO_STAGE_NAME"] == name
         assert run.data.params["git_commit"] == head.strip(), "the copy has no .git: GO_REVISION is recorded"
+        assert run.data.tags["mlflow.source.name"] == f"notebooks/{name}.ipynb"
         paths = _artifacts(mlflow_server, run.info.run_id)
         assert _has(paths, f"{name}_out.ipynb") and _has(paths, "pip_freeze.txt"), (name, paths)
         assert _has(paths, "metrics.json"), (name, paths)

@@ -167,7 +167,7 @@ def _record(request: NotebookRunRequest, stage: str, env: envs.EnvRecord, output
     """Everything the run logs, decided up front so the manifest can replay it (--log-existing)."""
     nb_path = Path(os.path.abspath(request.notebook))
     git = tracking.git_info(nb_path)
-    source = nb_path.relative_to(git.root).as_posix() if git.root and _inside(nb_path, git.root) else str(nb_path)
+    source = _source_name(nb_path, git.root)
     system = {"stage": stage, "python_version": env.python_version, "venv_name": env.venv_name,
               "git_commit": git.commit, "git_branch": git.branch, "git_dirty": git.dirty, "notebook": source}
     gocd = tracking.gocd_context()
@@ -191,6 +191,15 @@ def _record(request: NotebookRunRequest, stage: str, env: envs.EnvRecord, output
         files=files, folders=[[str(output_dir), "outputs"]], executed_notebook=str(output),
         html=str(output.with_suffix(".html")),
     )
+
+
+def _source_name(nb_path: Path, git_root: Path | None) -> str:
+    """The notebook as the repository names it (``notebooks/train.ipynb``): relative to the git checkout, else to
+    the job's working folder (a GoCD agent's or a rehearsal's copy), else its absolute path."""
+    for root in (git_root, Path.cwd()):
+        if root is not None and _inside(nb_path, root):
+            return nb_path.relative_to(root).as_posix()
+    return str(nb_path)
 
 
 def _inside(path: Path, root: Path) -> bool:
