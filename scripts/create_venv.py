@@ -76,18 +76,10 @@ def build_parser() -> cli.ArgParser:
     return parser
 
 
-def venv_root_from(arg: Path | None) -> Path:
-    """--venv-root, else ML_VENV_ROOT, else the per-user default."""
-    if arg is not None:
-        return arg
-    env = os.environ.get("ML_VENV_ROOT", "").strip()
-    return Path(env) if env else envs.default_venv_root()
-
-
 def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     stage = spec.load_spec(args.spec)
-    root = venv_root_from(args.venv_root)
+    root = envs.venv_root(args.venv_root)
     envs.refuse_unowned(Path(os.path.abspath(root)) / stage.venv_name)  # bad input before slow discovery
     if args.from_freeze is not None:
         envs.read_freeze(args.from_freeze)

@@ -5,13 +5,14 @@ Thin CLI over :mod:`mlops_kit.gocd` (reading the XML) and :mod:`mlops_kit.pipeli
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mlops_kit import cli, gocd, pipeline, proc  # noqa: E402
+from mlops_kit import cli, envs, gocd, pipeline, proc  # noqa: E402
 from mlops_kit.errors import BadInput, PipelineFailed  # noqa: E402
 from mlops_kit.spec import load_spec  # noqa: E402
 
@@ -118,13 +119,13 @@ def _git_toplevel(start: Path) -> Path | None:
     return Path(result.stdout.strip()) if result.returncode == 0 and result.stdout.strip() else None
 
 
-def _overrides(args, source: Path) -> dict[str, str | None]:  # type: ignore[no-untyped-def]
+def _overrides(args: argparse.Namespace, source: Path) -> dict[str, str | None]:
     """Local values replacing the XML's agent-side ones (None = drop, so the tools use their own default)."""
     tracking = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or local_tracking_uri(source)
-    venv_root = args.venv_root or os.environ.get("ML_VENV_ROOT")
+    explicit_root = args.venv_root or os.environ.get("ML_VENV_ROOT", "").strip()
     overrides: dict[str, str | None] = {
         "MLFLOW_TRACKING_URI": tracking,
-        "ML_VENV_ROOT": str(Path(venv_root).resolve()) if venv_root else None,
+        "ML_VENV_ROOT": str(envs.venv_root(explicit_root)) if explicit_root else None,
     }
     for item in args.env:
         name, sep, value = item.partition("=")

@@ -418,3 +418,12 @@ def test_read_env_record_and_copy_audit(tmp_path: Path) -> None:
     moved = tmp_path / "moved"
     (tmp_path / "venv").rename(moved)
     assert "moved (venvs are not relocatable)" in envs.health_check(moved, envs.read_env(moved))
+
+
+def test_one_venv_root_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--venv-root, else ML_VENV_ROOT (a trailing space from cmd's `set X=... ` dropped), else the default."""
+    monkeypatch.setenv("ML_VENV_ROOT", f"{tmp_path / 'from env'} ")
+    assert envs.venv_root(tmp_path / "arg") == tmp_path / "arg"
+    assert envs.venv_root() == tmp_path / "from env"
+    monkeypatch.setenv("ML_VENV_ROOT", "  ")
+    assert envs.venv_root() == envs.default_venv_root()

@@ -84,6 +84,15 @@ def default_venv_root() -> Path:
     return Path(base) / "mlops_kit" / "venvs"
 
 
+def venv_root(arg: Path | str | None = None) -> Path:
+    """The one rule for where stage venvs live (create_venv, run_notebook --spec and run_pipeline agree on it):
+    ``--venv-root``, else ``ML_VENV_ROOT`` (GoCD sets it; a stray trailing space from ``set X=... `` is dropped),
+    else :func:`default_venv_root`. Absolute, not resolved: a symlinked root keeps the name the user gave."""
+    env = os.environ.get("ML_VENV_ROOT", "").strip()
+    root = Path(arg) if arg is not None and str(arg).strip() else Path(env) if env else default_venv_root()
+    return Path(os.path.abspath(root))
+
+
 def venv_bin_dir(venv_dir: Path | str) -> Path:
     """``Scripts`` on Windows, ``bin`` elsewhere."""
     return Path(venv_dir) / ("Scripts" if _PLATFORM == "win32" else "bin")

@@ -97,9 +97,7 @@ def _venv_dir(request: NotebookRunRequest) -> Path:
     if request.spec is None:
         raise BadInput("run_notebook.py: give --venv DIR or --spec FILE (see --help)")
     stage = spec.load_spec(request.spec)
-    root = request.venv_root or (Path(os.environ["ML_VENV_ROOT"]) if os.environ.get("ML_VENV_ROOT", "").strip()
-                                 else envs.default_venv_root())
-    venv = Path(os.path.abspath(root)) / stage.venv_name
+    venv = envs.venv_root(request.venv_root) / stage.venv_name
     record = envs.read_env(venv) if (venv / envs.AUDIT / envs.ENV_JSON).is_file() else None
     if record is None:
         raise BadInput(f"{venv}: no venv for {request.spec} (build it: python scripts/create_venv.py "
