@@ -281,6 +281,20 @@ def test_health_check_failure_rebuilds_with_reason(built) -> None:
 
 
 @pytest.mark.slow
+def test_interpreter_that_cannot_start_rebuilds_instead_of_crashing(built) -> None:
+    """A venv python replaced by a non-executable file (PermissionError on start): health check -> rebuild."""
+    spec, base, root = built
+    python = root / "stage-venv" / "bin" / "python"
+    python.unlink()
+    python.write_text("not a program\n")
+    python.chmod(0o644)
+    assert "does not run" in envs.health_check(root / "stage-venv", envs.read_env(root / "stage-venv"))
+    result = envs.ensure_env(spec, venv_root=root, interpreter=base, echo=Recorder())
+    assert result.action == "rebuilt" and result.reason.startswith("health check failed: its interpreter")
+    assert envs.health_check(root / "stage-venv", result.record) is None
+
+
+@pytest.mark.slow
 def test_half_built_venv_is_rebuilt(built) -> None:
     spec, base, root = built
     (root / "stage-venv" / "audit" / "env.json").unlink()  # as if killed before the completion marker

@@ -108,7 +108,7 @@ def inspect_interpreter(path: Path, *, source: str = "explicit") -> Interpreter 
 def _probe(path: str) -> tuple[tuple[int, int, int], str, str] | None:
     try:
         result = proc.run([path, "-I", "-c", _PROBE], check=False, timeout=_PROBE_TIMEOUT)
-    except (proc.CommandError, OSError):  # missing, not executable, "exec format error", timeout
+    except proc.CommandError:  # missing, not executable, "exec format error", timeout
         return None
     if result.returncode != 0:
         return None
@@ -230,7 +230,7 @@ def _py_launcher() -> Source:
         return Source("py launcher", "py launcher (not installed)")
     try:
         result = proc.run([exe, "-0p"], check=False, timeout=_PROBE_TIMEOUT)
-    except (proc.CommandError, OSError):
+    except proc.CommandError:
         return Source("py launcher", f"py launcher {exe} (did not run)")
     # launcher2.c writes UTF-8 (_O_U8TEXT); the old launcher writes the console code page, so a non-ASCII path
     # may come back mangled: it then fails to run and is skipped, and pyenv-win / PATH still get searched.

@@ -38,7 +38,8 @@ class CommandError(ToolkitError):
             self.exit_code = exit_code
         output = (result.stderr or result.stdout).strip().splitlines()
         tail = " | ".join(line.strip() for line in output[-3:] if line.strip())
-        super().__init__(f"command failed (exit {result.returncode}): {format_cmd(result.cmd)}" + (f": {tail}" if tail else ""))
+        head = f"command failed (exit {result.returncode}): {format_cmd(result.cmd)}"
+        super().__init__(head + (f": {tail}" if tail else ""))
 
 
 def format_cmd(cmd: Sequence[str | os.PathLike[str]]) -> str:
@@ -59,19 +60,25 @@ def run(
     """Run ``cmd`` (a list, never through a shell) and return its :class:`Result`.
 
     ``stream=True`` copies the merged stdout/stderr to ``echo`` (default: our stderr) line by line as it comes,
-    so long installs show progress; the returned ``stdout`` then holds the last lines only.
-    Raises :class:`CommandError` when ``check`` and the exit code is not 0; a missing executable raises it too.
+    so long installs show progress; the returned ``stdout`` then holds the last lines only. ``timeout`` applies
+    to captured runs only: a streamed run (an install) goes on as long as it needs, its output shows progress.
+    Raises :class:`CommandError` when ``check`` and the exit code is not 0; a program that cannot be started
+    (missing: 127; not executable, wrong format: 126) raises it too.
     """
+    if stream and timeout is not None:
+        raise ValueError("proc.run: timeout is not supported with stream=True")
     args = tuple(os.fspath(c) for c in cmd)
     try:
         if stream:
-            return _check(_run_streaming(args, env=env, cwd=cwd, timeout=timeout, echo=echo or _echo_stderr), check)
+            return _check(_run_streaming(args, env=env, cwd=cwd, echo=echo or _echo_stderr), check)
         done = subprocess.run(
             args, env=dict(env) if env is not None else None, cwd=cwd, capture_output=True,
             text=True, encoding="utf-8", errors="replace", timeout=timeout, stdin=subprocess.DEVNULL,
         )
     except FileNotFoundError as exc:
         raise CommandError(Result(args, 127, "", f"executable not found: {exc.filename or args[0]}")) from None
+    except OSError as exc:  # not executable, "exec format error", "not a valid Win32 application", ...
+        raise CommandError(Result(args, 126, "", f"cannot start {args[0]}: {exc}")) from None
     except subprocess.TimeoutExpired as exc:
         raise CommandError(Result(args, -1, "", f"timed out after {exc.timeout:g}s")) from None
     return _check(Result(args, done.returncode, done.stdout, done.stderr), check)
@@ -89,8 +96,7 @@ def _echo_stderr(line: str) -> None:
 
 
 def _run_streaming(
-    args: tuple[str, ...], *, env: Mapping[str, str] | None, cwd: Path | None,
-    timeout: float | None, echo: Callable[[str], None],
+    args: tuple[str, ...], *, env: Mapping[str, str] | None, cwd: Path | None, echo: Callable[[str], None],
 ) -> Result:
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
     with subprocess.Popen(
@@ -101,6 +107,6 @@ def _run_streaming(
         for line in child.stdout:
             echo(line)
             tail.append(line)
-        code = child.wait(timeout=timeout)
+        code = child.wait()
     text = "".join(tail)
     return Result(args, code, text, text if code else "")
