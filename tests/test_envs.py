@@ -147,13 +147,14 @@ def test_read_freeze_missing_or_empty(tmp_path: Path) -> None:
 
 
 def test_index_settings_spec_wins_then_environment(tmp_path: Path) -> None:
-    spec = make_spec(tmp_path, extra="index_url: https://u:secret@mirror.corp/simple\n"
+    spec = make_spec(tmp_path, extra="index_url: https://mirror.corp/simple\n"
                                       "extra_index_urls: [https://internal.corp/simple]\n")
     env = {"PIP_INDEX_URL": "https://other/simple"}
     got = envs.index_settings(spec, env)
-    assert (got.url, got.extra_urls, got.origin) == ("https://u:secret@mirror.corp/simple",
+    assert (got.url, got.extra_urls, got.origin) == ("https://mirror.corp/simple",
                                                      ("https://internal.corp/simple",), "spec")
-    assert got.masked()["url"] == "https://***@mirror.corp/simple"
+    secret = envs.index_settings(make_spec(tmp_path), {"PIP_INDEX_URL": "https://u:secret@mirror.corp/simple"})
+    assert secret.masked()["url"] == "https://***@mirror.corp/simple"
     plain = make_spec(tmp_path)
     got = envs.index_settings(plain, {"PIP_INDEX_URL": "https://a/simple", "PIP_EXTRA_INDEX_URL": "https://b https://c",
                                       "UV_INDEX": "https://b"})
@@ -385,11 +386,12 @@ def test_kernel_re_registered_on_cache_hit_and_scope_none(built) -> None:
 @pytest.mark.parametrize("origin", ["spec", "environment"])
 def test_index_settings_reach_uv_and_stay_out_of_messages(tmp_path: Path, pythons: dict[str, Path],
                                                           monkeypatch: pytest.MonkeyPatch, origin: str) -> None:
-    """An unreachable index proves uv was given it (it never reads pip.ini); the URL's password is not shown."""
+    """An unreachable index proves uv was given it (it never reads pip.ini); the URL's password is not shown
+    (credentials only ever come from the environment: the spec refuses them)."""
     url = "http://user:s3cret@127.0.0.1:9/simple"
     monkeypatch.setenv("UV_HTTP_RETRIES", "0")
     if origin == "spec":
-        spec = make_spec(tmp_path, extra=f"index_url: \"{url}\"\n")
+        spec = make_spec(tmp_path, extra="index_url: \"http://127.0.0.1:9/simple\"\n")
     else:
         monkeypatch.setenv("PIP_INDEX_URL", url)
         spec = make_spec(tmp_path)

@@ -145,6 +145,18 @@ def test_duplicate_keys(tmp_path: Path) -> None:
     bad(tmp_path, spec_text() + "packages: [numpy]\n", field="packages", contains="duplicate key")
 
 
+@pytest.mark.parametrize("key", ["[a, b]", "{a: 1}", "? [x]\n"])
+def test_unhashable_key_is_bad_input_not_a_crash(tmp_path: Path, key: str) -> None:
+    text = spec_text() + (key if key.startswith("?") else f"{key}: 2\n")
+    message = bad(tmp_path, text, field=None, contains="invalid YAML: unhashable key")
+    assert f"{tmp_path / 'specs' / 'stage.yaml'}: line " in message
+
+
+def test_yaml_error_without_a_mark_has_no_double_colon(tmp_path: Path) -> None:
+    message = bad(tmp_path, "stage: ingest\x00\n", field=None, contains="invalid YAML")
+    assert "::" not in message
+
+
 @pytest.mark.parametrize("text", ["- stage: ingest\n", "just a string\n", "42\n"])
 def test_non_mapping_file(tmp_path: Path, text: str) -> None:
     bad(tmp_path, text, field=None, contains="must be a YAML mapping")
@@ -233,6 +245,15 @@ def test_python_version_invalid(tmp_path: Path, value: str) -> None:
 def test_python_version_unquoted_number(tmp_path: Path, value: str, number: str) -> None:
     message = bad(tmp_path, spec_text(python_version=value), field="python_version", contains="quoted")
     assert number in message
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("index_url", '"https://user:s3cret@mirror.corp/simple"'), ("index_url", '"https://tok3n@mirror.corp/simple"'),
+    ("extra_index_urls", '["https://pypi.org/simple", "https://u:s3cret@x.corp/simple"]'),
+])
+def test_index_url_with_credentials_is_refused(tmp_path: Path, field: str, value: str) -> None:
+    message = bad(tmp_path, spec_text(**{field: value}), field=field, contains="PIP_INDEX_URL / UV_DEFAULT_INDEX")
+    assert "s3cret" not in message and "tok3n" not in message and "***@" in message
 
 
 def test_index_url_that_is_an_option_is_refused(tmp_path: Path) -> None:

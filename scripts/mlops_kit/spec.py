@@ -10,8 +10,10 @@ import difflib
 import hashlib
 import json
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Hashable
 from typing import Any, Callable
 
 import yaml
@@ -117,6 +119,8 @@ def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
+        if not isinstance(key, Hashable):  # [a, b]: 1 or {a: 1}: 2 (PyYAML would raise TypeError here)
+            raise yaml.constructor.ConstructorError(None, None, f"unhashable key {_kind(key)}", key_node.start_mark)
         if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen.add(key)
@@ -132,9 +136,9 @@ def load_yaml_mapping(text: str, *, source: Path, what: str) -> dict[str, Any]:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
+        where = f" line {mark.line + 1}:" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise BadInput(f"{source}:{where}: invalid YAML: {problem}") from None
+        raise BadInput(f"{source}:{where} invalid YAML: {problem}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -193,7 +197,17 @@ def _index_url(value: str | None, name: str, err: Callable[[str, str], BadInput]
     if value is not None and (value.startswith("-") or any(ch.isspace() for ch in value)):
         raise err(name, f"{value!r} must be a single index URL such as https://pypi.org/simple "
                         "(no installer options, no spaces)")
+    if value is not None and "@" in urllib.parse.urlsplit(value).netloc:
+        # The spec text is copied to audit/spec.yaml, GoCD artifacts and MLflow: a token here would leak.
+        raise err(name, f"{_without_credentials(value)!r} has a user/password part: put credentials in "
+                        "PIP_INDEX_URL / UV_DEFAULT_INDEX (environment, a GoCD secure variable) or a keyring, "
+                        "not in a committed spec")
     return value
+
+
+def _without_credentials(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def _name(data: dict[str, Any], name: str, pattern: re.Pattern[str], err: Callable[[str, str], BadInput]) -> str:
