@@ -296,3 +296,32 @@ def test_log_existing_finishes_the_run_it_started(tmp_path: Path, mlflow_server:
     assert {a.path for a in client.list_artifacts(record.run_id)} == {"late.ipynb", "late.html"}  # HTML rendered
     exp = client.get_experiment_by_name("unit late")
     assert len(client.search_runs([exp.experiment_id])) == 1
+
+
+@pytest.mark.slow
+def test_html_that_cannot_be_rendered_only_warns(tmp_path: Path, mlflow_server: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """finish_run never renders (the caller did, under its guard); log_existing renders a missing one or warns."""
+    notebook = tmp_path / "broken.ipynb"
+    notebook.write_text("not a notebook")
+    html = tmp_path / "broken.html"
+    record = _record(mlflow_server, experiment="unit html", files=[[str(notebook), ""], [str(html), ""]],
+                     executed_notebook=str(notebook), html=str(html))
+    tracking.apply_ids(record, tracking.start_run(record))
+    record.params_logged, record.status = True, "FINISHED"
+    manifest = tmp_path / "broken.mlops_run.json"
+    tracking.save_manifest(record, manifest)
+    assert tracking.log_existing(manifest).logged
+    assert "HTML rendering failed" in capsys.readouterr().err and not html.exists()
+    assert MlflowClient(mlflow_server).get_run(record.run_id).info.status == "FINISHED"
+
+
+def test_a_bug_in_the_helper_process_is_one_tracking_error_line() -> None:
+    tracker = tracking.Tracker()
+    try:
+        with pytest.raises(TrackingError) as err:
+            tracker.call("no-such-request").result()
+        assert "\n" not in str(err.value) and "KeyError" in str(err.value)
+        assert "Traceback" not in str(err.value)
+    finally:
+        tracker.close()

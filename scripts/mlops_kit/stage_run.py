@@ -230,10 +230,7 @@ def _finish(live: _Run, outcome: notebook.Outcome, begin: float) -> int:
     manifest = tracking.manifest_path(output)
     output.with_name(output.stem + ".params.yaml").write_text(params.yaml_text(live.masked), encoding="utf-8")
     tracking_error = None
-    try:
-        notebook.render_html(output, output.with_suffix(".html"))
-    except Exception as exc:  # noqa: BLE001 - a rendering problem must not lose the run
-        _warn(f"{output}: HTML rendering failed ({type(exc).__name__}: {exc}); not logged")
+    _render_html(output, output.with_suffix(".html"))
     try:
         if record.run_id is None:  # the kernel never started: the run may still be on its way
             tracking.apply_ids(record, live.started.result())
@@ -256,6 +253,15 @@ def _finish(live: _Run, outcome: notebook.Outcome, begin: float) -> int:
         raise TrackingError(tracking_error)
     print(output, flush=True)
     return 0
+
+
+def _render_html(output: Path, html: Path) -> None:
+    """The HTML copy of the executed notebook; a notebook nbconvert cannot render only warns (the run is kept)."""
+    try:
+        notebook.render_html(output, html)
+    except Exception as exc:  # noqa: BLE001 - a rendering problem must not lose the run
+        reason = " ".join(str(exc).split())[:300]
+        _warn(f"{output}: HTML rendering failed ({type(exc).__name__}: {reason}); not logged")
 
 
 def _interrupted(live: _Run) -> None:

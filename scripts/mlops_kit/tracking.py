@@ -412,11 +412,10 @@ def _log_params(client: Any, run_id: str, params: Mapping[str, str]) -> None:
 
 
 def finish_run(record: RunRecord) -> None:
-    """Render the HTML, upload artifacts and metrics, record the failure, end the run (and update the parent)."""
-    from .notebook import render_html
+    """Upload artifacts and metrics, record the failure, end the run (and update the parent).
 
-    if record.executed_notebook and record.html and not Path(record.html).exists():
-        render_html(Path(record.executed_notebook), Path(record.html))
+    The HTML is the caller's (rendered under its own guard): a notebook nbconvert cannot render must not lose the
+    run here."""
     uri = record.tracking_uri
     preflight(uri)
     with _guard(uri, "logging the run"):
@@ -466,10 +465,26 @@ def log_existing(path: Path) -> RunRecord:
         record.params_logged = False
         apply_ids(record, start_run(record))
         record.params_logged = True
+    _render_missing_html(record)
     finish_run(record)
     record.logged = True
     save_manifest(record, path)
     return record
+
+
+def _render_missing_html(record: RunRecord) -> None:
+    """The HTML copy when the run did not get to write it; a notebook nbconvert cannot render only warns."""
+    if not (record.executed_notebook and record.html) or Path(record.html).exists() \
+            or not Path(record.executed_notebook).is_file():
+        return
+    from .notebook import render_html
+
+    try:
+        render_html(Path(record.executed_notebook), Path(record.html))
+    except Exception as exc:  # noqa: BLE001 - a rendering problem must not keep the run from being logged
+        reason = " ".join(str(exc).split())[:300]
+        print(f"warning: {record.executed_notebook}: HTML rendering failed ({type(exc).__name__}: {reason}); "
+              "not logged", file=sys.stderr, flush=True)
 
 
 def apply_ids(record: RunRecord, ids: Mapping[str, str | None]) -> None:
@@ -570,7 +585,8 @@ def serve() -> None:
         except TrackingError as exc:
             _send(answers, ("tracking", str(exc)))
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
-            _send(answers, ("bug", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+            traceback.print_exc(file=sys.stderr)  # the details for a bug report; the parent shows one line
+            _send(answers, ("bug", f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"))
     answers.close()
     sys.stderr.flush()
     os._exit(0)
@@ -607,7 +623,7 @@ class Tracker:
         try:
             _send(self._proc.stdin, (name, args))
         except OSError:
-            raise RuntimeError("the MLflow helper process died (see the messages above)") from None
+            raise TrackingError("the MLflow helper process died (see the messages above)") from None
         self._sent += 1
         return Reply(self, self._sent)
 
@@ -616,13 +632,13 @@ class Tracker:
             try:
                 self._replies[self._received + 1] = _receive(self._proc.stdout)
             except (EOFError, OSError):
-                raise RuntimeError("the MLflow helper process died (see the messages above)") from None
+                raise TrackingError("the MLflow helper process died (see the messages above)") from None
             self._received += 1
         kind, value = self._replies[number]
         if kind == "tracking":
             raise TrackingError(value)
-        if kind == "bug":
-            raise RuntimeError(f"MLflow helper failed: {value}")
+        if kind == "bug":  # one line (the traceback went to stderr): the run keeps its manifest, see stage_run
+            raise TrackingError(f"MLflow helper failed: {value} (traceback above on stderr)")
         return value
 
     def start(self, record: RunRecord) -> "Reply":
