@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import nbformat
 from mlflow import MlflowClient
 
 from conftest import free_port
@@ -123,7 +124,7 @@ def test_failing_notebook_is_written_logged_and_failed(tmp_path: Path, venv_smal
     assert {"fails_out.ipynb", "fails_out.html"} <= _artifacts(MlflowClient(mlflow_server), run.info.run_id)
 
 
-@pytest.mark.parametrize(("name", "extra", "kind"), [("sleeps", ["--cell-timeout", "2"], "timeout"),
+@pytest.mark.parametrize(("name", "extra", "kind"), [("sleeps", ["--cell-timeout", "2.5"], "timeout"),
                                                      ("dies", [], "kernel-died")])
 def test_timeout_and_dead_kernel_fail_with_notebook_written(tmp_path: Path, venv_small: Path, name: str,
                                                             extra: list[str], kind: str) -> None:
@@ -135,6 +136,27 @@ def test_timeout_and_dead_kernel_fail_with_notebook_written(tmp_path: Path, venv
     assert output.is_file() and "An Exception was encountered" in output.read_text()
     (run,) = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "mlops_kit")
     assert run.info.status == "FAILED" and run.data.tags["mlops_kit.failure_kind"] == kind
+
+
+def test_malformed_output_is_a_failed_run_not_a_crash(tmp_path: Path, venv_small: Path, mlflow_server: str) -> None:
+    """nbclient refusing a cell's output (NotebookValidationError) once cells ran: exit 5, run FAILED, notebook kept,
+    and an HTML rendering problem only warns."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print('before')"),
+                nbformat.v4.new_code_cell("display({'image/png': 123}, raw=True)"),
+                nbformat.v4.new_code_cell("print('never reached')")]
+    source = tmp_path / "malformed.ipynb"
+    nbformat.write(nb, str(source))
+    output = tmp_path / "out" / "malformed_out.ipynb"
+    done = run_nb("--venv", str(venv_small), "--notebook", str(source), "--output", str(output),
+                  "--tracking-uri", mlflow_server, "--experiment", "e2e runner error", cwd=tmp_path)
+    assert done.returncode == 5, done.stderr
+    assert "runner-error in cell 1" in one_error_line(done.stderr)
+    assert output.is_file() and "before" in output.read_text()
+    (run,) = _runs(mlflow_server, "e2e runner error")
+    assert run.info.status == "FAILED" and run.data.tags["mlops_kit.failure_kind"] == "runner-error"
+    assert "malformed_out.ipynb" in _artifacts(MlflowClient(mlflow_server), run.info.run_id)
+    assert json.loads(tracking_manifest(output).read_text())["logged"] is True
 
 
 def test_pipeline_stages_nest_under_one_parent(tmp_path: Path, venv_small: Path, mlflow_server: str) -> None:

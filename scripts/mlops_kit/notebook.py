@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import sys
 import tempfile
 import threading
@@ -55,7 +56,7 @@ class Execution:
 class Outcome:
     """How the execution ended; ``cell_index`` counts cells of the *input* notebook (0-based)."""
 
-    kind: str = "ok"  # ok | cell-error | timeout | kernel-died | kernel-start
+    kind: str = "ok"  # ok | cell-error | timeout | kernel-died | kernel-start | runner-error
     cell_index: int | None = None
     execution_count: int | None = None
     ename: str = ""
@@ -107,7 +108,8 @@ def execute(ex: Execution, nb: Any) -> Outcome:
         _write_kernelspec(Path(tmp), ex.kernel_name, ex.kernelspec)
         client = _client_class()(
             nb_man, ex, kernel_name=ex.kernel_name, kernel_manager_class=_manager_class(Path(tmp)),
-            timeout=ex.cell_timeout, startup_timeout=int(ex.start_timeout), log=logging.getLogger("papermill"),
+            timeout=_whole_seconds(ex.cell_timeout), startup_timeout=_whole_seconds(ex.start_timeout),
+            log=logging.getLogger("papermill"),
             log_output=ex.log_output, resources={"metadata": {"path": str(ex.cwd)}},
         )
         nb_man.notebook_start()
@@ -117,7 +119,9 @@ def execute(ex: Execution, nb: Any) -> Outcome:
             nb_man.cleanup_pbar()
             if client.cells_started:  # nothing is lost: what ran so far is written before giving up
                 _write(ex, nb_man.nb)
-                raise
+                if not isinstance(exc, Exception):  # Ctrl-C: the caller ends the run KILLED
+                    raise
+                return _runner_failure(client, exc)
             if client.aborted or not isinstance(exc, (RuntimeError, TimeoutError, OSError)):
                 raise
             return _kernel_start_failure(ex, nb_man.nb, exc)
@@ -125,6 +129,21 @@ def execute(ex: Execution, nb: Any) -> Outcome:
             nb_man.cleanup_pbar()
             nb_man.notebook_complete()
     return _finish(ex, nb_man.nb, client.outcome)
+
+
+def _whole_seconds(value: float | None) -> int | None:
+    """nbclient takes whole seconds: 2.5 becomes 3 (never 0, which would mean "no time at all")."""
+    return None if value is None else max(1, math.ceil(value))
+
+
+def _runner_failure(client: Any, exc: Exception) -> Outcome:
+    """Something unexpected once cells ran (e.g. nbclient refusing a malformed output): a failed run, not a crash,
+    so the caller still logs the written notebook and ends the run FAILED."""
+    index = client.current_index
+    cell = client.nb.cells[index] if index is not None and index < len(client.nb.cells) else None
+    return Outcome(kind="runner-error", cell_index=_source_index(client.nb, index) if cell is not None else None,
+                   execution_count=cell.get("execution_count") if cell is not None else None,
+                   ename=type(exc).__name__, evalue=" ".join(str(exc).split())[:2000])
 
 
 def _kernel_start_failure(ex: Execution, nb: Any, exc: BaseException) -> Outcome:
@@ -209,6 +228,7 @@ def _client_class() -> type:
         def __init__(self, nb_man: Any, ex: Execution, **kw: Any) -> None:
             super().__init__(nb_man, **kw)
             self.ex, self.outcome, self.cells_started, self.aborted = ex, Outcome(), False, False
+            self.current_index: int | None = None
 
         def execute(self, **kwargs: Any) -> Any:
             """papermill's, minus the closing kernel_info request when the kernel is stuck or gone."""
@@ -230,6 +250,7 @@ def _client_class() -> type:
             self._before_cells()
             self.cells_started = True
             for index, cell in enumerate(self.nb.cells):
+                self.current_index = index
                 try:
                     self.nb_man.cell_start(cell, index)
                     self.execute_cell(cell, index)
