@@ -335,3 +335,23 @@ def test_ctrl_c_ends_the_run_killed_with_notebook_kept(tmp_path: Path, venv_smal
     (run,) = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "mlops_kit")
     assert run.info.status == "KILLED" and run.data.tags["mlops_kit.failure_kind"] == "interrupted"
     assert json.loads(tracking_manifest(output).read_text())["status"] == "KILLED"
+
+
+def test_unexpected_error_before_cells_ends_the_run_failed(tmp_path: Path, venv_small: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever goes wrong once the MLflow run exists, the run ends FAILED with a manifest (not RUNNING, exit 1)."""
+    from mlops_kit import notebook, stage_run
+    from mlops_kit.errors import NotebookFailed
+
+    def broken(ex: object, nb: object) -> None:
+        raise ValueError("unexpected inside the runner")
+
+    monkeypatch.setattr(notebook, "execute", broken)  # stands in for a library bug before the first cell
+    monkeypatch.chdir(tmp_path)
+    output = tmp_path / "never" / "out.ipynb"
+    request = stage_run.NotebookRunRequest(venv=venv_small, notebook=NOTEBOOKS / "venv_check.ipynb", output=output)
+    with pytest.raises(NotebookFailed, match="runner-error: ValueError: unexpected inside the runner"):
+        stage_run.run(request)
+    (run,) = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "mlops_kit")
+    assert run.info.status == "FAILED" and run.data.tags["mlops_kit.failure_kind"] == "runner-error"
+    assert json.loads(tracking_manifest(output).read_text())["logged"] is True

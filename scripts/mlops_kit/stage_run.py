@@ -157,6 +157,8 @@ def _execute_and_log(request: NotebookRunRequest, env: envs.EnvRecord, nb: Noteb
     except KeyboardInterrupt:
         _interrupted(live)
         raise
+    except Exception as exc:  # noqa: BLE001 - the run exists: end it FAILED with a manifest, never leave it RUNNING
+        outcome = notebook.Outcome(kind="runner-error", ename=type(exc).__name__, evalue=" ".join(str(exc).split()))
     return _finish(live, outcome, begin)
 
 
@@ -228,9 +230,11 @@ def _finish(live: _Run, outcome: notebook.Outcome, begin: float) -> int:
     record.failure = outcome.as_tags() if not outcome.ok else {}
     record.metrics = tracking.read_metrics(live.output_dir, since=begin, warn=_warn)
     manifest = tracking.manifest_path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)  # the kernel may not have started (nothing written yet)
     output.with_name(output.stem + ".params.yaml").write_text(params.yaml_text(live.masked), encoding="utf-8")
     tracking_error = None
-    _render_html(output, output.with_suffix(".html"))
+    if output.is_file():
+        _render_html(output, output.with_suffix(".html"))
     try:
         if record.run_id is None:  # the kernel never started: the run may still be on its way
             tracking.apply_ids(record, live.started.result())
