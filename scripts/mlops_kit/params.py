@@ -23,10 +23,14 @@ from .inputs import read_input
 
 RESERVED = ("output_dir",)
 MASK = "***"
-# A flattened key is secret-looking when any dotted part contains one of these (case-insensitive, '-' == '_').
-SECRET_WORDS = ("password", "passwd", "passphrase", "pwd", "token", "secret", "api_key", "apikey",
-                "credential", "private_key", "privatekey", "access_key", "accesskey", "auth_key",
-                "connection_string", "conn_str", "sas_key", "client_key")
+# A key is secret-looking when its words (split at '.', '_', '-', spaces and lower-to-upper case changes, any case)
+# contain one of these words or word sequences: ``db_password``, ``apiKey``, ``aws.secret_access_key`` are secrets;
+# ``tokenizer``, ``passes`` are not (whole words only), nor a count such as ``max_tokens`` (see _COUNT_WORDS).
+SECRET_WORDS = ("password", "passwords", "passwd", "passphrase", "pwd", "token", "tokens", "secret", "secrets",
+                "api key", "apikey", "credential", "credentials", "private key", "privatekey", "access key",
+                "accesskey", "auth key", "connection string", "conn str", "sas key", "client key")
+_COUNT_WORDS = ("max", "min", "num", "n", "total", "count")  # "max tokens" is a number, not a token
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -103,27 +107,30 @@ def flatten(params: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def is_secret(name: str) -> bool:
-    """True when a (dotted) parameter name looks like it holds a secret."""
-    norm = name.lower().replace("-", "_")
-    return any(word in part for part in norm.split(".") for word in SECRET_WORDS)
+    """True when a (dotted) parameter name looks like it holds a secret (whole words, see :data:`SECRET_WORDS`)."""
+    words = re.split(r"[._\-\s]+", _CAMEL.sub("_", name).lower())
+    text = f" {' '.join(w for w in words if w)} "
+    for count in _COUNT_WORDS:
+        text = text.replace(f" {count} token ", " ").replace(f" {count} tokens ", " ")
+    return any(f" {word} " in text for word in SECRET_WORDS)
 
 
 def masked(params: Mapping[Any, Any]) -> dict[Any, Any]:
-    """A copy of (nested) ``params`` with every secret-looking value replaced by ``***``."""
-    return _masked(params, "")
+    """A copy of (nested) ``params`` with every secret-looking value replaced by ``***`` (inside lists too)."""
+    return _masked(params)
 
 
-def _masked(params: Mapping[Any, Any], prefix: str) -> dict[Any, Any]:
-    out: dict[Any, Any] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if is_secret(str(key)) and value is not None:
-            out[key] = MASK
-        elif isinstance(value, dict):
-            out[key] = _masked(value, f"{name}.")
-        else:
-            out[key] = value
-    return out
+def _masked(params: Mapping[Any, Any]) -> dict[Any, Any]:
+    return {key: MASK if is_secret(str(key)) and value is not None else _masked_value(value)
+            for key, value in params.items()}
+
+
+def _masked_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return _masked(value)
+    if isinstance(value, list):
+        return [_masked_value(v) for v in value]
+    return value
 
 
 def has_secrets(params: Mapping[Any, Any]) -> bool:
