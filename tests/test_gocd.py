@@ -308,6 +308,35 @@ def test_environment_precedence_overrides_go_vars_and_path(tmp_path: Path) -> No
         pipeline.job_environment(parsed, stage, job, base={}, go_vars={}, settings=settings, echo=lines.append)
 
 
+def test_secure_variable_from_env_option_is_accepted_and_never_echoed(tmp_path: Path) -> None:
+    parsed = _parse(_cruise(_stage("s", _py("pass")), pipeline_extra=(
+        '<environmentvariables><variable name="DB_CONN" secure="true"><encryptedValue>AES:xx</encryptedValue>'
+        '</variable></environmentvariables>')))
+    settings = pipeline.LocalSettings(source=tmp_path, state_dir=tmp_path, toolkit_bin=Path("/tk"),
+                                      overrides={"DB_CONN": "hunter2"})
+    pipeline._check_secure_variables(parsed, {}, settings.overrides)  # --env alone is enough
+    for base in ({}, {"DB_CONN": "from-env"}):
+        lines: list[str] = []
+        env = pipeline.job_environment(parsed, parsed.stages[0], parsed.stages[0].jobs[0], base=base, go_vars={},
+                                       settings=settings, echo=lines.append)
+        assert env["DB_CONN"] == "hunter2"
+        assert not any("hunter2" in line or "from-env" in line for line in lines), lines
+    with pytest.raises(BadInput, match="secure variable 'DB_CONN'.*--env DB_CONN=VALUE"):
+        pipeline._check_secure_variables(parsed, {}, {})
+
+
+def test_callers_go_variables_do_not_leak_into_jobs(tmp_path: Path) -> None:
+    """A rehearsal run inside a GoCD job: the outer pipeline's GO_* must not pose as the rehearsal's."""
+    parsed = _parse(_cruise(_stage("s", _py("pass"))))
+    settings = pipeline.LocalSettings(source=tmp_path, state_dir=tmp_path, toolkit_bin=Path("/tk"))
+    outer = {"GO_REVISION_OTHER": "outer", "GO_PIPELINE_NAME": "outer", "GO_MATERIAL_BRANCH_X": "main",
+             "go_lower": "x", "GOPATH": "/go", "KEEP": "1"}
+    env = pipeline.job_environment(parsed, parsed.stages[0], parsed.stages[0].jobs[0], base=outer,
+                                   go_vars={"GO_PIPELINE_NAME": "mine"}, settings=settings, echo=lambda s: None)
+    assert env["GO_PIPELINE_NAME"] == "mine" and env["KEEP"] == "1" and env["GOPATH"] == "/go"
+    assert not {"GO_REVISION_OTHER", "GO_MATERIAL_BRANCH_X", "go_lower"} & set(env)
+
+
 def test_windows_variable_names_are_case_insensitive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pipeline, "_PLATFORM", "win32")
     parsed = _parse(_cruise(_stage("s", _py("pass")), pipeline_extra=(

@@ -188,10 +188,12 @@ def make_workdir(workdir: Path, source: Path, files: list[str], material_dest: s
 def job_environment(pipeline: gocd.Pipeline, stage: gocd.Stage, job: gocd.Job, *, base: Mapping[str, str],
                     go_vars: Mapping[str, str], settings: LocalSettings, echo: Echo) -> dict[str, str]:
     """Agent env < environment < pipeline < stage < job variables < local overrides; then GO_* and PATH."""
-    env = dict(base)
+    # the caller's own GO_* (a rehearsal inside a GoCD job) would pose as this run's: only go_vars below count
+    env = {k: v for k, v in base.items() if not k.upper().startswith("GO_")}
+    secure = {v.name.upper() for v in _all_variables(pipeline) if v.secure}
     for level in (pipeline.environment_variables, pipeline.variables, stage.variables, job.variables):
         for var in level:
-            value = _variable_value(var, base, pipeline)
+            value = _variable_value(var, base, pipeline, settings.overrides)
             verb = "overriding" if _pop(env, var.name) is not None else "setting"
             echo(f"[go] {verb} environment variable '{var.name}' to value '{_shown(var.name, value, var.secure)}'\n")
             env[var.name] = value
@@ -202,7 +204,8 @@ def job_environment(pipeline: gocd.Pipeline, stage: gocd.Stage, job: gocd.Job, *
                 echo(f"[local] removing environment variable '{name}' (the XML's value is for GoCD agents)\n")
         else:
             verb = "overriding" if old is not None else "setting"
-            echo(f"[local] {verb} environment variable '{name}' to value '{_shown(name, value, False)}'\n")
+            shown = _shown(name, value, name.upper() in secure)
+            echo(f"[local] {verb} environment variable '{name}' to value '{shown}'\n")
             env[name] = value
     for name, value in go_vars.items():
         _pop(env, name)
@@ -231,13 +234,18 @@ def _shown(name: str, value: str, secure: bool) -> str:
     return _URL_PASSWORD.sub(r"\1********@", value)
 
 
-def _variable_value(var: gocd.Variable, base: Mapping[str, str], pipeline: gocd.Pipeline) -> str:
+def _variable_value(var: gocd.Variable, base: Mapping[str, str], pipeline: gocd.Pipeline,
+                    overrides: Mapping[str, str | None]) -> str:
+    """A secure variable's value comes from this machine: ``--env NAME=VALUE`` (which wins anyway), else the
+    environment."""
     if not var.secure:
         return var.value or ""
+    if overrides.get(var.name) is not None:
+        return overrides[var.name] or ""
     if var.name in base:
         return base[var.name]
     raise BadInput(f"{pipeline.source}: secure variable '{var.name}' has no readable value in the XML: "
-                   f"set {var.name} in your environment for a local run")
+                   f"set {var.name} in your environment (or pass --env {var.name}=VALUE) for a local run")
 
 
 def go_variables(pipeline: gocd.Pipeline, *, counter: int, label: str, revision: str, stage: str,
@@ -426,7 +434,7 @@ def run_pipeline(pipeline: gocd.Pipeline, settings: LocalSettings, *, echo: Echo
                  base_env: Mapping[str, str] | None = None) -> RunResult:
     """Run every stage in order (stop after a failed one); each job in a fresh working copy unless shared."""
     base = dict(os.environ if base_env is None else base_env)
-    _check_secure_variables(pipeline, base)
+    _check_secure_variables(pipeline, base, settings.overrides)
     counter = next_counter(settings.state_dir, pipeline.name)
     revision = git_revision(settings.source)
     label = gocd.label_for(pipeline, counter, revision, {**base, **_plain(pipeline.variables)})
@@ -460,13 +468,17 @@ def _plain(variables: tuple[gocd.Variable, ...]) -> dict[str, str]:
     return {v.name: v.value or "" for v in variables if not v.secure}
 
 
-def _check_secure_variables(pipeline: gocd.Pipeline, base: Mapping[str, str]) -> None:
-    """Refuse before anything runs if a secure variable has no value on this machine."""
+def _all_variables(pipeline: gocd.Pipeline) -> list[gocd.Variable]:
     levels = [pipeline.environment_variables, pipeline.variables]
     levels += [s.variables for s in pipeline.stages] + [j.variables for s in pipeline.stages for j in s.jobs]
-    for level in levels:
-        for var in level:
-            _variable_value(var, base, pipeline)
+    return [var for level in levels for var in level]
+
+
+def _check_secure_variables(pipeline: gocd.Pipeline, base: Mapping[str, str],
+                            overrides: Mapping[str, str | None]) -> None:
+    """Refuse before anything runs if a secure variable has no value on this machine (environment or --env)."""
+    for var in _all_variables(pipeline):
+        _variable_value(var, base, pipeline, overrides)
 
 
 def _run_one(pipeline: gocd.Pipeline, stage: gocd.Stage, job: gocd.Job, *, settings: LocalSettings, work: Path,
