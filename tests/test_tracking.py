@@ -260,6 +260,20 @@ def test_parent_run_found_and_reused(mlflow_server: str) -> None:
 
 
 @pytest.mark.slow
+def test_a_failed_stage_keeps_the_parent_failed(mlflow_server: str) -> None:
+    key = f"fail-pipe/{time.time_ns()}"
+    failed, passed = (_record(mlflow_server, pipeline_key=key, run_name=name) for name in ("train", "report"))
+    for record, status in ((failed, "FAILED"), (passed, "FINISHED")):
+        tracking.apply_ids(record, tracking.start_run(record))
+        record.status, record.end_time = status, int(time.time() * 1000)
+        tracking.finish_run(record)
+    client = MlflowClient(mlflow_server)
+    assert failed.parent_run_id == passed.parent_run_id
+    assert client.get_run(passed.run_id).info.status == "FINISHED"
+    assert client.get_run(failed.parent_run_id).info.status == "FAILED"
+
+
+@pytest.mark.slow
 def test_parallel_stages_converge_on_one_parent(mlflow_server: str) -> None:
     from concurrent.futures import ThreadPoolExecutor
 

@@ -61,6 +61,7 @@ MAX_TAG_VALUE = 8000
 MAX_KEY = 250
 BATCH = 100
 SETTLE_SECONDS = 0.5  # after creating a parent run: time for a stage started at the same moment to show up
+_FAILED_STATES = ("FAILED", "KILLED")
 _KEY_BAD_CHARS = re.compile(r"[^A-Za-z0-9_.\- ]")
 _QUIET_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
@@ -383,7 +384,8 @@ def _parent_run(client: Any, experiment_id: str, record: RunRecord) -> str:
         parents = _find_parents(client, experiment_id, key) or [client.get_run(mine)]
         if parents[0].info.run_id != mine:
             client.delete_run(mine)
-    client.update_run(parents[0].info.run_id, status="RUNNING")
+    if parents[0].info.status not in _FAILED_STATES:  # a failed sibling's verdict stands
+        client.update_run(parents[0].info.run_id, status="RUNNING")
     return parents[0].info.run_id
 
 
@@ -430,7 +432,15 @@ def finish_run(record: RunRecord) -> None:
             client.log_batch(record.run_id, tags=tags, synchronous=True)
         client.set_terminated(record.run_id, status=record.status, end_time=record.end_time)
         if record.parent_run_id:
-            client.set_terminated(record.parent_run_id, status=record.status)
+            _end_parent(client, record.parent_run_id, record.status)
+
+
+def _end_parent(client: Any, parent_id: str, status: str) -> None:
+    """The parent takes the stage's status, but never goes from FAILED/KILLED back to FINISHED: a sibling that
+    passed after another failed must not hide the failure."""
+    if status == "FINISHED" and client.get_run(parent_id).info.status in _FAILED_STATES:
+        return
+    client.set_terminated(parent_id, status=status)
 
 
 def _log_files(client: Any, record: RunRecord) -> None:
