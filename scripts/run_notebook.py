@@ -80,7 +80,9 @@ def build_parser() -> cli.ArgParser:
     which.add_argument("--spec", type=Path, metavar="FILE",
                        help="or: the stage spec; the venv is <venv root>/<venv_name>")
     which.add_argument("--log-existing", type=Path, metavar="MANIFEST",
-                       help="upload an already executed run from its <name>.mlops_run.json, then exit")
+                       help="upload an already executed run from its <name>.mlops_run.json, then exit (the "
+                            "manifest keeps no password: give --tracking-uri with it again, or set "
+                            "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD)")
     p.add_argument("--venv-root", type=Path, metavar="DIR",
                    help="with --spec: folder holding the venvs (default: $ML_VENV_ROOT, else the per-user folder)")
     p.add_argument("--notebook", type=Path, metavar="NB", help="the notebook to run (.ipynb)")
@@ -97,7 +99,8 @@ def build_parser() -> cli.ArgParser:
                                                         "else $GO_PIPELINE_NAME, else mlops_kit)")
     p.add_argument("--log-output", action="store_true", help="stream cell output to the console (GoCD logs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it only shows on a terminal)")
-    p.add_argument("--cell-timeout", type=float, metavar="S", help="fail a cell running longer (default: no limit)")
+    p.add_argument("--cell-timeout", type=float, metavar="S",
+                   help="fail a cell running longer (whole seconds, rounded up; default: no limit)")
     p.add_argument("--start-timeout", type=float, default=60, metavar="S",
                    help="seconds to wait for the kernel to start (default: 60)")
     p.add_argument("--cwd", type=Path, metavar="DIR", help="the kernel's working folder (default: the current one)")

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mlops_kit import cli, envs, gocd, pipeline, proc  # noqa: E402
 from mlops_kit.errors import BadInput, PipelineFailed  # noqa: E402
 from mlops_kit.spec import load_spec  # noqa: E402
+from mlops_kit.tracking import hide_password  # noqa: E402
 
 DESCRIPTION = """\
 Run the pipeline defined in a GoCD config XML locally, exactly as GoCD would: stages in order (stopping after a
@@ -159,7 +160,7 @@ def plan(chosen: gocd.Pipeline) -> str:
 
 def where_results_are(chosen: gocd.Pipeline, result: pipeline.RunResult, settings: pipeline.LocalSettings) -> str:
     """The closing note: artifacts, working copies, MLflow, kernels."""
-    tracking = settings.overrides.get("MLFLOW_TRACKING_URI") or ""
+    tracking = hide_password(settings.overrides.get("MLFLOW_TRACKING_URI") or "")
     work = settings.state_dir / "work" / chosen.name / str(result.counter)
     lines = ["", "results:",
              f"  artifacts (as GoCD would store them): {result.artifacts_root}",

@@ -194,6 +194,23 @@ def test_unreachable_server_fails_fast_without_running(tmp_path: Path, venv_smal
     assert not (tmp_path / "out").exists()
 
 
+def test_credentials_in_the_tracking_uri_are_never_shown_or_stored(tmp_path: Path, venv_small: Path,
+                                                                   mlflow_server: str) -> None:
+    with_password = mlflow_server.replace("http://", "http://ana:s3cr3t@")  # the test server ignores credentials
+    output = tmp_path / "out" / "creds.ipynb"
+    done = run_nb("--venv", str(venv_small), "--notebook", str(NOTEBOOKS / "no_params.ipynb"), "--output",
+                  str(output), "--tracking-uri", with_password, "--experiment", "e2e credentials")
+    assert done.returncode == 0, done.stderr
+    assert "s3cr3t" not in done.stdout + done.stderr and "ana:********@" in done.stdout
+    manifest = tracking_manifest(output).read_text()
+    assert "s3cr3t" not in manifest and json.loads(manifest)["tracking_uri"] == mlflow_server
+    assert len(_runs(mlflow_server, "e2e credentials")) == 1
+    down = f"http://ana:s3cr3t@127.0.0.1:{free_port()}"
+    done = run_nb("--venv", str(venv_small), "--notebook", str(NOTEBOOKS / "no_params.ipynb"), "--output",
+                  str(tmp_path / "o2.ipynb"), "--tracking-uri", down)
+    assert done.returncode == 6 and "s3cr3t" not in done.stderr and "ana:********@" in one_error_line(done.stderr)
+
+
 def test_server_dying_mid_run_keeps_results_and_log_existing_uploads(tmp_path: Path, venv_small: Path,
                                                                      mlflow_server: str) -> None:
     output = tmp_path / "runs" / "late_out.ipynb"

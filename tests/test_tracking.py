@@ -186,6 +186,22 @@ def test_manifest_round_trip(tmp_path: Path) -> None:
     assert back.metrics["nan"] != back.metrics["nan"]  # NaN survives as NaN
 
 
+def test_passwords_in_urls_are_hidden_and_never_stored(tmp_path: Path) -> None:
+    assert tracking.hide_password("at https://ana:p@ss:w0rd@host:5000/x and http://h") == \
+        "at https://ana:********@host:5000/x and http://h"
+    assert tracking.hide_password("sqlite:///C:/a b/mlflow.db") == "sqlite:///C:/a b/mlflow.db"
+    assert tracking.without_credentials("https://ana:pw@host:5000/x?y=1") == "https://host:5000/x?y=1"
+    assert tracking.without_credentials("http://host:5000") == "http://host:5000"
+    path = tmp_path / "m.mlops_run.json"
+    record = _record("http://ana:pw@host:5000")
+    tracking.save_manifest(record, path)
+    assert "pw" not in path.read_text() and tracking.load_manifest(path).tracking_uri == "http://host:5000"
+    assert record.tracking_uri == "http://ana:pw@host:5000"  # the run itself still uses them
+    with pytest.raises(TrackingError) as err:
+        tracking.preflight(f"http://ana:pw@127.0.0.1:{free_port()}")
+    assert "ana:********@" in str(err.value) and ":pw@" not in str(err.value)
+
+
 @pytest.mark.parametrize(("text", "message"), [("{not json", "not a readable run manifest"),
                                                ('{"schema": 2}', "not a run manifest"), ("[]", "not a run manifest")])
 def test_bad_manifest(tmp_path: Path, text: str, message: str) -> None:

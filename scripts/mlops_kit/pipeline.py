@@ -31,7 +31,7 @@ from filelock import FileLock
 
 from . import gocd, proc
 from .errors import BadInput
-from .tracking import PIPELINE_ORIGIN_VAR
+from .tracking import PIPELINE_ORIGIN_VAR, hide_password
 
 _PLATFORM = sys.platform  # seam: tests patch it to exercise the Windows branches
 LOCAL_SERVER_URL = "https://localhost:8154/go"  # never contacted: GoCD tools only read it
@@ -224,14 +224,13 @@ def _pop(env: dict[str, str], name: str) -> str | None:
 
 
 _SECRET_NAME = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|API_?KEY|CREDENTIAL|PRIVATE", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"(://[^/:@]+:)[^/@]+@")
 
 
 def _shown(name: str, value: str, secure: bool) -> str:
     """What the log may show: secure or secret-looking variables masked, passwords in URLs hidden."""
     if secure or _SECRET_NAME.search(name):
         return "********"
-    return _URL_PASSWORD.sub(r"\1********@", value)
+    return hide_password(value)
 
 
 def _variable_value(var: gocd.Variable, base: Mapping[str, str], pipeline: gocd.Pipeline,

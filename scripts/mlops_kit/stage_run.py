@@ -243,13 +243,13 @@ def _finish(live: _Run, outcome: notebook.Outcome, begin: float) -> int:
         live.tracker.finish(record)
         record.logged = True
     except TrackingError as exc:
-        tracking_error = f"{exc}; the executed notebook is {output}; upload it later with: " \
-                         f"python scripts/run_notebook.py --log-existing \"{manifest}\""
+        tracking_error = f"{exc}; the executed notebook is {output}; upload it later with: " + \
+            _upload_later_command(manifest, record.tracking_uri)
     tracking.save_manifest(record, manifest)
     print(f"executed notebook: {output}")
     if record.logged:
         print(f"MLflow run {record.run_id} ({record.status}) in experiment {record.experiment!r} "
-              f"at {record.tracking_uri}")
+              f"at {tracking.hide_password(record.tracking_uri)}")
     if not outcome.ok:
         extra = f" (also: {tracking_error})" if tracking_error else ""
         raise NotebookFailed(f"{output}: notebook failed: {outcome.summary()}{extra}")
@@ -257,6 +257,15 @@ def _finish(live: _Run, outcome: notebook.Outcome, begin: float) -> int:
         raise TrackingError(tracking_error)
     print(output, flush=True)
     return 0
+
+
+def _upload_later_command(manifest: Path, uri: str) -> str:
+    """The manifest keeps the URI without its password: say how to give the credentials back."""
+    command = f"python scripts/run_notebook.py --log-existing \"{manifest}\""
+    if tracking.without_credentials(uri) == uri:
+        return command
+    return (f"{command} --tracking-uri \"{tracking.hide_password(uri)}\" (with the real password; or set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD: the manifest keeps no credentials)")
 
 
 def _render_html(output: Path, html: Path) -> None:
@@ -286,14 +295,17 @@ def _interrupted(live: _Run) -> None:
 def _log_existing(manifest: Path, tracking_uri: str | None, experiment: str | None) -> int:
     """Upload a run executed earlier (store down at the time), optionally to another store or experiment."""
     record = tracking.load_manifest(manifest)
+    uri = None  # the manifest keeps no credentials: --tracking-uri may bring them back
     if (tracking_uri or experiment) and not record.logged:  # log_existing refuses a logged one
         target = tracking.resolve_target(tracking_uri or record.tracking_uri, experiment or record.experiment)
-        if (target.uri, target.experiment) != (record.tracking_uri, record.experiment):
+        same_store = tracking.without_credentials(target.uri) == tracking.without_credentials(record.tracking_uri)
+        if not same_store or target.experiment != record.experiment:  # (credentials may come with --tracking-uri)
             record.run_id, record.params_logged = None, False
         record.tracking_uri, record.experiment, record.artifact_location = target.uri, target.experiment, \
             target.artifact_location
+        uri = target.uri
         tracking.save_manifest(record, manifest)
-    record = tracking.log_existing(manifest)
+    record = tracking.log_existing(manifest, uri=uri)
     print(f"MLflow run {record.run_id} ({record.status}) in experiment {record.experiment!r} "
-          f"at {record.tracking_uri}")
+          f"at {tracking.hide_password(record.tracking_uri)}")
     return 0

@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from . import proc
 from .errors import BadInput, TrackingError
@@ -62,6 +62,7 @@ MAX_KEY = 250
 BATCH = 100
 SETTLE_SECONDS = 0.5  # after creating a parent run: time for a stage started at the same moment to show up
 _FAILED_STATES = ("FAILED", "KILLED")
+_URL_PASSWORD = re.compile(r"(://[^/:@\s]+:)[^/\s]*@")
 _KEY_BAD_CHARS = re.compile(r"[^A-Za-z0-9_.\- ]")
 _QUIET_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
@@ -91,8 +92,23 @@ def resolve_target(uri: str | None, experiment: str | None, *, env: Mapping[str,
         uri = "sqlite:///" + db.as_posix()
         location = (db.parent / "mlruns" / _slug(name)).as_uri()
     elif "://" not in uri and not uri.startswith(("databricks", "file:")):
-        raise BadInput(f"--tracking-uri {uri!r}: expected a URI such as http://host:5000 or sqlite:///mlflow.db")
+        raise BadInput(f"--tracking-uri {hide_password(uri)!r}: expected a URI such as http://host:5000 or sqlite:///mlflow.db")
     return Target(uri=uri, experiment=name.strip(), artifact_location=location)
+
+
+def hide_password(text: str) -> str:
+    """Every ``scheme://user:password@host`` in ``text`` shown as ``scheme://user:********@host`` (for logs and
+    messages: a tracking URI may carry credentials)."""
+    return _URL_PASSWORD.sub(r"\1********@", text)
+
+
+def without_credentials(uri: str) -> str:
+    """``http://user:pass@host/x`` -> ``http://host/x``: what the manifest (a published GoCD artifact) keeps.
+    Uploading later takes ``--tracking-uri`` again, or MLflow's MLFLOW_TRACKING_USERNAME/PASSWORD variables."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _slug(name: str) -> str:
@@ -282,6 +298,7 @@ def manifest_path(output: Path) -> Path:
 def save_manifest(record: RunRecord, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     data = dataclasses.asdict(record)
+    data["tracking_uri"] = without_credentials(record.tracking_uri)  # published with the job's artifacts
     data["metrics"] = {k: (v if math.isfinite(v) else str(v)) for k, v in record.metrics.items()}
     tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
@@ -313,8 +330,8 @@ def _guard(uri: str, what: str) -> Iterator[None]:
     except TrackingError:
         raise
     except Exception as exc:  # noqa: BLE001 - mlflow/requests/sqlalchemy raise many types
-        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
-        raise TrackingError(f"MLflow tracking store {uri}: {what} failed: {reason}") from None
+        reason = hide_password(" ".join(str(exc).split())[:300]) or type(exc).__name__
+        raise TrackingError(f"MLflow tracking store {hide_password(uri)}: {what} failed: {reason}") from None
 
 
 def preflight(uri: str) -> None:
@@ -327,13 +344,16 @@ def preflight(uri: str) -> None:
         with socket.create_connection((parts.hostname or "localhost", port), timeout=5):
             pass
     except OSError as exc:
-        raise TrackingError(f"MLflow tracking server {uri} is unreachable ({exc.strerror or exc})") from None
+        raise TrackingError(f"MLflow tracking server {hide_password(uri)} is unreachable "
+                            f"({exc.strerror or exc})") from None
 
 
 def _client(uri: str) -> Any:
     if uri not in _CLIENTS:
         for name, value in _QUIET_RETRIES.items():
             os.environ.setdefault(name, value)
+        if without_credentials(uri) != uri:  # MLflow's "View run at <uri>" would print the password
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         import logging
 
         from mlflow.tracking import MlflowClient
@@ -354,8 +374,8 @@ def _experiment_id(client: Any, target: Target) -> str:
             if exp is None:
                 raise
     if exp.lifecycle_stage != "active":
-        raise TrackingError(f"MLflow tracking store {target.uri}: experiment {target.experiment!r} is deleted "
-                            "(restore it in the MLflow UI or choose another with --experiment)")
+        raise TrackingError(f"MLflow tracking store {hide_password(target.uri)}: experiment {target.experiment!r} "
+                            "is deleted (restore it in the MLflow UI or choose another with --experiment)")
     return exp.experiment_id
 
 
@@ -464,11 +484,14 @@ def _log_metrics(client: Any, record: RunRecord) -> None:
         client.log_batch(record.run_id, metrics=items[i:i + 1000], synchronous=True)
 
 
-def log_existing(path: Path) -> RunRecord:
-    """Upload a run from its manifest (the run was executed while the tracking store was unreachable)."""
+def log_existing(path: Path, *, uri: str | None = None) -> RunRecord:
+    """Upload a run from its manifest (the run was executed while the tracking store was unreachable); ``uri``
+    (the same store with credentials, or another one) replaces the manifest's."""
     record = load_manifest(path)
+    if uri is not None:
+        record.tracking_uri = uri
     if record.logged:
-        raise BadInput(f"{path}: already logged to {record.tracking_uri} as run {record.run_id}")
+        raise BadInput(f"{path}: already logged to {hide_password(record.tracking_uri)} as run {record.run_id}")
     if record.status == "RUNNING":
         raise BadInput(f"{path}: the run never finished (status RUNNING); nothing to upload")
     if not record.params_logged or not _run_exists(record):
@@ -596,7 +619,7 @@ def serve() -> None:
             _send(answers, ("tracking", str(exc)))
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
             traceback.print_exc(file=sys.stderr)  # the details for a bug report; the parent shows one line
-            _send(answers, ("bug", f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"))
+            _send(answers, ("bug", f"{type(exc).__name__}: {hide_password(' '.join(str(exc).split())[:300])}"))
     answers.close()
     sys.stderr.flush()
     os._exit(0)
