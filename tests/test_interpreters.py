@@ -149,7 +149,7 @@ def test_not_found_lists_found_versions_hints_and_what_was_searched(pythons: dic
     assert info.value.exit_code == EXIT_PYTHON_NOT_FOUND
     assert "\n" not in message
     assert "'3.8.10'" in message
-    for minor, path in pythons.items():
+    for path in pythons.values():
         assert ".".join(map(str, version_of(path))) in message
     for hint in ("py install 3.8.10", "pyenv install 3.8.10", "winget install Python.Python.3.8"):
         assert hint in message
