@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mlops_kit import cli, envs, interpreters, kernel, pyinstall, spec  # noqa: E402
+from mlops_kit import cli, envs, errors, interpreters, kernel, pyinstall, spec  # noqa: E402
 
 DESCRIPTION = """\
 Build the venv a pipeline stage runs in, from specs/<stage>.yaml, and register it as a Jupyter kernel.
@@ -83,15 +83,16 @@ def _main(argv: list[str]) -> int:
     envs.refuse_unowned(Path(os.path.abspath(root)) / stage.venv_name)  # bad input before slow discovery
     if args.from_freeze is not None:
         envs.read_freeze(args.from_freeze)
-    echo = (lambda _msg: None) if args.quiet else None
+    if args.audit_dir is not None and args.audit_dir.exists() and not args.audit_dir.is_dir():
+        raise errors.BadInput(f"--audit-dir {args.audit_dir}: exists and is not a folder")  # before the build
+    echo = (lambda _msg: None) if args.quiet else envs.echo_stderr
     if args.install_python and args.python is None:
-        interp = pyinstall.install_python(stage.python, echo=echo or envs._echo_stderr)
+        interp = pyinstall.install_python(stage.python, echo=echo)
     else:
         interp = interpreters.find_python(stage.python, explicit=args.python)
     result = envs.ensure_env(
         stage, venv_root=root, interpreter=interp, installer=args.installer, force=args.force,
-        from_freeze=args.from_freeze, kernel_scope=args.kernel_scope, audit_dir=args.audit_dir,
-        **({"echo": echo} if echo else {}),
+        from_freeze=args.from_freeze, kernel_scope=args.kernel_scope, audit_dir=args.audit_dir, echo=echo,
     )
     print(result.venv_dir, flush=True)
     return 0

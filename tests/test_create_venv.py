@@ -59,6 +59,9 @@ def test_help_explains_and_lists_exit_codes() -> None:
     (["--spec", "{spec}", "--python", "{tmp}/not-python"], 2, ["--python", "not-python"]),
     (["--spec", "{tmp}/typo.yaml"], 2, ["typo.yaml: field 'pakages'", "did you mean 'packages'"]),
     (["--spec", "{tmp}/py399.yaml"], 3, ["3.99"]),
+    (["--spec", "{spec}", "--audit-dir", "{tmp}/freeze.txt"], 2, ["--audit-dir", "is not a folder"]),
+    (["--spec", "{spec}", "--python", "{tmp}/no-exec-bit"], 2, ["--python", "no-exec-bit"]),
+    (["--spec", "{tmp}/secret.yaml"], 2, ["field 'index_url'", "PIP_INDEX_URL"]),
 ])
 def test_bad_input_one_line_no_traceback(tmp_path: Path, spec_file: Path, args: list[str], code: int,
                                          needles: list[str]) -> None:
@@ -67,6 +70,8 @@ def test_bad_input_one_line_no_traceback(tmp_path: Path, spec_file: Path, args: 
     (tmp_path / "not-python").chmod(0o755)
     (tmp_path / "typo.yaml").write_text(SPEC.replace("packages:", "pakages:"))
     (tmp_path / "py399.yaml").write_text(SPEC.replace('"3.12"', '"3.99"'))
+    (tmp_path / "no-exec-bit").write_text("not a program\n")
+    (tmp_path / "secret.yaml").write_text(SPEC + "index_url: https://me:t0ken@mirror.corp/simple\n")
     argv = [a.format(tmp=tmp_path, spec=spec_file) for a in args]
     done = run_script("create_venv.py", *argv, "--venv-root", str(tmp_path / "venvs"))
     assert_one_line_error(done, code, *needles)
@@ -142,6 +147,42 @@ def test_four_concurrent_builders_one_builds_others_wait_and_reuse(tmp_path: Pat
     assert sum("waiting for another build of" in e for e in errs) >= 1, errs
     assert envs.health_check(venv, envs.read_env(venv)) is None
     assert kernel.is_registered("ingest-venv")
+
+
+@pytest.mark.slow
+def test_three_concurrent_force_runs_rebuild_once(tmp_path: Path, spec_file: Path) -> None:
+    """Waiters see env.json written after they started waiting and reuse it instead of rebuilding again.
+
+    The test holds the build lock until all three wait on it, so the race is the worst case every time."""
+    import filelock
+    import threading
+
+    root = tmp_path / "venvs"
+    (root / ".locks").mkdir(parents=True)
+    held = filelock.FileLock(str(root / ".locks" / "ingest-venv.lock"))
+    held.acquire()
+    cmd = [str(TOOLKIT_PYTHON), str(SCRIPTS / "create_venv.py"), "--spec", str(spec_file), "--venv-root", str(root),
+           "--force", "--kernel-scope", "none"]
+    children = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    errs: list[list[str]] = [[], [], []]
+    readers = [threading.Thread(target=lambda c=c, e=e: e.extend(c.stderr))
+               for c, e in zip(children, errs, strict=True)]
+    for reader in readers:
+        reader.start()
+    deadline = time.monotonic() + 120
+    while sum(any("waiting for another build" in line for line in e) for e in errs) < 3:
+        assert time.monotonic() < deadline and all(c.poll() is None for c in children), errs
+        time.sleep(0.05)
+    held.release()
+    for child, reader in zip(children, readers, strict=True):
+        child.wait(timeout=600)
+        reader.join()
+    texts = ["".join(e) for e in errs]
+    assert [c.returncode for c in children] == [0, 0, 0], texts
+    venv = root / "ingest-venv"
+    assert sum(f"building {venv}" in t or f"rebuilding {venv}" in t for t in texts) == 1, texts
+    assert sum(f"reusing {venv} (another run just built it)" in t for t in texts) == 2, texts
+    assert envs.health_check(venv, envs.read_env(venv)) is None
 
 
 @pytest.mark.slow

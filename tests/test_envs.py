@@ -443,3 +443,84 @@ def test_one_venv_root_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert envs.venv_root() == tmp_path / "from env"
     monkeypatch.setenv("ML_VENV_ROOT", "  ")
     assert envs.venv_root() == envs.default_venv_root()
+
+
+# ------------------------------------------------------------------------------------- locks, order, freeze
+
+
+def test_lock_that_cannot_be_taken_is_exit_4_naming_the_lock(tmp_path: Path, pythons: dict[str, Path]) -> None:
+    lock = tmp_path / "venvs" / ".locks" / "stage-venv.lock"
+    lock.mkdir(parents=True)  # the lock path is a folder (read-only .locks gives the same OSError for others)
+    with pytest.raises(EnvBuildError, match="cannot take the build lock") as info:
+        envs.ensure_env(make_spec(tmp_path), venv_root=tmp_path / "venvs", interpreter=interp(pythons["3.12"]),
+                        echo=Recorder())
+    assert str(lock) in str(info.value) and info.value.exit_code == 4 and "\n" not in str(info.value)
+    assert not (tmp_path / "venvs" / "stage-venv").exists()
+
+
+@pytest.mark.slow
+def test_kernel_re_registered_on_cache_hit_without_the_lock(built) -> None:
+    """A machine-wide venv root the user cannot write to: the kernel still goes to the user's Jupyter dir."""
+    spec, base, root = built
+    kdir = kernel.kernel_dir("stage-venv", "user")
+    envs._rmtree(kdir)
+    lock = root / ".locks" / "stage-venv.lock"
+    lock.unlink(missing_ok=True)
+    lock.mkdir()  # taking the lock would now fail
+    echo = Recorder()
+    result = envs.ensure_env(spec, venv_root=root, interpreter=base, echo=echo)
+    assert result.action == "reused" and (kdir / "kernel.json").is_file()
+    assert "missing or outdated in user scope: registering it" in echo.text
+
+
+@pytest.mark.slow
+def test_failed_post_build_check_registers_no_kernel(tmp_path: Path, pythons: dict[str, Path],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Health check right after the install: a broken result never gets a kernel, a freeze or env.json."""
+    monkeypatch.setattr(envs, "health_check", lambda venv_dir, record: "ipykernel can no longer be imported in it")
+    with pytest.raises(EnvBuildError, match="built but unusable: ipykernel can no longer"):
+        envs.ensure_env(make_spec(tmp_path), venv_root=tmp_path / "venvs", interpreter=interp(pythons["3.12"]),
+                        echo=Recorder())
+    venv = tmp_path / "venvs" / "stage-venv"
+    assert not (kernel.kernel_dir("stage-venv", "user") / "kernel.json").exists()
+    assert not (venv / "audit" / "env.json").exists() and not (venv / "audit" / "pip_freeze.txt").exists()
+
+
+@pytest.mark.slow
+def test_from_freeze_of_the_venvs_own_audit_survives_a_failed_rebuild(built, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    spec, base, root = built
+    own = root / "stage-venv" / "audit" / "pip_freeze.txt"
+    pins = own.read_text()
+    monkeypatch.setenv("UV_HTTP_RETRIES", "0")
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # the rebuild fails after emptying the venv
+    with pytest.raises(EnvBuildError, match="failed"):
+        envs.ensure_env(spec, venv_root=root, interpreter=base, from_freeze=own, echo=Recorder())
+    assert own.read_text() == pins and not (root / "stage-venv" / "audit" / "env.json").exists()
+    monkeypatch.delenv("PIP_INDEX_URL")
+    result = envs.ensure_env(spec, venv_root=root, interpreter=base, from_freeze=own, echo=Recorder())
+    assert result.action == "rebuilt" and sorted(own.read_text().splitlines()) == sorted(pins.splitlines())
+    assert envs.health_check(root / "stage-venv", result.record) is None
+
+
+def test_write_json_atomic_concurrent_writers(tmp_path: Path) -> None:
+    """Unique temp names: parallel writers of one file (two kernel registrations) never collide."""
+    import threading
+
+    target = tmp_path / "kernel.json"
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        try:
+            for _ in range(50):
+                envs.write_json_atomic(target, {"n": n})
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and json.loads(target.read_text())["n"] in range(4)
+    assert [p.name for p in tmp_path.iterdir()] == ["kernel.json"]  # no temp files left behind

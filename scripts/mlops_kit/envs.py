@@ -36,6 +36,7 @@ import stat
 import sys
 import time
 import urllib.parse
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -62,13 +63,14 @@ LOCK_TIMEOUT = 4 * 3600.0
 _TOOLKIT_ROOT = Path(__file__).resolve().parents[2]
 _HEALTH_PROBE = (
     "import importlib.util as u, json, sys; print(json.dumps({'version': '%d.%d.%d' % sys.version_info[:3], "
-    "'prefix': sys.prefix, 'missing': [m for m in ('ipykernel', 'pip') if u.find_spec(m) is None]}))"
+    "'missing': [m for m in ('ipykernel', 'pip') if u.find_spec(m) is None]}))"
 )
 
 Echo = Callable[[str], None]
 
 
-def _echo_stderr(message: str) -> None:
+def echo_stderr(message: str) -> None:
+    """The default ``echo``: one progress line to stderr (stdout is kept for the venv path)."""
     print(message, file=sys.stderr, flush=True)
 
 
@@ -339,16 +341,18 @@ class _Plan:
 def ensure_env(
     spec: StageSpec, *, venv_root: Path, interpreter: Interpreter, installer: str = "uv", force: bool = False,
     from_freeze: Path | None = None, kernel_scope: str = "user", audit_dir: Path | None = None,
-    echo: Echo = _echo_stderr,
+    echo: Echo = echo_stderr,
 ) -> EnvResult:
     """Reuse the stage's venv if still valid, else (re)build it; register its kernel; copy the audit bundle."""
     plan = _make_plan(spec, venv_root, interpreter, installer, from_freeze, kernel_scope)
     refuse_unowned(plan.venv_dir)
-    if not force and _stale_reason(plan) is None and _kernel_ok(plan):
-        result = _reuse(plan, echo)
+    record = None if force else _usable(plan)[0]
+    if record is not None:  # no lock: re-registering a kernel in the user's own Jupyter dir needs no write access
+        result = _reuse(plan, record, echo)
     else:
+        since = time.time()
         with _build_lock(plan, echo):
-            result = _ensure_locked(plan, force=force, echo=echo)
+            result = _ensure_locked(plan, force=force, since=since, echo=echo)
     if audit_dir is not None:
         copied = copy_audit(result.record, Path(audit_dir))
         echo(f"audit bundle copied to {copied}")
@@ -382,21 +386,33 @@ def _kernel_ok(plan: _Plan) -> bool:
                                  display_name=plan.spec.kernel_display_name, scope=plan.kernel_scope)
 
 
-def _stale_reason(plan: _Plan) -> str | None:
-    """``None`` when the venv can be reused as is, else why not (shown to the user)."""
+def _usable(plan: _Plan) -> tuple[EnvRecord | None, str | None]:
+    """``(record, None)`` when the venv can be reused as is, else ``(None, why not)`` (shown to the user)."""
     venv_dir = plan.venv_dir
     if not venv_dir.exists():
-        return "not built yet"
+        return None, "not built yet"
     if not (venv_dir / AUDIT / ENV_JSON).is_file():
-        return f"a previous build did not finish (no {AUDIT}/{ENV_JSON})"
+        return None, f"a previous build did not finish (no {AUDIT}/{ENV_JSON})"
     try:
         record = read_env(venv_dir)
     except BadInput as exc:
-        return str(exc)
+        return None, str(exc)
     if record.cache_key != plan.cache_key:
-        return _changes(record, plan)
+        return None, _changes(record, plan)
     reason = health_check(venv_dir, record)
-    return f"health check failed: {reason}" if reason else None
+    return (None, f"health check failed: {reason}") if reason else (record, None)
+
+
+def _built_since(plan: _Plan, since: float) -> EnvRecord | None:
+    """The record of a venv another ``--force`` run finished (same cache key) while we waited for the lock."""
+    env_file = plan.venv_dir / AUDIT / ENV_JSON
+    try:
+        if env_file.stat().st_mtime < since:
+            return None
+        record = read_env(plan.venv_dir)
+    except (OSError, BadInput):
+        return None
+    return record if record.cache_key == plan.cache_key else None
 
 
 def _changes(record: EnvRecord, plan: _Plan) -> str:
@@ -426,16 +442,19 @@ def _changes(record: EnvRecord, plan: _Plan) -> str:
 @contextlib.contextmanager
 def _build_lock(plan: _Plan, echo: Echo) -> Iterator[None]:
     """Hold ``<venv_root>/.locks/<venv_name>.lock``; say so when another process holds it."""
-    lock_dir = _prepare_root(plan.venv_dir.parent)
-    lock = filelock.FileLock(str(lock_dir / f"{plan.spec.venv_name.lower()}.lock"))
+    lock_file = _prepare_root(plan.venv_dir.parent) / f"{plan.spec.venv_name.lower()}.lock"
     try:
-        lock.acquire(blocking=False)
-    except filelock.Timeout:
-        echo(f"waiting for another build of {plan.venv_dir} to finish (lock {lock.lock_file})")
+        lock = filelock.FileLock(str(lock_file))
         try:
-            lock.acquire(timeout=LOCK_TIMEOUT)
+            lock.acquire(blocking=False)
         except filelock.Timeout:
-            raise EnvBuildError(f"gave up after {LOCK_TIMEOUT:.0f}s waiting for lock {lock.lock_file}") from None
+            echo(f"waiting for another build of {plan.venv_dir} to finish (lock {lock_file})")
+            lock.acquire(timeout=LOCK_TIMEOUT)
+    except filelock.Timeout:
+        raise EnvBuildError(f"gave up after {LOCK_TIMEOUT:.0f}s waiting for lock {lock_file}") from None
+    except OSError as exc:  # read-only .locks folder, the lock path is a folder, ...
+        raise EnvBuildError(f"cannot take the build lock {lock_file} ({exc}); check that the venv root is "
+                            "writable for this account") from None
     try:
         yield
     finally:
@@ -454,13 +473,13 @@ def _prepare_root(root: Path) -> Path:
     return root / ".locks"
 
 
-def _ensure_locked(plan: _Plan, *, force: bool, echo: Echo) -> EnvResult:
+def _ensure_locked(plan: _Plan, *, force: bool, since: float, echo: Echo) -> EnvResult:
+    """Under the lock: reuse what a concurrent run just built, else build (no health check when forced)."""
     refuse_unowned(plan.venv_dir)  # re-checked: someone may have made the folder meanwhile
-    reason = _stale_reason(plan)
-    if reason is None and not force:
-        return _reuse(plan, echo)
+    record, reason = (_built_since(plan, since), "--force given") if force else _usable(plan)
+    if record is not None:
+        return _reuse(plan, record, echo, why="another run just built it" if force else None)
     existed = plan.venv_dir.exists()
-    reason = "--force given" if force else reason
     started = time.monotonic()
     if existed:
         echo(f"rebuilding {plan.venv_dir}: {reason}")
@@ -474,15 +493,15 @@ def _ensure_locked(plan: _Plan, *, force: bool, echo: Echo) -> EnvResult:
                      reason, kdir)
 
 
-def _reuse(plan: _Plan, echo: Echo) -> EnvResult:
-    echo(f"reusing {plan.venv_dir} (spec and interpreter unchanged)")
+def _reuse(plan: _Plan, record: EnvRecord, echo: Echo, why: str | None = None) -> EnvResult:
+    echo(f"reusing {plan.venv_dir} ({why or 'spec and interpreter unchanged'})")
     kdir = None
     if plan.kernel_scope != "none":
         kdir = kernel.kernel_dir(plan.kernel_name, plan.kernel_scope)
         if not _kernel_ok(plan):
             echo(f"kernel {plan.kernel_name!r} missing or outdated in {plan.kernel_scope} scope: registering it")
             kdir = _register(plan)
-    return EnvResult(plan.venv_dir, venv_python(plan.venv_dir), read_env(plan.venv_dir), "reused", None, kdir)
+    return EnvResult(plan.venv_dir, venv_python(plan.venv_dir), record, "reused", None, kdir)
 
 
 def _register(plan: _Plan) -> Path | None:
@@ -496,49 +515,61 @@ def _register(plan: _Plan) -> Path | None:
 def _build(plan: _Plan, echo: Echo) -> tuple[EnvRecord, Path | None]:
     """Marker first, env.json last; any failure leaves a marked venv without env.json (rebuilt next time)."""
     venv_dir = plan.venv_dir
-    _make_marked_dir(venv_dir)
+    _make_marked_dir(venv_dir, keep=plan.freeze.path if plan.freeze else None)
     env = _installer_env(plan.installer, plan.index)
     installer_version = _create_venv(plan, env, echo)
     _install(plan, env, echo)
-    freeze = _freeze(plan, env)
-    kdir = _register(plan)
     data = _record_data(plan, installer_version)
+    record = _record_from(data, venv_dir)
+    reason = health_check(venv_dir, record)  # before the kernel: never register a kernel for a broken venv
+    if reason:
+        raise EnvBuildError(f"{venv_dir}: built but unusable: {reason}")
+    freeze = _freeze(plan, env)
     audit = venv_dir / AUDIT
     audit.mkdir(exist_ok=True)
     (audit / FREEZE_TXT).write_text(freeze, encoding="utf-8")
     (audit / SPEC_YAML).write_text(plan.spec.text, encoding="utf-8")
-    record = _record_from(data, venv_dir)
-    reason = health_check(venv_dir, record)
-    if reason:
-        raise EnvBuildError(f"{venv_dir}: built but unusable: {reason}")
-    _write_json_atomic(audit / ENV_JSON, data)
+    kdir = _register(plan)
+    write_json_atomic(audit / ENV_JSON, data)
     return record, kdir
 
 
-def _make_marked_dir(venv_dir: Path) -> None:
-    """Create (or empty) the venv folder, keeping/writing the ownership marker before anything else."""
+def _make_marked_dir(venv_dir: Path, *, keep: Path | None = None) -> None:
+    """Create (or empty) the venv folder, keeping/writing the ownership marker before anything else.
+
+    ``keep``: the ``--from-freeze`` file, left in place when it lives in the venv (its own audit/pip_freeze.txt),
+    so a failed or killed rebuild never loses the user's only copy; a finished build overwrites it."""
     if venv_dir.exists():
-        _empty_owned(venv_dir)
+        _empty_owned(venv_dir, keep)
     venv_dir.mkdir(exist_ok=True)
     marker = {"created_by": "mlops_kit create_venv.py", "created_at": _utc_now(), "toolkit": __version__}
     (venv_dir / MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
 
 
-def _empty_owned(venv_dir: Path) -> None:
-    """Delete an owned venv's content; env.json first (a crash midway leaves an incomplete venv) and the marker
-    last of all (kept, so a crash never leaves an unmarked folder we would then refuse)."""
+def _empty_owned(venv_dir: Path, keep: Path | None = None) -> None:
+    """Delete an owned venv's content; env.json first (a crash midway leaves an incomplete venv); the marker is
+    kept (a crash never leaves an unmarked folder we would then refuse), and so is ``keep``."""
+    kept = {_norm(venv_dir / MARKER)} | ({_norm(keep)} if keep is not None else set())
     try:
         (venv_dir / AUDIT / ENV_JSON).unlink(missing_ok=True)
-        for child in venv_dir.iterdir():
-            if child.name == MARKER:
-                continue
-            if child.is_dir() and not child.is_symlink():
-                _rmtree(child)
-            else:
-                child.unlink()
+        _delete_children(venv_dir, kept)
     except OSError as exc:
         raise EnvBuildError(f"cannot delete {venv_dir} for the rebuild ({exc}); close Jupyter kernels or "
                             "programs using it and retry") from None
+
+
+def _delete_children(folder: Path, kept: set[str]) -> None:
+    for child in folder.iterdir():
+        name = _norm(child)
+        if name in kept:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            if any(k.startswith(name + os.sep) for k in kept):
+                _delete_children(child, kept)
+            else:
+                _rmtree(child)
+        else:
+            child.unlink()
 
 
 def _rmtree(path: Path) -> None:
@@ -651,13 +682,18 @@ def _utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(data, indent=2) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def write_json_atomic(path: Path, data: dict[str, Any], *, indent: int = 2) -> None:
+    """Write JSON through a temp file unique to this call and ``os.replace``: readers never see half a file,
+    and concurrent writers (two registrations of one kernel) never race on the temp name."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(data, indent=indent) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def copy_audit(record: EnvRecord, dest: Path) -> Path:

@@ -99,7 +99,7 @@ def register_kernel(venv_dir: Path, *, name: str, display_name: str, scope: str 
         raise EnvBuildError(f"registering kernel {name!r} failed: {exc}") from None
     found = _INSTALLED.search(result.stdout + result.stderr)
     folder = Path(found.group(1).strip()) if found else target
-    _write_json(folder / "kernel.json", _patched(folder / "kernel.json", venv_dir, display_name))
+    envs.write_json_atomic(folder / "kernel.json", _patched(folder / "kernel.json", venv_dir, display_name), indent=1)
     return folder
 
 
@@ -112,8 +112,3 @@ def _patched(kernel_json: Path, venv_dir: Path, display_name: str) -> dict[str, 
     data.update({k: wanted[k] for k in ("argv", "display_name", "env")})
     return data
 
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
