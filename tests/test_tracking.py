@@ -355,3 +355,30 @@ def test_a_bug_in_the_helper_process_is_one_tracking_error_line() -> None:
         assert "Traceback" not in str(err.value)
     finally:
         tracker.close()
+
+
+@pytest.mark.slow
+def test_log_existing_finds_files_next_to_a_moved_manifest_and_warns_for_missing(
+        tmp_path: Path, mlflow_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Downloaded GoCD artifacts: the manifest's folders are another machine's; its neighbours are used."""
+    agent = "C:\\go agent\\pipelines\\p\\out"  # written on a Windows agent
+    files = [[f"{agent}\\late.ipynb", ""], [f"{agent}\\late.html", ""], [f"{agent}\\late.params.yaml", "params"],
+             [f"{agent}\\gone.txt", "environment"]]
+    record = _record(mlflow_server, experiment="unit moved", files=files, folders=[[f"{agent}\\ingest_outputs",
+                                                                                  "outputs"]],
+                     executed_notebook=files[0][0], html=files[1][0], status="FINISHED")
+    here = tmp_path / "downloaded"
+    (here / "ingest_outputs").mkdir(parents=True)
+    (here / "ingest_outputs" / "r.txt").write_text("1")
+    (here / "late.ipynb").write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    (here / "late.params.yaml").write_text("a: 1\n")
+    manifest = here / "late.mlops_run.json"
+    tracking.save_manifest(record, manifest)
+    done = tracking.log_existing(manifest)
+    err = capsys.readouterr().err
+    assert "gone.txt: listed in the manifest but not found" in err and "late.html" not in err
+    client = MlflowClient(mlflow_server)
+    names = {a.path for a in client.list_artifacts(done.run_id)} | {
+        a.path for folder in ("params", "outputs") for a in client.list_artifacts(done.run_id, folder)}
+    assert {"late.ipynb", "late.html", "params/late.params.yaml", "outputs/r.txt"} <= names
+    assert not any(n.startswith("environment") for n in names)

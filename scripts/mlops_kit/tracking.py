@@ -490,6 +490,7 @@ def log_existing(path: Path, *, uri: str | None = None) -> RunRecord:
     record = load_manifest(path)
     if uri is not None:
         record.tracking_uri = uri
+    _relocate_files(record, path.parent)
     if record.logged:
         raise BadInput(f"{path}: already logged to {hide_password(record.tracking_uri)} as run {record.run_id}")
     if record.status == "RUNNING":
@@ -503,6 +504,40 @@ def log_existing(path: Path, *, uri: str | None = None) -> RunRecord:
     record.logged = True
     save_manifest(record, path)
     return record
+
+
+def _relocate_files(record: RunRecord, near: Path) -> None:
+    """Files the manifest lists that are not where the run wrote them are looked for next to the manifest (GoCD
+    artifacts downloaded elsewhere keep names, not folders); each one found nowhere is a warning. A missing HTML
+    is rendered again next to the notebook (:func:`_render_missing_html`)."""
+    moved: dict[str, str] = {}
+    for entries, wanted in ((record.files, Path.is_file), (record.folders, Path.is_dir)):
+        for entry in entries:
+            found = _find_near(entry[0], near, wanted)
+            if found is None and entry[0] != record.html:
+                print(f"warning: {entry[0]}: listed in the manifest but not found (nor next to it); not logged",
+                      file=sys.stderr, flush=True)
+            elif found is not None and found != entry[0]:
+                moved[entry[0]], entry[0] = found, found
+    record.executed_notebook = moved.get(record.executed_notebook or "", record.executed_notebook)
+    if record.html in moved:
+        record.html = moved[record.html]
+    elif record.html and not Path(record.html).exists() and record.executed_notebook:
+        html = str(Path(record.executed_notebook).with_suffix(".html"))
+        record.files = [[html, f] if local == record.html else [local, f] for local, f in record.files]
+        record.html = html
+
+
+def _find_near(local: str, near: Path, wanted: Any) -> str | None:
+    if wanted(Path(local)):
+        return local
+    candidate = near / _base_name(local)
+    return str(candidate) if wanted(candidate) else None
+
+
+def _base_name(local: str) -> str:
+    """The last part of a path written on any platform (a Windows agent's manifest read on Linux too)."""
+    return re.split(r"[\\/]", local.rstrip("\\/"))[-1]
 
 
 def _render_missing_html(record: RunRecord) -> None:
