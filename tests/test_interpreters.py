@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -95,6 +96,26 @@ def test_broken_candidates_are_skipped(pythons: dict[str, Path], tmp_path: Path,
     interp = find_python(req("3.12"))
     assert interp.path == root / "versions" / "3.12.1" / "bin" / "python"
     assert [i.version_text for i in interpreters.discover().found] == [".".join(map(str, version_of(pythons["3.12"])))]
+
+
+def fake_prerelease(path: Path, level: str = "alpha") -> Path:
+    """A script answering the probe as a CPython 3.14.0a1 would (sys.version_info[3] == 'alpha')."""
+    info = {"version": [3, 14, 0], "executable": str(path), "implementation": "cpython", "releaselevel": level}
+    return write_script(path, f"#!/bin/sh\necho '{json.dumps(info)}'\n")
+
+
+@pytest.mark.parametrize("level", ["alpha", "candidate"])
+def test_prereleases_are_left_out_of_discovery_but_allowed_explicitly(tmp_path: Path, level: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = fake_prerelease(tmp_path / "bin" / "python3.14", level)
+    fake_prerelease(tmp_path / "pyenv" / "versions" / "3.14.0a1" / "bin" / "python", level)
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    assert interpreters.discover().found == ()
+    with pytest.raises(PythonNotFound):
+        find_python(req("3.14"))
+    explicit = find_python(req("3.14"), explicit=fake)
+    assert (explicit.version, explicit.releaselevel, explicit.source) == ((3, 14, 0), level, "--python")
 
 
 def test_inspect_interpreter_reports_version_and_executable(pythons: dict[str, Path], tmp_path: Path) -> None:

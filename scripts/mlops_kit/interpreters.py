@@ -10,6 +10,7 @@ Order (nox style: each source is one small function, the result is cached per pr
 
 Every candidate is run (``sys.version_info``, ``sys.executable``) and duplicates (same real executable) are
 dropped; the newest CPython that satisfies the request wins (an exact ``3.10.13`` request only matches itself).
+Pre-releases (``3.14.0a1``, ``rc``) are left out of discovery: a stage gets one only through ``--python``.
 Nothing found: :class:`PythonNotFound` (exit 3) with one line listing what was found, what was searched and how
 to install the missing version.
 """
@@ -33,7 +34,7 @@ from .spec import PythonRequest
 _PLATFORM = sys.platform  # seam: tests patch it to "win32" to exercise the Windows branches on Linux
 _PROBE = (
     "import json, sys; print(json.dumps({'version': list(sys.version_info[:3]), 'executable': sys.executable, "
-    "'implementation': sys.implementation.name}))"
+    "'implementation': sys.implementation.name, 'releaselevel': sys.version_info[3]}))"
 )
 _PROBE_TIMEOUT = 30.0
 _MINORS = range(15, 7, -1)  # python3.15 ... python3.8 on PATH
@@ -70,6 +71,7 @@ class Interpreter:
     source: str
     implementation: str = "cpython"
     executable: Path | None = None  # sys.executable as reported (a symlink or launcher entry may differ)
+    releaselevel: str = "final"  # alpha/beta/candidate: never picked by discovery, only by an explicit --python
 
     @property
     def version_text(self) -> str:
@@ -101,11 +103,14 @@ def inspect_interpreter(path: Path, *, source: str = "explicit") -> Interpreter 
     info = _probe(str(path))
     if info is None:
         return None
-    version, executable, implementation = info
-    return Interpreter(Path(path), version, source, implementation, Path(executable) if executable else None)
+    version, executable, implementation, level = info
+    return Interpreter(Path(path), version, source, implementation, Path(executable) if executable else None, level)
 
 
-def _probe(path: str) -> tuple[tuple[int, int, int], str, str] | None:
+_ProbeInfo = tuple[tuple[int, int, int], str, str, str]  # version, executable, implementation, releaselevel
+
+
+def _probe(path: str) -> _ProbeInfo | None:
     try:
         result = proc.run([path, "-I", "-c", _PROBE], check=False, timeout=_PROBE_TIMEOUT)
     except proc.CommandError:  # missing, not executable, "exec format error", timeout
@@ -117,14 +122,14 @@ def _probe(path: str) -> tuple[tuple[int, int, int], str, str] | None:
         version = tuple(int(part) for part in info["version"])
         if len(version) != 3:
             return None
-        return (version[0], version[1], version[2]), str(info.get("executable") or ""), str(
-            info.get("implementation") or "cpython")
+        return ((version[0], version[1], version[2]), str(info.get("executable") or ""),
+                str(info.get("implementation") or "cpython"), str(info.get("releaselevel") or "final"))
     except (ValueError, IndexError, KeyError, TypeError):
         return None
 
 
 @functools.lru_cache(maxsize=None)
-def _probe_cached(path: str, stamp: tuple[int, int]) -> tuple[tuple[int, int, int], str, str] | None:
+def _probe_cached(path: str, stamp: tuple[int, int]) -> _ProbeInfo | None:
     """``_probe`` keyed by the file's identity, so an upgraded interpreter at the same path is run again."""
     return _probe(path)
 
@@ -135,10 +140,10 @@ def _inspect_candidate(source: str, path: Path) -> Interpreter | None:
     except OSError:
         return None
     info = _probe_cached(str(path), (st.st_mtime_ns, st.st_size))
-    if info is None:
+    if info is None or info[3] != "final":  # a 3.14.0a1 or rc is no stage Python unless given with --python
         return None
-    version, executable, implementation = info
-    return Interpreter(path, version, source, implementation, Path(executable) if executable else None)
+    version, executable, implementation, level = info
+    return Interpreter(path, version, source, implementation, Path(executable) if executable else None, level)
 
 
 # ----------------------------------------------------------------------------------------------- public API
