@@ -10,7 +10,14 @@ and version), the installer, the ``--from-freeze`` file's content, the stage and
 recorded in ``env.json`` and the kernelspec). Same key and a passing :func:`health_check` -> reuse, no install.
 
 Concurrency: a :mod:`filelock` lock per venv name in ``<venv_root>/.locks/``; the "is it already valid?" check
-is redone after the lock is taken, so of N builders one builds and the others wait, then reuse.
+is redone after the lock is taken, so of N builders one builds and the others wait, then reuse. With ``--force``
+a waiter reuses a venv whose ``env.json`` was written after it began waiting (another forced run just rebuilt
+it), so N forced runs rebuild once. A valid venv whose kernel is missing gets it re-registered without the lock
+(the user's own Jupyter folder needs no write access to a machine-wide venv root).
+
+Build order: create, install, :func:`health_check`, freeze, audit files, kernel, ``env.json``: a venv that fails
+its check never gets a kernel. A ``--from-freeze`` file inside the venv (its own ``audit/pip_freeze.txt``) is
+left in place while the folder is emptied, so a failed rebuild never loses it.
 
 Index settings: the spec's ``index_url``/``extra_index_urls``, else the environment (``PIP_INDEX_URL``,
 ``PIP_EXTRA_INDEX_URL``, ``UV_DEFAULT_INDEX``/``UV_INDEX_URL``, ``UV_INDEX``/``UV_EXTRA_INDEX_URL``) are handed to
