@@ -286,6 +286,13 @@ def test_bad_input_one_line_exit_2(tmp_path: Path, venv_small: Path, args: list[
     assert not (tmp_path / "o.ipynb").exists() and not (tmp_path / "mlflow.db").exists()
 
 
+def test_bad_input_is_exit_2_even_with_the_server_down(tmp_path: Path, venv_small: Path) -> None:
+    """Inputs are checked before the store: a typo is not reported as an unreachable server."""
+    done = run_nb("--venv", str(venv_small), "--notebook", str(tmp_path / "typo.ipynb"), "--output",
+                  str(tmp_path / "o.ipynb"), "--tracking-uri", f"http://127.0.0.1:{free_port()}", cwd=tmp_path)
+    assert done.returncode == 2 and "typo.ipynb: notebook not found" in one_error_line(done.stderr)
+
+
 def test_bad_venv_one_line_exit_2(tmp_path: Path) -> None:
     plain = tmp_path / "plain venv"
     plain.mkdir()

@@ -1,7 +1,9 @@
 """Run one stage notebook end to end: check the inputs, execute it in its venv, log an auditable MLflow run.
 
-The order is what keeps a run safe and fast: the tracking store is checked before anything executes, the MLflow
-helper process starts before papermill is imported, and the run is created while the kernel starts. Execution is
+The order is what keeps a run safe and fast: the MLflow helper process starts first (it imports mlflow while the
+inputs are checked and papermill loads), then every input is checked (bad input: exit 2 even with the store down,
+and no store created), then the tracking store, then the store is opened and the run created while the kernel
+starts. Execution is
 :mod:`mlops_kit.notebook`'s, parameters :mod:`mlops_kit.params`'s, MLflow and the manifest :mod:`mlops_kit.tracking`'s.
 """
 
@@ -61,19 +63,30 @@ def run(request: NotebookRunRequest) -> int:
     if request.log_existing is not None:
         return _log_existing(request.log_existing, request.tracking_uri, request.experiment)
     target = tracking.resolve_target(request.tracking_uri, request.experiment)
+    tracker = tracking.Tracker()  # imports mlflow while the inputs are checked and papermill loads
     try:
-        tracking.preflight(target.uri)  # a server that is down: fail in a second, before anything runs
-    except TrackingError as exc:
-        raise TrackingError(f"{exc}; nothing was executed") from None
-    tracker = tracking.Tracker()  # imports mlflow and opens the store while papermill loads and the kernel starts
-    try:
-        tracker.call("warm", target)
-        return _checked_run(request, target, tracker)
+        checked = _checked_inputs(request)  # bad input: exit 2, whatever the state of the store
+        try:
+            tracking.preflight(target.uri)  # a server that is down: fail in a second, before anything runs
+        except TrackingError as exc:
+            raise TrackingError(f"{exc}; nothing was executed") from None
+        tracker.call("warm", target)  # only now: valid input, so opening (creating) the store is wanted
+        return _execute_and_log(request, checked, target, tracker)
     finally:
         tracker.close()
 
 
-def _checked_run(request: NotebookRunRequest, target: tracking.Target, tracker: tracking.Tracker) -> int:
+@dataclass
+class _Checked:
+    """The inputs, read and checked."""
+
+    env: envs.EnvRecord
+    nb: NotebookNode
+    values: dict[str, Any]
+    params_file_has_secrets: bool
+
+
+def _checked_inputs(request: NotebookRunRequest) -> _Checked:
     """Every user input is checked before the kernel starts: bad input is exit 2 with nothing executed."""
     venv = _venv_dir(request)
     _check_inputs(request)
@@ -87,7 +100,7 @@ def _checked_run(request: NotebookRunRequest, target: tracking.Target, tracker: 
     nb = notebook.load_notebook(request.notebook)
     for message in params.undeclared_warnings(nb, list(values), notebook=request.notebook):
         _warn(message)
-    return _execute_and_log(request, env, nb, values, target, tracker, params_file_has_secrets=params_file_has_secrets)
+    return _Checked(env, nb, values, params_file_has_secrets)
 
 
 def _venv_dir(request: NotebookRunRequest) -> Path:
@@ -128,16 +141,17 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def _execute_and_log(request: NotebookRunRequest, env: envs.EnvRecord, nb: NotebookNode, values: dict[str, Any],
-                     target: tracking.Target, tracker: tracking.Tracker, *, params_file_has_secrets: bool) -> int:
+def _execute_and_log(request: NotebookRunRequest, checked: _Checked, target: tracking.Target,
+                     tracker: tracking.Tracker) -> int:
     """Start the MLflow run before executing, so the kernel gets its run id; Ctrl-C still leaves a manifest."""
+    env, nb, values = checked.env, checked.nb, checked.values
     stage = request.stage or env.stage
     output = Path(os.path.abspath(request.output))
     output_dir = Path(os.path.abspath(request.output_dir or output.parent / f"{stage}_outputs"))
     values = {**values, "output_dir": str(output_dir)}
     masked = params.masked(values)
     record = _record(request, stage, env, output, output_dir, masked, target,
-                     params_file_has_secrets=params_file_has_secrets)
+                     params_file_has_secrets=checked.params_file_has_secrets)
     live = _Run(tracker, tracker.start(record), record, output, output_dir, masked)
     ex = notebook.Execution(
         notebook=Path(os.path.abspath(request.notebook)), output=output, parameters=values,
