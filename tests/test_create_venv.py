@@ -186,6 +186,19 @@ def test_three_concurrent_force_runs_rebuild_once(tmp_path: Path, spec_file: Pat
 
 
 @pytest.mark.slow
+def test_venv_python_that_cannot_start_is_rebuilt_not_a_crash(tmp_path: Path, spec_file: Path) -> None:
+    args = ["--spec", str(spec_file), "--venv-root", str(tmp_path / "venvs"), "--kernel-scope", "none"]
+    assert run_script("create_venv.py", *args).returncode == 0
+    python = tmp_path / "venvs" / "ingest-venv" / "bin" / "python"
+    python.unlink()
+    python.write_text("not a program\n")  # no exec bit: PermissionError when started
+    done = run_script("create_venv.py", *args)
+    assert done.returncode == 0, done.stderr
+    assert "health check failed: its interpreter" in done.stderr and "does not run" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
 def test_installer_failure_exit_4_then_fixed_spec_rebuilds(tmp_path: Path, spec_file: Path) -> None:
     spec_file.write_text(SPEC.replace("  - six\n", "  - six==0.0.0.1\n"))
     done = run_script("create_venv.py", "--spec", str(spec_file), "--venv-root", str(tmp_path / "venvs"))

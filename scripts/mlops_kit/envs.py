@@ -11,8 +11,8 @@ recorded in ``env.json`` and the kernelspec). Same key and a passing :func:`heal
 
 Concurrency: a :mod:`filelock` lock per venv name in ``<venv_root>/.locks/``; the "is it already valid?" check
 is redone after the lock is taken, so of N builders one builds and the others wait, then reuse. With ``--force``
-a waiter reuses a venv whose ``env.json`` was written after it began waiting (another forced run just rebuilt
-it), so N forced runs rebuild once. A valid venv whose kernel is missing gets it re-registered without the lock
+a waiter reuses a venv whose ``env.json`` was replaced while it waited (another forced run just rebuilt it), so
+N forced runs rebuild once. A valid venv whose kernel is missing gets it re-registered without the lock
 (the user's own Jupyter folder needs no write access to a machine-wide venv root).
 
 Build order: create, install, :func:`health_check`, freeze, audit files, kernel, ``env.json``: a venv that fails
@@ -357,9 +357,9 @@ def ensure_env(
     if record is not None:  # no lock: re-registering a kernel in the user's own Jupyter dir needs no write access
         result = _reuse(plan, record, echo)
     else:
-        since = time.time()
+        before = _env_stamp(plan)
         with _build_lock(plan, echo):
-            result = _ensure_locked(plan, force=force, since=since, echo=echo)
+            result = _ensure_locked(plan, force=force, before=before, echo=echo)
     if audit_dir is not None:
         copied = copy_audit(result.record, Path(audit_dir))
         echo(f"audit bundle copied to {copied}")
@@ -410,14 +410,24 @@ def _usable(plan: _Plan) -> tuple[EnvRecord | None, str | None]:
     return (None, f"health check failed: {reason}") if reason else (record, None)
 
 
-def _built_since(plan: _Plan, since: float) -> EnvRecord | None:
-    """The record of a venv another ``--force`` run finished (same cache key) while we waited for the lock."""
-    env_file = plan.venv_dir / AUDIT / ENV_JSON
+def _env_stamp(plan: _Plan) -> tuple[int, int, int] | None:
+    """Identity of the current env.json (each build replaces it: a new stamp), ``None`` when there is none.
+    Compared before/after waiting for the lock, so no clock is involved (a venv root on a share has its own)."""
     try:
-        if env_file.stat().st_mtime < since:
-            return None
+        st = (plan.venv_dir / AUDIT / ENV_JSON).stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _built_meanwhile(plan: _Plan, before: tuple[int, int, int] | None) -> EnvRecord | None:
+    """The record of a venv another run finished (same cache key) while we waited for the lock, else ``None``."""
+    now = _env_stamp(plan)
+    if now is None or now == before:
+        return None
+    try:
         record = read_env(plan.venv_dir)
-    except (OSError, BadInput):
+    except BadInput:
         return None
     return record if record.cache_key == plan.cache_key else None
 
@@ -480,10 +490,10 @@ def _prepare_root(root: Path) -> Path:
     return root / ".locks"
 
 
-def _ensure_locked(plan: _Plan, *, force: bool, since: float, echo: Echo) -> EnvResult:
+def _ensure_locked(plan: _Plan, *, force: bool, before: tuple[int, int, int] | None, echo: Echo) -> EnvResult:
     """Under the lock: reuse what a concurrent run just built, else build (no health check when forced)."""
     refuse_unowned(plan.venv_dir)  # re-checked: someone may have made the folder meanwhile
-    record, reason = (_built_since(plan, since), "--force given") if force else _usable(plan)
+    record, reason = (_built_meanwhile(plan, before), "--force given") if force else _usable(plan)
     if record is not None:
         return _reuse(plan, record, echo, why="another run just built it" if force else None)
     existed = plan.venv_dir.exists()
