@@ -233,6 +233,20 @@ def test_fetch_must_name_an_earlier_stage_and_a_published_path() -> None:
         _parse(_cruise(no_job))
 
 
+def test_fetch_names_are_spelled_as_the_stage_and_job_are(tmp_path: Path) -> None:
+    """GoCD matches fetch names case-insensitively; the local artifact folders carry the stage's own spelling."""
+    xml = _stage("Make", _py("pass"), artifacts='<artifact type="build" src="out" />', job="Build") + _stage(
+        "use", '<fetchartifact artifactOrigin="gocd" stage="MAKE" job="build" srcfile="out/x.txt" />')
+    task = _parse(_cruise(xml)).stages[1].jobs[0].tasks[0]
+    assert (task.stage, task.job) == ("Make", "Build")
+    store = tmp_path / "store"
+    (store / "Make" / "1" / "Build" / "out").mkdir(parents=True)
+    (store / "Make" / "1" / "Build" / "out" / "x.txt").write_text("42")
+    (tmp_path / "work").mkdir()
+    assert pipeline.run_fetch(task, workdir=tmp_path / "work", store=store, echo=lambda s: None)
+    assert (tmp_path / "work" / "x.txt").read_text() == "42"
+
+
 def test_paths_may_not_leave_the_working_directory() -> None:
     with pytest.raises(BadInput, match="workingdir.*inside the working directory"):
         _parse(_cruise(_stage("a", '<exec command="x" workingdir="../up" />')))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 from xml.parsers import expat
@@ -310,8 +310,7 @@ def _pipeline(reader: _Reader, node: _Node, group: str, env_vars: dict[str, tupl
         stages=stages, source=reader.source, notes=tuple(notes),
     )
     _check_label(reader, node, pipeline)
-    _check_fetches(reader, pipeline)
-    return pipeline
+    return _check_fetches(reader, pipeline)
 
 
 def _substitute_params(reader: _Reader, pipeline: _Node) -> None:
@@ -514,18 +513,21 @@ def _check_label(reader: _Reader, node: _Node, pipeline: Pipeline) -> None:
         raise reader.fail(node, f"labeltemplate token ${{{token}}} is neither COUNT, env:NAME nor a material name")
 
 
-def _check_fetches(reader: _Reader, pipeline: Pipeline) -> None:
-    """Each fetch must name an EARLIER stage, a job of it, and a path that job publishes."""
+def _check_fetches(reader: _Reader, pipeline: Pipeline) -> Pipeline:
+    """Each fetch must name an EARLIER stage, a job of it, and a path that job publishes. GoCD matches the names
+    case-insensitively: the pipeline returned spells them as the stage and job do (the artifact folders' names)."""
+    stages = []
     for index, stage in enumerate(pipeline.stages):
         earlier = {s.name.lower(): s for s in pipeline.stages[:index]}
-        for job in stage.jobs:
-            for task in job.tasks:
-                if isinstance(task, FetchTask):
-                    _check_fetch(reader, pipeline, stage, earlier, task)
+        jobs = tuple(replace(job, tasks=tuple(_check_fetch(reader, pipeline, stage, earlier, task)
+                                              if isinstance(task, FetchTask) else task for task in job.tasks))
+                     for job in stage.jobs)
+        stages.append(replace(stage, jobs=jobs))
+    return replace(pipeline, stages=tuple(stages))
 
 
 def _check_fetch(reader: _Reader, pipeline: Pipeline, stage: Stage, earlier: dict[str, Stage],
-                 task: FetchTask) -> None:
+                 task: FetchTask) -> FetchTask:
     where = f"{reader.source}: line {task.line}: <fetchartifact>"
     source = earlier.get(task.stage.lower())
     if source is None:
@@ -535,11 +537,12 @@ def _check_fetch(reader: _Reader, pipeline: Pipeline, stage: Stage, earlier: dic
     if job is None:
         raise BadInput(f"{where}: stage {task.stage!r} has no job {task.job!r} "
                        f"(jobs: {', '.join(j.name for j in source.jobs)})")
+    found = replace(task, stage=source.name, job=job.name)
     published = [a.published_path() or f"{a.src} -> {a.dest or '.'}" for a in job.artifacts]
     if any(_covers(p, task.source) for p in (a.published_path() for a in job.artifacts) if p is not None):
-        return
+        return found
     if any(a.has_wildcard for a in job.artifacts):
-        return  # a wildcard artifact: what it publishes is only known at run time
+        return found  # a wildcard artifact: what it publishes is only known at run time
     raise BadInput(f"{where}: job {task.stage}/{task.job} publishes no {task.source!r} "
                    f"(it publishes: {', '.join(published) or 'nothing'})")
 
