@@ -247,6 +247,12 @@ def test_fetch_names_are_spelled_as_the_stage_and_job_are(tmp_path: Path) -> Non
     assert (tmp_path / "work" / "x.txt").read_text() == "42"
 
 
+def test_task_descriptions_hide_passwords_in_urls() -> None:
+    task = gocd.ExecTask("python", ("run.py", "--tracking-uri", "https://ana:hunter2@mlflow:5000"), None,
+                         frozenset({"passed"}), 1)
+    assert task.describe() == "python run.py --tracking-uri https://ana:********@mlflow:5000"
+
+
 def test_paths_may_not_leave_the_working_directory() -> None:
     with pytest.raises(BadInput, match="workingdir.*inside the working directory"):
         _parse(_cruise(_stage("a", '<exec command="x" workingdir="../up" />')))
