@@ -434,10 +434,11 @@ def test_python_command_resolves_through_the_job_path(tmp_path: Path) -> None:
 
 
 def test_batch_files_run_through_cmd_on_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[list[str]] = []
+    seen: list[str] = []
 
     def fake_run(argv, **kwargs):  # type: ignore[no-untyped-def]
-        seen.append([str(a) for a in argv])
+        assert isinstance(argv, pipeline.proc.WindowsCommandLine), "one command line, quoted for cmd /s /c"
+        seen.append(str(argv))
         return pipeline.proc.Result(tuple(argv), 0, "", "")
 
     monkeypatch.setattr(pipeline, "_PLATFORM", "win32")
@@ -445,7 +446,13 @@ def test_batch_files_run_through_cmd_on_windows(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(pipeline.proc, "run", fake_run)
     task = gocd.ExecTask("build.bat", ("a b", 'say "hi"'), None, frozenset({"passed"}), 1)
     assert pipeline.run_exec(task, workdir=tmp_path, env={}, echo=lambda s: None)
-    assert seen == [["cmd", "/s", "/c", "C:\\tools\\build.bat", "a b", 'say "hi"']]
+    assert seen == ['cmd /s /c "C:\\tools\\build.bat "a b" "say \\"hi\\"""']
+
+
+def test_batch_file_in_a_folder_with_spaces_keeps_its_quotes_through_cmd_s() -> None:
+    line = pipeline.windows_batch_command(["C:\\Users\\Jane Doe\\repo\\tools\\build.bat", "x"])
+    assert isinstance(line, pipeline.proc.WindowsCommandLine)
+    assert line == 'cmd /s /c ""C:\\Users\\Jane Doe\\repo\\tools\\build.bat" x"'  # /s strips the outer pair only
 
 
 # ----------------------------------------------------------------------------------------------- executor (real)

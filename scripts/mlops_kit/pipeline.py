@@ -21,6 +21,7 @@ import posixpath
 import re
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -303,13 +304,20 @@ def run_exec(task: gocd.ExecTask, *, workdir: Path, env: dict[str, str], echo: E
     if executable is None:
         echo(f"[go] command not found: {task.command!r} (looked on the job's PATH)\n")
         return False
-    argv = [executable, *task.args]
+    argv: list[str] | proc.WindowsCommandLine = [executable, *task.args]
     if _PLATFORM == "win32" and executable.lower().endswith((".bat", ".cmd")):
-        argv = ["cmd", "/s", "/c", *argv]  # batch files need cmd.exe, as on a GoCD Windows agent
+        argv = windows_batch_command(argv)
     result = proc.run(argv, env=env, cwd=cwd, check=False, stream=True, echo=echo)
     if result.returncode != 0:
         echo(f"[go] task failed with exit code {result.returncode}: {task.describe()}\n")
     return result.returncode == 0
+
+
+def windows_batch_command(argv: list[str]) -> proc.WindowsCommandLine:
+    """Batch files need cmd.exe, run as a GoCD Windows agent does: ``cmd /s /c "<quoted command line>"``. ``/s``
+    strips exactly the outer pair of quotes, so a path with spaces (``C:\\Users\\Jane Doe\\...\\x.bat``) stays
+    quoted; a plain argument list would reach cmd as ``"C:\\a b\\x.bat" arg`` and lose those quotes."""
+    return proc.WindowsCommandLine(f'cmd /s /c "{subprocess.list2cmdline(argv)}"')
 
 
 def run_fetch(task: gocd.FetchTask, *, workdir: Path, store: Path, echo: Echo) -> bool:

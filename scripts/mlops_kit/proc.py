@@ -42,13 +42,19 @@ class CommandError(ToolkitError):
         super().__init__(head + (f": {tail}" if tail else ""))
 
 
+class WindowsCommandLine(str):
+    """A complete command line handed to CreateProcess as is (Windows only). It exists for one case:
+    ``cmd /s /c "<command line>"``, how a GoCD Windows agent runs a task, whose outer quotes list2cmdline cannot
+    express. Still no ``shell=True``: cmd.exe is named explicitly and the caller quotes every argument."""
+
+
 def format_cmd(cmd: Sequence[str | os.PathLike[str]]) -> str:
     """Render a command for messages, quoting arguments that contain spaces."""
     return subprocess.list2cmdline([os.fspath(c) for c in cmd])
 
 
 def run(
-    cmd: Sequence[str | os.PathLike[str]],
+    cmd: Sequence[str | os.PathLike[str]] | WindowsCommandLine,
     *,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
@@ -67,12 +73,13 @@ def run(
     """
     if stream and timeout is not None:
         raise ValueError("proc.run: timeout is not supported with stream=True")
-    args = tuple(os.fspath(c) for c in cmd)
+    args = (str(cmd),) if isinstance(cmd, WindowsCommandLine) else tuple(os.fspath(c) for c in cmd)
+    launch = cmd if isinstance(cmd, WindowsCommandLine) else args
     try:
         if stream:
-            return _check(_run_streaming(args, env=env, cwd=cwd, echo=echo or _echo_stderr), check)
+            return _check(_run_streaming(args, launch, env=env, cwd=cwd, echo=echo or _echo_stderr), check)
         done = subprocess.run(
-            args, env=dict(env) if env is not None else None, cwd=cwd, capture_output=True,
+            launch, env=dict(env) if env is not None else None, cwd=cwd, capture_output=True,
             text=True, encoding="utf-8", errors="replace", timeout=timeout, stdin=subprocess.DEVNULL,
         )
     except FileNotFoundError as exc:
@@ -96,11 +103,12 @@ def _echo_stderr(line: str) -> None:
 
 
 def _run_streaming(
-    args: tuple[str, ...], *, env: Mapping[str, str] | None, cwd: Path | None, echo: Callable[[str], None],
+    args: tuple[str, ...], launch: tuple[str, ...] | str, *, env: Mapping[str, str] | None, cwd: Path | None,
+    echo: Callable[[str], None],
 ) -> Result:
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
     with subprocess.Popen(
-        args, env=dict(env) if env is not None else None, cwd=cwd, stdout=subprocess.PIPE,
+        launch, env=dict(env) if env is not None else None, cwd=cwd, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, encoding="utf-8", errors="replace",
     ) as child:
         assert child.stdout is not None
