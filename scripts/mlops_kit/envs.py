@@ -42,7 +42,6 @@ import shutil
 import stat
 import sys
 import time
-import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +55,7 @@ from . import __version__, kernel, proc
 from .errors import BadInput, EnvBuildError
 from .inputs import read_input
 from .interpreters import Interpreter
-from .spec import StageSpec
+from .spec import StageSpec, mask_url_credentials
 
 _PLATFORM = sys.platform  # seam: tests patch it to "win32" to exercise the Windows layout on Linux
 SCHEMA = 1
@@ -266,8 +265,8 @@ class IndexSettings:
 
     def masked(self) -> dict[str, Any]:
         """For env.json and messages: credentials in URLs replaced by ``***``."""
-        return {"url": _mask(self.url) if self.url else None, "extra_urls": [_mask(u) for u in self.extra_urls],
-                "origin": self.origin}
+        return {"url": mask_url_credentials(self.url) if self.url else None,
+                "extra_urls": [mask_url_credentials(u) for u in self.extra_urls], "origin": self.origin}
 
 
 def index_settings(spec: StageSpec, environ: Mapping[str, str] | None = None) -> IndexSettings:
@@ -280,13 +279,6 @@ def index_settings(spec: StageSpec, environ: Mapping[str, str] | None = None) ->
     if url or extras:
         return IndexSettings(url, tuple(dict.fromkeys(extras)), "environment")
     return IndexSettings()
-
-
-def _mask(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def _installer_env(installer: str, index: IndexSettings) -> dict[str, str]:

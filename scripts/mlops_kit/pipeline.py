@@ -148,7 +148,7 @@ def source_files(source: Path, skip: Path | None = None) -> list[str]:
         names = [n for n in result.stdout.split("\0") if n]
     else:
         names = list(_walk(source))
-    if skip is not None and _is_inside(skip, source):
+    if skip is not None and skip.resolve().is_relative_to(source.resolve()):
         prefix = skip.resolve().relative_to(source.resolve()).as_posix() + "/"
         names = [n for n in names if not (n + "/").startswith(prefix)]
     return [n for n in names if (source / n).is_file()]
@@ -161,14 +161,6 @@ def _walk(source: Path) -> Iterator[str]:
         for name in files:
             if name not in _COPY_SKIP and not name.endswith((".pyc", ".pyo")):
                 yield (rel / name).as_posix()
-
-
-def _is_inside(path: Path, parent: Path) -> bool:
-    try:
-        path.resolve().relative_to(parent.resolve())
-    except ValueError:
-        return False
-    return True
 
 
 def make_workdir(workdir: Path, source: Path, files: list[str], material_dest: str) -> None:

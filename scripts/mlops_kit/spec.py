@@ -199,14 +199,18 @@ def _index_url(value: str | None, name: str, err: Callable[[str, str], BadInput]
                         "(no installer options, no spaces)")
     if value is not None and "@" in urllib.parse.urlsplit(value).netloc:
         # The spec text is copied to audit/spec.yaml, GoCD artifacts and MLflow: a token here would leak.
-        raise err(name, f"{_without_credentials(value)!r} has a user/password part: put credentials in "
+        raise err(name, f"{mask_url_credentials(value)!r} has a user/password part: put credentials in "
                         "PIP_INDEX_URL / UV_DEFAULT_INDEX (environment, a GoCD secure variable) or a keyring, "
                         "not in a committed spec")
     return value
 
 
-def _without_credentials(url: str) -> str:
+def mask_url_credentials(url: str) -> str:
+    """``https://user:token@host/simple`` -> ``https://***@host/simple`` (an index URL as messages and env.json
+    may show it)."""
     parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
     return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 

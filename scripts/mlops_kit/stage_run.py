@@ -211,17 +211,9 @@ def _source_name(nb_path: Path, git_root: Path | None) -> str:
     """The notebook as the repository names it (``notebooks/train.ipynb``): relative to the git checkout, else to
     the job's working folder (a GoCD agent's or a rehearsal's copy), else its absolute path."""
     for root in (git_root, Path.cwd()):
-        if root is not None and _inside(nb_path, root):
+        if root is not None and nb_path.is_relative_to(root):
             return nb_path.relative_to(root).as_posix()
     return str(nb_path)
-
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.relative_to(root)
-        return True
-    except ValueError:
-        return False
 
 
 def _run_ready(live: _Run) -> dict[str, str]:
