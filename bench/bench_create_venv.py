@@ -35,7 +35,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from mlops_kit import envs, interpreters, spec  # noqa: E402
+from mlops_kit import interpreters, paths, spec  # noqa: E402
 
 PACKAGES = ("pandas", "requests", "pyyaml", "tqdm")
 SPEC_TEXT = """\
@@ -68,9 +68,9 @@ def tool_build(spec_file: Path, root: Path, env: dict[str, str], *extra: str) ->
 def pip_build(base: Path, venv: Path, env: dict[str, str], *extra: str) -> float:
     started = time.perf_counter()
     timed([str(base), "-m", "venv", str(venv)], env)
-    timed([str(envs.venv_python(venv)), "-m", "pip", "install", "--disable-pip-version-check", *extra,
+    timed([str(paths.venv_python(venv)), "-m", "pip", "install", "--disable-pip-version-check", *extra,
            *PACKAGES, "ipykernel"], env)
-    timed([str(envs.venv_python(venv)), "-m", "ipykernel", "install", "--user", "--name", venv.name], env)
+    timed([str(paths.venv_python(venv)), "-m", "ipykernel", "install", "--user", "--name", venv.name], env)
     return time.perf_counter() - started
 
 

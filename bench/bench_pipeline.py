@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from mlops_kit import envs, gocd  # noqa: E402
+from mlops_kit import gocd, paths  # noqa: E402
 
 PY = sys.executable
 
@@ -89,7 +89,7 @@ def private_kernels(venvs: dict[str, Path], folder: Path) -> None:
     for stage, venv in venvs.items():
         kdir = folder / "kernels" / f"bench-{stage}"
         kdir.mkdir(parents=True, exist_ok=True)
-        argv = [str(envs.venv_python(venv)), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        argv = [str(paths.venv_python(venv)), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
         (kdir / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": stage, "language": "python"}))
 
 

@@ -1,6 +1,7 @@
 """Build (or reuse) the venv of one pipeline stage from its spec, register its Jupyter kernel, keep an audit trail.
 
-Thin command-line edge over :mod:`mlops_kit.envs` (build, cache, audit) and :mod:`mlops_kit.kernel`.
+Thin command-line edge over :mod:`mlops_kit.envs` (build and cache), :mod:`mlops_kit.installers`,
+:mod:`mlops_kit.audit` and :mod:`mlops_kit.kernel`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mlops_kit import cli, envs, errors, interpreters, kernel, pyinstall, spec  # noqa: E402
+from mlops_kit import cli, console, envs, errors, installers, interpreters, kernel, paths, pyinstall, spec  # noqa: E402
 
 DESCRIPTION = """\
 Build the venv a pipeline stage runs in, from specs/<stage>.yaml, and register it as a Jupyter kernel.
@@ -62,7 +63,7 @@ def build_parser() -> cli.ArgParser:
     parser.add_argument("--install-python", action="store_true",
                         help="if no installed Python matches python_version, install one (Windows: the Python "
                              "install manager, winget, pyenv-win or choco; elsewhere pyenv), then build")
-    parser.add_argument("--installer", choices=envs.INSTALLERS, default="uv",
+    parser.add_argument("--installer", choices=installers.INSTALLERS, default="uv",
                         help="uv (default, fast) or pip (fallback, e.g. when uv cannot reach your index)")
     parser.add_argument("--force", action="store_true", help="rebuild even if the venv is up to date")
     parser.add_argument("--from-freeze", type=Path, metavar="FILE",
@@ -79,13 +80,13 @@ def build_parser() -> cli.ArgParser:
 def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     stage = spec.load_spec(args.spec)
-    root = envs.venv_root(args.venv_root)
+    root = paths.venv_root(args.venv_root)
     envs.refuse_unowned(Path(os.path.abspath(root)) / stage.venv_name)  # bad input before slow discovery
     if args.from_freeze is not None:
-        envs.read_freeze(args.from_freeze)
+        installers.read_freeze(args.from_freeze)
     if args.audit_dir is not None and args.audit_dir.exists() and not args.audit_dir.is_dir():
         raise errors.BadInput(f"--audit-dir {args.audit_dir}: exists and is not a folder")  # before the build
-    echo = (lambda _msg: None) if args.quiet else envs.echo_stderr
+    echo = console.silent if args.quiet else console.progress
     if args.install_python and args.python is None:
         interp = pyinstall.install_python(stage.python, echo=echo)
     else:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, UV_CACHE, run_script, start_mlflow_server
+from helpers import REPO_ROOT, UV_CACHE, run_script, start_mlflow_server
 
 NOTEBOOKS = Path(__file__).resolve().parent / "notebooks"
 _SPEC = """\

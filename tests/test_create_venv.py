@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SCRIPTS, TOOLKIT_PYTHON, run_script
 
-from mlops_kit import envs, kernel
+from helpers import SCRIPTS, TOOLKIT_PYTHON, kernel_registered, run_script
+from mlops_kit import audit, envs
 
 SPEC = """\
 stage: ingest
@@ -128,7 +128,7 @@ def test_killed_mid_install_is_rebuilt(tmp_path: Path, spec_file: Path) -> None:
     done = run_script("create_venv.py", "--spec", str(spec_file), "--venv-root", str(root))
     assert done.returncode == 0, done.stderr
     assert f"rebuilding {venv}: a previous build did not finish (no audit/env.json)" in done.stderr
-    record = envs.read_env(venv)
+    record = audit.read_env(venv)
     assert envs.health_check(venv, record) is None
 
 
@@ -145,8 +145,8 @@ def test_four_concurrent_builders_one_builds_others_wait_and_reuse(tmp_path: Pat
     assert sum(f"building {venv}" in e for e in errs) == 1, errs
     assert sum(f"reusing {venv}" in e for e in errs) == 3, errs
     assert sum("waiting for another build of" in e for e in errs) >= 1, errs
-    assert envs.health_check(venv, envs.read_env(venv)) is None
-    assert kernel.is_registered("ingest-venv")
+    assert envs.health_check(venv, audit.read_env(venv)) is None
+    assert kernel_registered("ingest-venv")
 
 
 @pytest.mark.slow
@@ -154,8 +154,9 @@ def test_three_concurrent_force_runs_rebuild_once(tmp_path: Path, spec_file: Pat
     """Waiters see env.json written after they started waiting and reuse it instead of rebuilding again.
 
     The test holds the build lock until all three wait on it, so the race is the worst case every time."""
-    import filelock
     import threading
+
+    import filelock
 
     root = tmp_path / "venvs"
     (root / ".locks").mkdir(parents=True)
@@ -182,7 +183,7 @@ def test_three_concurrent_force_runs_rebuild_once(tmp_path: Path, spec_file: Pat
     venv = root / "ingest-venv"
     assert sum(f"building {venv}" in t or f"rebuilding {venv}" in t for t in texts) == 1, texts
     assert sum(f"reusing {venv} (another run just built it)" in t for t in texts) == 2, texts
-    assert envs.health_check(venv, envs.read_env(venv)) is None
+    assert envs.health_check(venv, audit.read_env(venv)) is None
 
 
 @pytest.mark.slow
@@ -229,6 +230,6 @@ def test_install_python_flag_installs_a_missing_python_then_builds(tmp_path: Pat
     assert done.returncode == 0, done.stderr
     version = version_of(pythons["3.12"])
     assert ["pyenv", "install", "-s", version] in calls(log)
-    record = envs.read_env(tmp_path / "venvs" / "ingest-venv")
-    assert record.python_path == tmp_path / "pyenv-root" / "versions" / version / "bin" / "python"
-    assert record.toolkit_git_sha == "unknown" and record.python_version == version
+    record = audit.read_env(tmp_path / "venvs" / "ingest-venv")
+    assert Path(record.python.path) == tmp_path / "pyenv-root" / "versions" / version / "bin" / "python"
+    assert record.toolkit.git_sha == "unknown" and record.python.version == version

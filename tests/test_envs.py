@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from mlops_kit import envs, kernel
+from helpers import kernel_registered, make_spec
+from mlops_kit import audit, envs, installers, kernel, paths
 from mlops_kit.errors import BadInput, EnvBuildError
 from mlops_kit.interpreters import Interpreter, inspect_interpreter
-from mlops_kit.spec import parse_spec
 
 CONTRACT_KEYS = {"schema", "stage", "venv_name", "venv_path", "venv_python", "kernel_name", "kernel_display_name",
                  "python", "platform", "installer", "spec_hash", "cache_key", "created_at", "toolkit", "packages"}
 
-
-def make_spec(folder: Path, *, packages: tuple[str, ...] = ("six",), python: str = "3.12", name: str = "stage-venv",
-              display: str = "Stage (test)", extra: str = ""):
-    """Write ``folder/spec.yaml`` and return the parsed spec."""
-    text = (f"stage: demo\npython_version: \"{python}\"\nvenv_name: {name}\n"
-            f"packages:\n" + "".join(f"  - \"{p}\"\n" for p in packages)
-            + f"kernel_display_name: \"{display}\"\n" + extra)
-    path = folder / "spec.yaml"
-    path.write_text(text, encoding="utf-8")
-    return parse_spec(text, source=path)
 
 
 def interp(path: Path) -> Interpreter:
@@ -50,27 +39,11 @@ class Recorder:
 
 
 def venv_run(venv: Path, code: str) -> str:
-    return subprocess.run([str(envs.venv_python(venv)), "-c", code], capture_output=True, text=True,
+    return subprocess.run([str(paths.venv_python(venv)), "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip()
 
 
 # ---------------------------------------------------------------------------------------------------- layout
-
-
-def test_layout_posix_and_windows(monkeypatch: pytest.MonkeyPatch) -> None:
-    venv = Path("/venvs/ingest")
-    assert envs.venv_python(venv) == venv / "bin" / "python"
-    monkeypatch.setattr(envs, "_PLATFORM", "win32")
-    assert envs.venv_bin_dir(venv) == venv / "Scripts"
-    assert envs.venv_python(venv) == venv / "Scripts" / "python.exe"
-
-
-def test_default_venv_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    assert envs.default_venv_root() == tmp_path / "xdg" / "mlops_kit" / "venvs"
-    monkeypatch.setattr(envs, "_PLATFORM", "win32")
-    monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "Local"))
-    assert envs.default_venv_root() == tmp_path / "Local" / "mlops_kit" / "venvs"
 
 
 def test_refuse_unowned(tmp_path: Path) -> None:
@@ -93,85 +66,7 @@ def test_venv_root_that_is_a_file_is_bad_input(tmp_path: Path, pythons: dict[str
     assert (tmp_path / "root").read_text() == "not a folder"
 
 
-def test_read_env_missing_is_bad_input(tmp_path: Path) -> None:
-    with pytest.raises(BadInput, match=r"not a venv built by create_venv.py \(no audit/env.json\)"):
-        envs.read_env(tmp_path)
-    (tmp_path / "audit").mkdir()
-    (tmp_path / "audit" / "env.json").write_text("{not json")
-    with pytest.raises(BadInput, match="unreadable venv record"):
-        envs.read_env(tmp_path)
-
-
-def test_rmtree_clears_read_only(tmp_path: Path) -> None:
-    tree = tmp_path / "tree" / "sub"
-    tree.mkdir(parents=True)
-    (tree / "ro.txt").write_text("x")
-    os.chmod(tree / "ro.txt", 0o444)
-    envs._rmtree(tmp_path / "tree")
-    assert not (tmp_path / "tree").exists()
-
-
 # ---------------------------------------------------------------------------------------------------- inputs
-
-
-def test_read_freeze_accepts_pins_and_direct_references(tmp_path: Path) -> None:
-    path = tmp_path / "pip_freeze.txt"
-    path.write_text("# frozen\nsix==1.16.0\ntomli===2.0.1  # comment\n\npkg @ https://example.org/pkg-1.0.whl\n")
-    pins = envs.read_freeze(path)
-    assert pins.requirements == ("six==1.16.0", "tomli===2.0.1", "pkg @ https://example.org/pkg-1.0.whl")
-    path.write_text("pkg @ https://example.org/pkg-1.0.whl\nsix==1.16.0\ntomli===2.0.1\n")
-    assert envs.read_freeze(path).sha256 == pins.sha256  # order does not change what is installed
-
-
-@pytest.mark.parametrize(("line", "problem"), [
-    ("six", "not pinned to one version"),
-    ("six>=1.0", "not pinned to one version"),
-    ("six==1.*", "not pinned to one version"),
-    ("-e git+https://example.org/x.git#egg=x", "editable"),
-    ("--index-url https://example.org/simple", "installer options"),
-    ("this is not a requirement", "not a requirement"),
-])
-def test_read_freeze_refuses_garbage_naming_file_and_line(tmp_path: Path, line: str, problem: str) -> None:
-    path = tmp_path / "freeze.txt"
-    path.write_text(f"six==1.16.0\n{line}\n")
-    with pytest.raises(BadInput, match=rf"freeze.txt: line 2: .*{problem}"):
-        envs.read_freeze(path)
-
-
-def test_read_freeze_missing_or_empty(tmp_path: Path) -> None:
-    with pytest.raises(BadInput, match="freeze file not found"):
-        envs.read_freeze(tmp_path / "nope.txt")
-    (tmp_path / "empty.txt").write_text("# nothing\n")
-    with pytest.raises(BadInput, match="lists no packages"):
-        envs.read_freeze(tmp_path / "empty.txt")
-
-
-def test_index_settings_spec_wins_then_environment(tmp_path: Path) -> None:
-    spec = make_spec(tmp_path, extra="index_url: https://mirror.corp/simple\n"
-                                      "extra_index_urls: [https://internal.corp/simple]\n")
-    env = {"PIP_INDEX_URL": "https://other/simple"}
-    got = envs.index_settings(spec, env)
-    assert (got.url, got.extra_urls, got.origin) == ("https://mirror.corp/simple",
-                                                     ("https://internal.corp/simple",), "spec")
-    secret = envs.index_settings(make_spec(tmp_path), {"PIP_INDEX_URL": "https://u:secret@mirror.corp/simple"})
-    assert secret.masked()["url"] == "https://***@mirror.corp/simple"
-    plain = make_spec(tmp_path)
-    got = envs.index_settings(plain, {"PIP_INDEX_URL": "https://a/simple", "PIP_EXTRA_INDEX_URL": "https://b https://c",
-                                      "UV_INDEX": "https://b"})
-    assert (got.url, got.extra_urls, got.origin) == ("https://a/simple", ("https://b", "https://c"), "environment")
-    assert envs.index_settings(plain, {}).origin == "installer default"
-
-
-def test_installer_env_spells_index_for_each_installer(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("UV_INDEX_URL", "https://stale/simple")
-    index = envs.IndexSettings("https://a/simple", ("https://b/simple", "https://c/simple"), "spec")
-    uv_env = envs._installer_env("uv", index)
-    assert uv_env["UV_DEFAULT_INDEX"] == "https://a/simple"
-    assert uv_env["UV_INDEX"] == "https://b/simple https://c/simple"
-    assert "UV_INDEX_URL" not in uv_env
-    pip_env = envs._installer_env("pip", index)
-    assert pip_env["PIP_INDEX_URL"] == "https://a/simple"
-    assert pip_env["PIP_EXTRA_INDEX_URL"] == "https://b/simple https://c/simple"
 
 
 def test_ensure_env_bad_installer_or_scope(tmp_path: Path, pythons: dict[str, Path]) -> None:
@@ -208,7 +103,7 @@ def test_build_on_real_pythons_audit_bundle(tmp_path: Path, pythons: dict[str, P
     assert venv_run(venv, "import sys; print('%d.%d.%d' % sys.version_info[:3])") == base.version_text
     assert "pip" in venv_run(venv, "import subprocess, sys; print(subprocess.check_output([sys.executable, '-m', "
                                    "'pip', '--version'], text=True))")
-    assert (venv / envs.MARKER).is_file() and envs.read_env(venv).cache_key == data["cache_key"]
+    assert (venv / envs.MARKER).is_file() and audit.read_env(venv).cache_key == data["cache_key"]
     assert (tmp_path / "venvs" / ".gitignore").read_text().endswith("*\n")  # we made the root: git-ignored
 
 
@@ -257,7 +152,7 @@ def test_changed_interpreter_rebuilds(built, pythons: dict[str, Path], tmp_path:
     other = interp(pythons["3.11"])
     result = envs.ensure_env(wide, venv_root=root, interpreter=other, echo=Recorder())
     assert result.action == "rebuilt" and "interpreter changed (3.12" in result.reason
-    assert result.record.python_version == other.version_text
+    assert result.record.python.version == other.version_text
 
 
 @pytest.mark.slow
@@ -268,7 +163,7 @@ def test_health_check_failure_rebuilds_with_reason(built) -> None:
     data = json.loads(env_json.read_text())
     data["python"]["version"] = "3.12.0"
     env_json.write_text(json.dumps(data))
-    assert "reports Python" in envs.health_check(venv, envs.read_env(venv))
+    assert "reports Python" in envs.health_check(venv, audit.read_env(venv))
     result = envs.ensure_env(spec, venv_root=root, interpreter=base, echo=Recorder())
     assert result.action == "rebuilt"
     assert result.reason == (f"health check failed: its interpreter reports Python {base.version_text}, "
@@ -289,7 +184,7 @@ def test_interpreter_that_cannot_start_rebuilds_instead_of_crashing(built) -> No
     python.unlink()
     python.write_text("not a program\n")
     python.chmod(0o644)
-    assert "does not run" in envs.health_check(root / "stage-venv", envs.read_env(root / "stage-venv"))
+    assert "does not run" in envs.health_check(root / "stage-venv", audit.read_env(root / "stage-venv"))
     result = envs.ensure_env(spec, venv_root=root, interpreter=base, echo=Recorder())
     assert result.action == "rebuilt" and result.reason.startswith("health check failed: its interpreter")
     assert envs.health_check(root / "stage-venv", result.record) is None
@@ -300,7 +195,7 @@ def test_half_built_venv_is_rebuilt(built) -> None:
     spec, base, root = built
     (root / "stage-venv" / "audit" / "env.json").unlink()  # as if killed before the completion marker
     with pytest.raises(BadInput, match="not a venv built by create_venv.py"):
-        envs.read_env(root / "stage-venv")
+        audit.read_env(root / "stage-venv")
     result = envs.ensure_env(spec, venv_root=root, interpreter=base, echo=Recorder())
     assert (result.action, result.reason) == ("rebuilt", "a previous build did not finish (no audit/env.json)")
 
@@ -342,7 +237,7 @@ def test_from_freeze_recreates_exact_versions_and_audit_copy(built, tmp_path: Pa
     assert venv_run(root / "stage-venv", "import six; print(six.__version__)") == "1.16.0"
     rebuilt = (root / "stage-venv" / "audit" / "pip_freeze.txt").read_text().splitlines()
     assert sorted(rebuilt) == sorted(line for line in freeze.read_text().splitlines() if line)
-    assert result.record.data["from_freeze"]["sha256"] == envs.read_freeze(freeze).sha256
+    assert result.record.from_freeze.sha256 == installers.read_freeze(freeze).sha256
     copied = tmp_path / "artifacts" / "audit"
     assert sorted(p.name for p in copied.iterdir()) == ["env.json", "pip_freeze.txt", "spec.yaml"]
     assert json.loads((copied / "env.json").read_text())["cache_key"] == result.record.cache_key
@@ -360,7 +255,7 @@ def test_pip_installer_path(built, tmp_path: Path) -> None:
     echo = Recorder()
     result = envs.ensure_env(spec, venv_root=root, interpreter=base, installer="pip", echo=echo)
     assert (result.action, result.reason) == ("rebuilt", "installer changed (uv -> pip)")
-    assert result.record.installer == "pip" and result.record.installer_version[0].isdigit()
+    assert result.record.installer.name == "pip" and result.record.installer.version[0].isdigit()
     freeze = result.record.freeze_file.read_text()
     assert "six==" in freeze and "ipykernel==" in freeze and "pip==" in freeze
     assert venv_run(root / "stage-venv", "import six, ipykernel; print('ok')") == "ok"
@@ -377,7 +272,7 @@ def test_kernel_re_registered_on_cache_hit_and_scope_none(built) -> None:
     echo = Recorder()
     result = envs.ensure_env(spec, venv_root=root, interpreter=base, echo=echo)
     assert result.action == "reused" and "registering it" in echo.text
-    assert (kdir / "kernel.json").is_file() and kernel.is_registered("stage-venv")
+    assert (kdir / "kernel.json").is_file() and kernel_registered("stage-venv")
     none = envs.ensure_env(spec, venv_root=root, interpreter=base, kernel_scope="none", echo=Recorder())
     assert none.kernel_dir is None
 
@@ -403,48 +298,6 @@ def test_index_settings_reach_uv_and_stay_out_of_messages(tmp_path: Path, python
     assert not (tmp_path / "venvs" / "stage-venv" / "audit" / "env.json").exists()
 
 
-def fake_finished_venv(venv: Path) -> envs.EnvRecord:
-    """A venv folder with just an audit bundle (no interpreter): enough for read_env / copy_audit."""
-    audit = venv / "audit"
-    audit.mkdir(parents=True)
-    data = {"schema": 1, "stage": "demo", "venv_name": venv.name, "venv_path": str(venv),
-            "venv_python": str(venv / "bin" / "python"), "kernel_name": "demo", "kernel_display_name": "Demo",
-            "python": {"path": "/usr/bin/python3", "version": "3.12.1", "source": "PATH", "request": "3.12"},
-            "platform": "Linux", "installer": {"name": "uv", "version": "0.13.9"}, "spec_hash": "s",
-            "cache_key": "k", "created_at": "2026-01-01T00:00:00+00:00",
-            "toolkit": {"version": "0.1.0", "git_sha": "unknown"}, "packages": ["six"]}
-    (audit / "env.json").write_text(json.dumps(data))
-    (audit / "pip_freeze.txt").write_text("six==1.17.0\n")
-    (audit / "spec.yaml").write_text("stage: demo\n")
-    return envs.read_env(venv)
-
-
-def test_read_env_record_and_copy_audit(tmp_path: Path) -> None:
-    record = fake_finished_venv(tmp_path / "venv")
-    assert (record.stage, record.python_version, record.installer, record.packages) == ("demo", "3.12.1", "uv",
-                                                                                      ("six",))
-    assert record.freeze_file == tmp_path / "venv" / "audit" / "pip_freeze.txt"
-    assert "is missing" in envs.health_check(tmp_path / "venv", record)
-    dest = envs.copy_audit(record, tmp_path / "a" / "b")
-    assert sorted(p.name for p in dest.iterdir()) == ["env.json", "pip_freeze.txt", "spec.yaml"]
-    assert envs.copy_audit(record, record.audit_dir) == record.audit_dir  # onto itself: nothing to do
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(BadInput, match="exists and is not a folder"):
-        envs.copy_audit(record, tmp_path / "file")
-    moved = tmp_path / "moved"
-    (tmp_path / "venv").rename(moved)
-    assert "moved (venvs are not relocatable)" in envs.health_check(moved, envs.read_env(moved))
-
-
-def test_one_venv_root_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """--venv-root, else ML_VENV_ROOT (a trailing space from cmd's `set X=... ` dropped), else the default."""
-    monkeypatch.setenv("ML_VENV_ROOT", f"{tmp_path / 'from env'} ")
-    assert envs.venv_root(tmp_path / "arg") == tmp_path / "arg"
-    assert envs.venv_root() == tmp_path / "from env"
-    monkeypatch.setenv("ML_VENV_ROOT", "  ")
-    assert envs.venv_root() == envs.default_venv_root()
-
-
 # ------------------------------------------------------------------------------------- locks, order, freeze
 
 
@@ -463,7 +316,7 @@ def test_kernel_re_registered_on_cache_hit_without_the_lock(built) -> None:
     """A machine-wide venv root the user cannot write to: the kernel still goes to the user's Jupyter dir."""
     spec, base, root = built
     kdir = kernel.kernel_dir("stage-venv", "user")
-    envs._rmtree(kdir)
+    paths.rmtree(kdir)
     lock = root / ".locks" / "stage-venv.lock"
     lock.unlink(missing_ok=True)
     lock.mkdir()  # taking the lock would now fail
@@ -501,26 +354,3 @@ def test_from_freeze_of_the_venvs_own_audit_survives_a_failed_rebuild(built, tmp
     result = envs.ensure_env(spec, venv_root=root, interpreter=base, from_freeze=own, echo=Recorder())
     assert result.action == "rebuilt" and sorted(own.read_text().splitlines()) == sorted(pins.splitlines())
     assert envs.health_check(root / "stage-venv", result.record) is None
-
-
-def test_write_json_atomic_concurrent_writers(tmp_path: Path) -> None:
-    """Unique temp names: parallel writers of one file (two kernel registrations) never collide."""
-    import threading
-
-    target = tmp_path / "kernel.json"
-    errors: list[BaseException] = []
-
-    def write(n: int) -> None:
-        try:
-            for _ in range(50):
-                envs.write_json_atomic(target, {"n": n})
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
-            errors.append(exc)
-
-    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == [] and json.loads(target.read_text())["n"] in range(4)
-    assert [p.name for p in tmp_path.iterdir()] == ["kernel.json"]  # no temp files left behind

@@ -11,7 +11,7 @@ import ast
 import nbformat
 import pytest
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 from mlops_kit.spec import load_spec, load_yaml_mapping
 
 STAGES = ("ingest", "features", "train")

@@ -7,10 +7,17 @@ import os
 from pathlib import Path
 
 import pytest
+from fakes.windows import (
+    RC_NO_PYTHON,
+    RC_NO_PYTHON_AT_ALL,
+    Entry,
+    link_python,
+    make_py_launcher,
+    make_pyenv_win,
+    write_script,
+)
 
-from fakes.windows import RC_NO_PYTHON, RC_NO_PYTHON_AT_ALL, Entry, link_python, make_py_launcher, \
-    make_pyenv_win, write_script
-from mlops_kit import interpreters
+from mlops_kit import interpreters, paths
 from mlops_kit.errors import EXIT_BAD_INPUT, EXIT_PYTHON_NOT_FOUND, BadInput, PythonNotFound
 from mlops_kit.interpreters import find_python, inspect_interpreter, parse_py_list
 from mlops_kit.spec import parse_python_request
@@ -32,7 +39,7 @@ def windows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Windows mode: the seam says win32, PATH holds only a fake bin folder, no pyenv-win variables set."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    monkeypatch.setattr(interpreters, "_PLATFORM", "win32")
+    monkeypatch.setattr(paths, "_PLATFORM", "win32")
     monkeypatch.setenv("PATH", str(bindir))
     for name in ("PYENV_ROOT", "PYENV", "PYENV_HOME"):
         monkeypatch.delenv(name, raising=False)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops_kit import envs, kernel
+from helpers import kernel_registered
+from mlops_kit import envs, kernel, paths
 from mlops_kit.errors import BadInput
 from mlops_kit.interpreters import inspect_interpreter
 from mlops_kit.spec import parse_spec
@@ -34,7 +35,7 @@ def test_kernelspec_posix(tmp_path: Path) -> None:
 
 
 def test_kernelspec_windows_layout(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(envs, "_PLATFORM", "win32")
+    monkeypatch.setattr(paths, "_PLATFORM", "win32")
     venv = tmp_path / "venvs" / "ingest"
     spec = kernel.kernelspec(venv, "Ingest")
     assert spec["argv"][0] == str(venv / "Scripts" / "python.exe")
@@ -55,10 +56,10 @@ def test_kernel_dir_scopes(isolated_home: Path) -> None:
 
 def test_path_substitution_matches_jupyter_client(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """jupyter_client fills ${PATH} from the launcher's environment, keeping the caller's PATH after the venv."""
+    import asyncio
+
     from jupyter_client.kernelspec import KernelSpec
     from jupyter_client.provisioning import LocalProvisioner
-
-    import asyncio
 
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     spec = kernel.kernelspec(tmp_path / "venv", "X")
@@ -71,7 +72,7 @@ def test_path_substitution_matches_jupyter_client(monkeypatch: pytest.MonkeyPatc
 @pytest.fixture(scope="module")
 def venvs_by_python(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Real venvs (kernel not registered) on two Pythons, shared by this module's kernel tests."""
-    from conftest import UV_CACHE, pyenv_pythons
+    from helpers import UV_CACHE, pyenv_pythons
 
     root = tmp_path_factory.mktemp("kernel venvs")
     out = {}
@@ -121,7 +122,7 @@ def test_registered_kernel_runs_in_the_venv(venvs_by_python: dict[str, Path], mi
     name = kernel.kernel_name_for(venv.name)
     kdir = kernel.register_kernel(venv, name=name, display_name=f"Kernel {minor}", scope="user")
     assert kdir == isolated_home / "jupyter-data" / "kernels" / name
-    assert kernel.is_registered(name)
+    assert kernel_registered(name)
     assert kernel.registered_for(venv, name=name, display_name=f"Kernel {minor}", scope="user")
     assert not kernel.registered_for(venv, name=name, display_name="Renamed", scope="user")
     assert json.loads((kdir / "kernel.json").read_text())["argv"][0] == str(venv / "bin" / "python")

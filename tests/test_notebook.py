@@ -7,10 +7,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from mlops_kit import envs, kernel, notebook
-from mlops_kit.errors import BadInput, TrackingError
-
 from helpers_notebook import NOTEBOOKS
+from mlops_kit import kernel, notebook, paths
+from mlops_kit.errors import BadInput, TrackingError
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +53,7 @@ def test_runs_on_private_kernelspec_with_env_and_masked_secrets(tmp_path: Path, 
     assert outcome.ok and outcome.summary().startswith("ok")
     written = nbformat.read(str(output), as_version=4)
     text = _stream(written)
-    assert "len 7 n 2" in text and "run abc123" in text and f"exe {envs.venv_python(venv_small)}" in text
+    assert "len 7 n 2" in text and "run abc123" in text and f"exe {paths.venv_python(venv_small)}" in text
     assert f"cwd {work}" in text
     assert "s3cr3t" not in output.read_text() and 'api_token = "***"' in written.cells[2].source
     assert written.metadata.kernelspec["name"] == "nb-test-kernel"
@@ -121,3 +120,25 @@ def test_render_html(tmp_path: Path) -> None:
     notebook.render_html(NOTEBOOKS / "fails.ipynb", html)
     text = html.read_text()
     assert text.startswith("<!DOCTYPE html>") and "boom at step" in text
+
+
+def test_papermill_still_drives_cells_through_the_one_method_we_override() -> None:
+    """Our engine relies on papermill's extension points: an Engine's ``execute_managed_notebook`` and the client's
+    ``papermill_execute_cells`` loop, called by ``PapermillNotebookClient.execute`` between kernel start and the
+    closing ``kernel_info``. If a papermill upgrade changes that, this fails before any notebook misbehaves."""
+    import inspect
+
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import Engine
+
+    execute = inspect.getsource(PapermillNotebookClient.execute)
+    assert execute.index("setup_kernel") < execute.index("self.papermill_execute_cells()") < \
+        execute.index("kernel_info()"), "papermill's client no longer runs cells through papermill_execute_cells"
+    assert "execute_managed_notebook" in inspect.getsource(Engine.execute_notebook)
+    loop = inspect.getsource(PapermillNotebookClient.papermill_execute_cells)
+    for hook in ("nb_man.cell_start", "execute_cell", "nb_man.cell_exception", "nb_man.cell_complete"):
+        assert hook in loop, f"papermill's cell loop no longer calls {hook}: re-check notebook._client_class"
+    client = notebook._client_class()
+    overridden = {name for name, value in vars(client).items()
+                  if callable(value) and hasattr(PapermillNotebookClient, name)}
+    assert overridden == {"__init__", "papermill_execute_cells"}, "keep the override to the per-cell loop"

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers_notebook import NOTEBOOKS
 from mlops_kit import params
 from mlops_kit.errors import BadInput
 from mlops_kit.notebook import load_notebook
-
-from helpers_notebook import NOTEBOOKS
 
 
 def write(path: Path, text: str) -> Path:
@@ -83,34 +82,6 @@ def test_merge_overrides_nested_and_in_order() -> None:
 def test_flatten() -> None:
     assert params.flatten({"a": {"b": {"c": 1}, "d": [1, 2]}, "e": {}, "f": None}) == {
         "a.b.c": 1, "a.d": [1, 2], "e": {}, "f": None}
-
-
-@pytest.mark.parametrize("name", ["password", "DB_PASSWORD", "db.passwd", "api_key", "apiKey", "API-KEY",
-                                  "github_token", "client_secret", "aws.secret_access_key", "credentials",
-                                  "ssh.private_key", "storage_connection_string", "cfg.pwd", "tokens",
-                                  "hf-token", "db.conn_str", "azure.sas_key", "privateKey", "passphrase"])
-def test_secret_names(name: str) -> None:
-    assert params.is_secret(name)
-
-
-@pytest.mark.parametrize("name", ["alpha", "author", "n_estimators", "key", "learning_rate", "passes",
-                                  "max_tokens", "tokenizer", "num_tokens", "secretary", "cfg.max-tokens"])
-def test_plain_names(name: str) -> None:
-    assert not params.is_secret(name)
-
-
-def test_masked_nested_and_none_kept() -> None:
-    values = {"user": "ana", "db": {"password": "x", "host": "h"}, "api_key": None, "token": 123}
-    assert params.masked(values) == {"user": "ana", "db": {"password": "***", "host": "h"}, "api_key": None,
-                                     "token": "***"}
-    assert params.has_secrets(values) and not params.has_secrets({"a": 1})
-
-
-def test_masked_inside_lists() -> None:
-    values = {"dbs": [{"host": "a", "password": "hunter2"}, [{"api_key": "k"}], "plain"], "max_tokens": 512}
-    assert params.masked(values) == {"dbs": [{"host": "a", "password": "***"}, [{"api_key": "***"}], "plain"],
-                                     "max_tokens": 512}
-    assert params.has_secrets(values) and values["dbs"][0]["password"] == "hunter2"  # the original is untouched
 
 
 def test_declared_parameters_and_warnings() -> None:

@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
-
 from fakes.installers import calls, catalog_of, make_installer, version_of
-from mlops_kit import interpreters, pyinstall
+
+from mlops_kit import paths, pyinstall
 from mlops_kit.errors import EXIT_PYTHON_NOT_FOUND, PythonNotFound
-from mlops_kit.pyinstall import install_plan, install_python, install_target
+from mlops_kit.pyinstall import install_python, install_target, survey
 from mlops_kit.spec import parse_python_request
 
 WINGET_FLAGS = ["--exact", "--source", "winget", "--silent", "--scope", "user", "--accept-package-agreements",
@@ -47,8 +47,8 @@ def bindir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture()
 def windows(bindir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Both seams say win32; %SystemDrive% is a tmp folder (Chocolatey installs to %SystemDrive%\\Python3XY)."""
-    monkeypatch.setattr(pyinstall, "_PLATFORM", "win32")
-    monkeypatch.setattr(interpreters, "_PLATFORM", "win32")
+    monkeypatch.setattr(paths, "_PLATFORM", "win32")
+    monkeypatch.setattr(paths, "_PLATFORM", "win32")
     for name in ("PYENV_ROOT", "PYENV", "PYENV_HOME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SystemDrive", str(tmp_path / "C"))
@@ -76,7 +76,7 @@ def test_windows_plan_order_and_command_lines_for_a_minor(windows: Path, isolate
     monkeypatch.setenv("PATH", os.pathsep.join([str(windows), str(pyenv_bin)]))
     newest_312 = version_of(pythons["3.12"])
 
-    plan = install_plan(req("3.12"))
+    plan = survey(req("3.12")).methods
 
     assert [m.name for m in plan] == ["Python install manager", "winget", "pyenv-win", "Chocolatey"]
     assert [list(m.argv) for m in plan] == [
@@ -94,7 +94,7 @@ def test_windows_plan_for_an_exact_patch(windows: Path, isolated_home: Path, cat
     make_installer("pyenv-win", pyenv_win_bin(isolated_home), catalog, log)
     monkeypatch.setenv("PATH", os.pathsep.join([str(windows), str(pyenv_win_bin(isolated_home))]))
 
-    plan = {m.name: list(m.argv[1:]) for m in install_plan(req("3.10.13"))}
+    plan = {m.name: list(m.argv[1:]) for m in survey(req("3.10.13")).methods}
 
     assert plan == {
         "Python install manager": ["install", "--yes", "3.10.13"],
@@ -108,7 +108,7 @@ def test_windows_plan_for_an_exact_patch(windows: Path, isolated_home: Path, cat
 def test_posix_plan_is_pyenv_with_a_resolved_patch(bindir: Path, catalog, log, pythons: dict[str, Path]) -> None:
     make_installer("pyenv", bindir, catalog, log)
     make_installer("winget", bindir, catalog, log)  # not a POSIX installer: ignored
-    (method,) = install_plan(req("3.11"))
+    (method,) = survey(req("3.11")).methods
     assert (method.name, list(method.argv)) == ("pyenv", [str(bindir / "pyenv"), "install", "-s",
                                                           version_of(pythons["3.11"])])
     assert calls(log) == [["pyenv", "install", "--list"]]
@@ -123,17 +123,17 @@ def test_install_target(text: str, target: str) -> None:
 def test_specifier_patch_bounds_are_honoured_by_pyenv(bindir: Path, catalog, log, pythons: dict[str, Path]) -> None:
     make_installer("pyenv", bindir, catalog, log)
     p312 = version_of(pythons["3.12"])
-    (method,) = install_plan(req(f">=3.11,<={p312}"))
+    (method,) = survey(req(f">=3.11,<={p312}")).methods
     assert method.argv[-1] == p312
     newer = p312.rsplit(".", 1)[0] + "." + str(int(p312.rsplit(".", 1)[1]) + 1)
-    assert install_plan(req(f">={newer},<3.13")) == []  # no listed 3.12.x in range: pyenv cannot help
+    assert survey(req(f">={newer},<3.13")).methods == []  # no listed 3.12.x in range: pyenv cannot help
 
 
 def test_pyenv_specifier_takes_the_newest_listed_release(bindir: Path, catalog, log,
                                                          pythons: dict[str, Path]) -> None:
     make_installer("pyenv", bindir, catalog, log)  # lists 3.8..3.13 finals only (plus 3.X.Yt and 3.14-dev)
     newest = max(pythons, key=lambda minor: int(minor.split(".")[1]))
-    (method,) = install_plan(req(">=3.8"))  # the newest supported minor (3.14) is not listed: take what pyenv has
+    (method,) = survey(req(">=3.8")).methods  # the newest supported minor (3.14) is not listed: take what pyenv has
     assert method.argv[-1] == version_of(pythons[newest])
 
 
@@ -233,8 +233,8 @@ def test_pyenv_win_minor_request_installs_the_newest_listed_patch(windows: Path,
 def test_failing_installer_is_one_line_naming_the_command(bindir: Path, catalog, log, monkeypatch,
                                                           kind: str, code: int, last_line: str) -> None:
     if kind != "pyenv":
-        monkeypatch.setattr(pyinstall, "_PLATFORM", "win32")
-        monkeypatch.setattr(interpreters, "_PLATFORM", "win32")
+        monkeypatch.setattr(paths, "_PLATFORM", "win32")
+        monkeypatch.setattr(paths, "_PLATFORM", "win32")
     make_installer(kind, bindir, catalog, log, fail=code)
     with pytest.raises(PythonNotFound) as info:
         install_python(req("3.12"), echo=lambda line: None)
@@ -290,8 +290,8 @@ def test_minor_missing_from_pyenv_list_means_no_installer(bindir: Path, catalog,
 
 @pytest.mark.parametrize("platform", ["win32", "linux"])
 def test_nothing_available_gives_hints(bindir: Path, monkeypatch, platform: str) -> None:
-    monkeypatch.setattr(pyinstall, "_PLATFORM", platform)
-    monkeypatch.setattr(interpreters, "_PLATFORM", platform)
+    monkeypatch.setattr(paths, "_PLATFORM", platform)
+    monkeypatch.setattr(paths, "_PLATFORM", platform)
     with pytest.raises(PythonNotFound) as info:
         install_python(req(">=3.10,<3.13"), echo=lambda line: None)
     message = str(info.value)

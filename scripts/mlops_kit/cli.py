@@ -16,19 +16,12 @@ import traceback
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import errors
+from . import console, errors
 
-EXIT_CODES_HELP = """exit codes:
-  0    success
-  1    internal error (a bug; the traceback is saved to a log file named in the message)
-  2    bad input (spec, params, argument or path): nothing was changed
-  3    requested Python interpreter not found
-  4    environment build or install failed
-  5    notebook failed (cell error, kernel died, timeout); executed notebook still written
-  6    MLflow tracking store unreachable or refused the run
-  7    a pipeline job failed (run_pipeline)
-  130  interrupted (Ctrl-C)
-"""
+
+def exit_codes_help() -> str:
+    """The ``exit codes:`` block of every ``--help``, from :data:`errors.EXIT_CODES`."""
+    return "exit codes:\n" + "".join(f"  {code:<4} {meaning}\n" for code, meaning in errors.EXIT_CODES)
 
 
 class ArgParser(argparse.ArgumentParser):
@@ -36,16 +29,11 @@ class ArgParser(argparse.ArgumentParser):
 
     def __init__(self, **kwargs) -> None:  # type: ignore[no-untyped-def]
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
-        kwargs.setdefault("epilog", EXIT_CODES_HELP)
+        kwargs.setdefault("epilog", exit_codes_help())
         super().__init__(**kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise errors.BadInput(f"{self.prog}: {message} (see --help)")
-
-
-def fail_line(message: str) -> None:
-    """Print one error line on stderr (what a GoCD log or a terminal shows)."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
 
 
 def run(main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> int:
@@ -54,14 +42,14 @@ def run(main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> 
     try:
         return main(args)
     except errors.ToolkitError as exc:
-        fail_line(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        console.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return exc.exit_code
     except KeyboardInterrupt:
-        fail_line("interrupted")
+        console.error("interrupted")
         return errors.EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the edge: a bug becomes a log file, not a wall of text
         log = _write_crash_log()
-        fail_line(f"internal error {type(exc).__name__}: {exc} (traceback saved to {log}; please report it)")
+        console.error(f"internal error {type(exc).__name__}: {exc} (traceback saved to {log}; please report it)")
         return errors.EXIT_INTERNAL
 
 

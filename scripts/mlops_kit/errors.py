@@ -1,23 +1,11 @@
 """One user-fixable error type, turned into one line and a documented exit code at the command-line edge.
 
-Exit codes (documented in the README and every ``--help``):
-
-====  ===========================================================================
-0     success
-1     unexpected internal error (a bug): traceback written to a log file
-2     bad input: a spec, params file, argument or path is wrong (nothing changed)
-3     the requested Python interpreter was not found
-4     building or installing the environment failed
-5     the notebook failed (cell error, kernel death, timeout)
-6     the MLflow tracking store could not be reached or refused the run
-7     a pipeline (GoCD rehearsal) job failed
-130   interrupted (Ctrl-C)
-====  ===========================================================================
+:data:`EXIT_CODES` is the one table of exit codes: every ``--help`` prints it, and a test checks that the README's
+table says the same.
 """
 
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
 EXIT_PYTHON_NOT_FOUND = 3
@@ -26,6 +14,19 @@ EXIT_NOTEBOOK_FAILED = 5
 EXIT_TRACKING = 6
 EXIT_PIPELINE_FAILED = 7
 EXIT_INTERRUPTED = 130
+
+EXIT_CODES: tuple[tuple[int, str], ...] = (
+    (0, "success"),
+    (EXIT_INTERNAL, "internal error (a bug): one line, traceback saved to a log file named in it"),
+    (EXIT_BAD_INPUT, "bad input (spec, params, argument, path): one line naming the file and field; nothing changed"),
+    (EXIT_PYTHON_NOT_FOUND, "requested Python not found (the line lists what was found and how to install it)"),
+    (EXIT_ENV_BUILD, "environment build or install failed"),
+    (EXIT_NOTEBOOK_FAILED, "notebook failed (cell error, kernel died, timeout); the executed notebook is still "
+                           "written and logged"),
+    (EXIT_TRACKING, "MLflow tracking store unreachable or refused the run"),
+    (EXIT_PIPELINE_FAILED, "a pipeline job failed (run_pipeline.py)"),
+    (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
+)
 
 
 class ToolkitError(Exception):

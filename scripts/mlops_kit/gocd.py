@@ -17,7 +17,7 @@ from xml.parsers import expat
 
 from .errors import BadInput
 from .inputs import read_input
-from .tracking import hide_password
+from .redact import redact
 
 RUNIF_VALUES = ("passed", "failed", "any")
 _LABEL_TOKEN = re.compile(r"\$\{([^}]*)\}")
@@ -56,7 +56,7 @@ class ExecTask:
 
     def describe(self, limit: int = 200) -> str:
         text = " ".join([self.command, *(a if a and " " not in a else repr(a) for a in self.args)])
-        text = hide_password(text)  # e.g. --tracking-uri https://user:pass@host in the XML: shown in every log
+        text = redact(text)  # e.g. --tracking-uri https://user:pass@host in the XML: shown in every log
         return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -23,15 +23,13 @@ import json
 import os
 import re
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 
-from . import proc
+from . import paths, proc
 from .errors import BadInput, PythonNotFound
 from .spec import PythonRequest
 
-_PLATFORM = sys.platform  # seam: tests patch it to "win32" to exercise the Windows branches on Linux
 _PROBE = (
     "import json, sys; print(json.dumps({'version': list(sys.version_info[:3]), 'executable': sys.executable, "
     "'implementation': sys.implementation.name, 'releaselevel': sys.version_info[3]}))"
@@ -173,12 +171,12 @@ def clear_cache() -> None:
 
 def _cache_key() -> tuple[str | None, ...]:
     names = ("PATH", "PATHEXT", "PYENV_ROOT", "PYENV", "PYENV_HOME", "USERPROFILE", "HOME")
-    return (_PLATFORM, *(os.environ.get(name) for name in names))
+    return (paths._PLATFORM, *(os.environ.get(name) for name in names))
 
 
 @functools.lru_cache(maxsize=16)
 def _discover_for(key: tuple[str | None, ...]) -> Discovery:
-    sources = _windows_sources() if _PLATFORM == "win32" else _posix_sources()
+    sources = _windows_sources() if paths.is_windows() else _posix_sources()
     candidates = _unique_candidates(sources)
     with concurrent.futures.ThreadPoolExecutor(max_workers=_WORKERS) as pool:
         results = list(pool.map(lambda c: _inspect_candidate(*c), candidates))
@@ -338,6 +336,6 @@ def _not_found_message(request: PythonRequest, discovery: Discovery) -> str:
     minor = ".".join(version.split(".")[:2])
     windows = [f"'py install {version}'", f"'winget install Python.Python.{minor}'"]
     pyenv = [f"'pyenv install {version}'"]
-    hints = windows + pyenv if _PLATFORM == "win32" else pyenv + windows
+    hints = windows + pyenv if paths.is_windows() else pyenv + windows
     return (f"no Python matching {request.text!r} found (found: {have}; searched: {'; '.join(discovery.searched)}); "
             f"install it with {', '.join(hints[:-1])} or {hints[-1]}, or pass --python PATH")

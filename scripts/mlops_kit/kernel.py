@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import envs, proc
+from . import paths, proc
 from .errors import BadInput, EnvBuildError
 
 SCOPES = ("user", "sys-prefix", "none")
@@ -42,13 +42,13 @@ def kernel_name_for(venv_name: str) -> str:
 def kernelspec(venv_dir: Path, display_name: str) -> dict[str, Any]:
     """The ``kernel.json`` content for the venv at ``venv_dir`` (absolute paths; PATH keeps the caller's after)."""
     venv_dir = Path(os.path.abspath(venv_dir))
-    pathsep = ";" if envs._PLATFORM == "win32" else ":"
     return {
-        "argv": [str(envs.venv_python(venv_dir)), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "argv": [str(paths.venv_python(venv_dir)), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": display_name,
         "language": "python",
         "metadata": {"debugger": True},
-        "env": {"PATH": f"{envs.venv_bin_dir(venv_dir)}{pathsep}${{PATH}}", "VIRTUAL_ENV": str(venv_dir)},
+        "env": {"PATH": f"{paths.venv_bin_dir(venv_dir)}{paths.path_list_separator()}${{PATH}}",
+                "VIRTUAL_ENV": str(venv_dir)},
     }
 
 
@@ -61,13 +61,6 @@ def kernel_dir(name: str, scope: str) -> Path:
     if scope == "sys-prefix":
         return Path(sys.prefix) / "share" / "jupyter" / "kernels" / name
     raise BadInput(f"--kernel-scope {scope!r}: choose one of {', '.join(SCOPES)}")
-
-
-def is_registered(name: str) -> bool:
-    """True when any Jupyter path (user, sys-prefix, system, JUPYTER_PATH) has a kernelspec called ``name``."""
-    from jupyter_client.kernelspec import KernelSpecManager
-
-    return name in KernelSpecManager().find_kernel_specs()
 
 
 def registered_for(venv_dir: Path, *, name: str, display_name: str, scope: str) -> bool:
@@ -91,7 +84,7 @@ def register_kernel(venv_dir: Path, *, name: str, display_name: str, scope: str 
     # The venv's jupyter_core may be another version than ours: pin its user data dir to the one we (and a
     # JupyterLab installed next to this toolkit) read, so the kernelspec lands where it is looked for.
     env = {**os.environ, "JUPYTER_DATA_DIR": str(target.parent.parent)} if scope == "user" else None
-    cmd = [envs.venv_python(venv_dir), "-m", "ipykernel", "install", *where, "--name", name,
+    cmd = [paths.venv_python(venv_dir), "-m", "ipykernel", "install", *where, "--name", name,
            "--display-name", display_name]
     try:
         result = proc.run(cmd, env=env, timeout=300)
@@ -99,7 +92,7 @@ def register_kernel(venv_dir: Path, *, name: str, display_name: str, scope: str 
         raise EnvBuildError(f"registering kernel {name!r} failed: {exc}") from None
     found = _INSTALLED.search(result.stdout + result.stderr)
     folder = Path(found.group(1).strip()) if found else target
-    envs.write_json_atomic(folder / "kernel.json", _patched(folder / "kernel.json", venv_dir, display_name), indent=1)
+    paths.write_json_atomic(folder / "kernel.json", _patched(folder / "kernel.json", venv_dir, display_name), indent=1)
     return folder
 
 

@@ -10,13 +10,17 @@ Extra kernel variables (``MLFLOW_RUN_ID`` & co.) are set in the kernel *after* i
 cell, by a silent ``os.environ.update`` (``before_cells``): the MLflow run is created in parallel with the kernel
 start, which is what keeps ``run_notebook`` close to bare papermill's speed.
 
+papermill runs it (``papermill.execute_notebook``, its parameterization, error banner and progress) through its engine
+extension point: our engine is papermill's nbclient engine with a client that overrides one method, the per-cell
+loop, for the kernel's environment, the run's outcome and timeouts (see :func:`_client_class`).
+
 Like papermill, a failing notebook is still written (with papermill's banner and link to the failing cell); a cell
 timeout or a dead kernel get an error output in the cell they stopped in, so the notebook doubles as the log.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -27,11 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from . import console
 from .errors import BadInput
 
-_PLATFORM = sys.platform  # seam: tests patch it to exercise the Windows branch
 INJECTED_TAG = "injected-parameters"
-_DROPPED_PAPERMILL_WARNINGS = ("Input notebook does not contain a cell with tag", "Passed unknown parameter")
+# papermill log lines we drop: our own warnings say the first two; the last two name our in-memory copies
+_DROPPED_PAPERMILL_LINES = ("Input notebook does not contain a cell with tag", "Passed unknown parameter",
+                            "Input Notebook:", "Output Notebook:")
 
 
 @dataclass
@@ -61,7 +67,6 @@ class Outcome:
     execution_count: int | None = None
     ename: str = ""
     evalue: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -94,41 +99,73 @@ def load_notebook(path: Path) -> Any:
         raise BadInput(f"{path}: not a readable Jupyter notebook ({' '.join(str(exc).split())[:200]})") from None
 
 
-def execute(ex: Execution, nb: Any) -> Outcome:
-    """Parameterize and run ``nb``; always write ``ex.output`` once cells started. Returns the outcome."""
-    from papermill.engines import NotebookExecutionManager
-    from papermill.execute import prepare_notebook_metadata, remove_error_markers
-    from papermill.parameterize import parameterize_notebook
+ENGINE_NAME = "mlops_kit"
 
+
+@dataclass
+class _Progress:
+    """How far one execution got: what the engine saw, read back once papermill returns or raises."""
+
+    ex: Execution
+    nb: Any = None  # the notebook being executed (papermill's copy, with outputs)
+    outcome: Outcome = field(default_factory=Outcome)
+    cells_started: bool = False
+    aborted: bool = False  # before_cells refused (e.g. the MLflow run could not be created)
+    current_index: int | None = None
+
+
+class _Stopped(Exception):
+    """A cell timed out or the kernel died: leave the kernel without papermill's closing ``kernel_info`` request,
+    which would wait for ever on a stuck or dead kernel."""
+
+
+def execute(ex: Execution, nb: Any) -> Outcome:
+    """Parameterize and run ``nb`` with papermill (our engine); always write ``ex.output`` once cells started."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    _register_engine()
     _configure_logging(ex.log_output)
-    nb = parameterize_notebook(nb, ex.parameters, kernel_name=ex.kernel_name, language="python")
-    nb = remove_error_markers(prepare_notebook_metadata(nb, str(ex.notebook), str(ex.output)))
-    nb_man = NotebookExecutionManager(nb, output_path=None, log_output=ex.log_output, progress_bar=ex.progress_bar)
+    state = _Progress(ex)
     with tempfile.TemporaryDirectory(prefix="mlops_kit-kernel-") as tmp:
         _write_kernelspec(Path(tmp), ex.kernel_name, ex.kernelspec)
-        client = _client_class()(
-            nb_man, ex, kernel_name=ex.kernel_name, kernel_manager_class=_manager_class(Path(tmp)),
-            timeout=_whole_seconds(ex.cell_timeout), startup_timeout=_whole_seconds(ex.start_timeout),
-            log=logging.getLogger("papermill"),
-            log_output=ex.log_output, resources={"metadata": {"path": str(ex.cwd)}},
-        )
-        nb_man.notebook_start()
         try:
-            client.execute()
+            papermill.execute_notebook(
+                nb, None, parameters=ex.parameters, engine_name=ENGINE_NAME, kernel_name=ex.kernel_name,
+                language="python", progress_bar=ex.progress_bar, log_output=ex.log_output,
+                start_timeout=_whole_seconds(ex.start_timeout), mlops_state=state,
+                kernel_manager_class=_manager_class(Path(tmp)),
+            )
+        except PapermillExecutionError as err:  # papermill added its banner to state.nb
+            if state.outcome.ok:  # e.g. a cell with an error output although nbclient did not raise
+                state.outcome = Outcome("cell-error", _source_index(state.nb, err.cell_index), err.exec_count,
+                                        err.ename, err.evalue)
+        except _Stopped:
+            _add_error_banner(state.nb)
         except BaseException as exc:  # kernel never started, or something unexpected (even Ctrl-C) mid-run
-            nb_man.cleanup_pbar()
-            if client.cells_started:  # nothing is lost: what ran so far is written before giving up
-                _write(ex, nb_man.nb)
-                if not isinstance(exc, Exception):  # Ctrl-C: the caller ends the run KILLED
-                    raise
-                return _runner_failure(client, exc)
-            if client.aborted or not isinstance(exc, (RuntimeError, TimeoutError, OSError)):
-                raise
-            return _kernel_start_failure(ex, nb_man.nb, exc)
-        finally:
-            nb_man.cleanup_pbar()
-            nb_man.notebook_complete()
-    return _finish(ex, nb_man.nb, client.outcome)
+            return _interrupted(state, exc)
+    return _finish(ex, state.nb, state.outcome)
+
+
+def _interrupted(state: _Progress, exc: BaseException) -> Outcome:
+    """Nothing is lost: what ran so far is written before giving up; Ctrl-C goes on to the caller (run KILLED)."""
+    if state.cells_started:
+        _write(state.ex, state.nb)
+        if not isinstance(exc, Exception):
+            raise exc
+        return _runner_failure(state, exc)
+    if state.aborted or state.nb is None or not isinstance(exc, (RuntimeError, TimeoutError, OSError)):
+        raise exc
+    return _kernel_start_failure(state.ex, state.nb, exc)
+
+
+def _add_error_banner(nb: Any) -> None:
+    """papermill's banner and link to the failing cell (what it adds itself after a cell error)."""
+    from papermill.exceptions import PapermillExecutionError
+    from papermill.execute import raise_for_execution_errors
+
+    with contextlib.suppress(PapermillExecutionError):
+        raise_for_execution_errors(nb, None)
 
 
 def _whole_seconds(value: float | None) -> int | None:
@@ -136,12 +173,12 @@ def _whole_seconds(value: float | None) -> int | None:
     return None if value is None else max(1, math.ceil(value))
 
 
-def _runner_failure(client: Any, exc: Exception) -> Outcome:
+def _runner_failure(state: _Progress, exc: Exception) -> Outcome:
     """Something unexpected once cells ran (e.g. nbclient refusing a malformed output): a failed run, not a crash,
     so the caller still logs the written notebook and ends the run FAILED."""
-    index = client.current_index
-    cell = client.nb.cells[index] if index is not None and index < len(client.nb.cells) else None
-    return Outcome(kind="runner-error", cell_index=_source_index(client.nb, index) if cell is not None else None,
+    index, nb = state.current_index, state.nb
+    cell = nb.cells[index] if index is not None and index < len(nb.cells) else None
+    return Outcome(kind="runner-error", cell_index=_source_index(nb, index) if cell is not None else None,
                    execution_count=cell.get("execution_count") if cell is not None else None,
                    ename=type(exc).__name__, evalue=" ".join(str(exc).split())[:2000])
 
@@ -155,20 +192,9 @@ def _kernel_start_failure(ex: Execution, nb: Any, exc: BaseException) -> Outcome
 
 
 def _finish(ex: Execution, nb: Any, outcome: Outcome) -> Outcome:
-    """Mask secrets in the written notebook, add papermill's error banner, write it."""
-    from papermill.exceptions import PapermillExecutionError
-    from papermill.execute import raise_for_execution_errors
-
-    _mask(ex, nb)
+    """Mask secrets in the written notebook, name its kernel as the stage's, write it."""
     nb.metadata.kernelspec = {"name": ex.kernel_name, "display_name": ex.kernelspec.get("display_name", ""),
                               "language": "python"}
-    ex.output.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        raise_for_execution_errors(nb, str(ex.output))
-    except PapermillExecutionError as err:
-        if outcome.ok:  # e.g. a cell with an error output although nbclient did not raise
-            outcome = Outcome("cell-error", _source_index(nb, err.cell_index), err.exec_count, err.ename, err.evalue)
-        return outcome
     _write(ex, nb)
     return outcome
 
@@ -218,39 +244,56 @@ def _manager_class(kernels_dir: Path) -> type:
     return PrivateKernelManager
 
 
+def _register_engine() -> None:
+    """papermill's extension point: an engine runs the parameterized notebook for ``papermill.execute_notebook``."""
+    from papermill.engines import papermill_engines
+
+    papermill_engines.register(ENGINE_NAME, _engine_class())
+
+
+def _engine_class() -> type:
+    from papermill.engines import Engine
+
+    class MlopsKitEngine(Engine):
+        """papermill's nbclient engine with our client (below) and the per-run state handed in by ``execute``."""
+
+        @classmethod
+        def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, *, mlops_state: _Progress,
+                                     kernel_manager_class: type, log_output: bool = False,
+                                     start_timeout: int | None = 60, **_unused: Any) -> None:
+            ex = mlops_state.ex
+            mlops_state.nb = nb_man.nb  # papermill was handed the notebook object: record the real paths
+            nb_man.nb.metadata.papermill.update(input_path=str(ex.notebook), output_path=str(ex.output))
+            client = _client_class()(
+                nb_man, mlops_state, kernel_name=kernel_name, kernel_manager_class=kernel_manager_class,
+                timeout=_whole_seconds(ex.cell_timeout), startup_timeout=start_timeout,
+                log=logging.getLogger("papermill"), log_output=log_output,
+                resources={"metadata": {"path": str(ex.cwd)}},
+            )
+            client.execute()
+
+    return MlopsKitEngine
+
+
 def _client_class() -> type:
-    """papermill's client plus: kernel env before the first cell, outcome tracking, timeout/death as cell errors."""
+    """papermill's client with one override, :meth:`papermill_execute_cells` (its per-cell loop): the kernel's
+    environment before the first cell, the outcome of the run, and a cell timeout or dead kernel ending the run
+    like a cell error. Everything else is papermill's. tests/test_notebook.py checks that papermill's ``execute``
+    still drives the loop through this method, so a papermill upgrade that changes it fails loudly."""
     import nbformat
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
     from papermill.clientwrap import PapermillNotebookClient
 
     class Client(PapermillNotebookClient):
-        def __init__(self, nb_man: Any, ex: Execution, **kw: Any) -> None:
+        def __init__(self, nb_man: Any, state: _Progress, **kw: Any) -> None:
             super().__init__(nb_man, **kw)
-            self.ex, self.outcome, self.cells_started, self.aborted = ex, Outcome(), False, False
-            self.current_index: int | None = None
-
-        def execute(self, **kwargs: Any) -> Any:
-            """papermill's, minus the closing kernel_info request when the kernel is stuck or gone."""
-            self.reset_execution_trackers()
-            if _PLATFORM == "win32":  # zmq needs the selector loop; papermill does the same (bpo-37373)
-                asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())  # type: ignore[attr-defined]
-            with self.setup_kernel(**kwargs):
-                self.log.info(f"Executing notebook with kernel: {self.kernel_name}")
-                self.papermill_execute_cells()
-                if self.outcome.kind in ("timeout", "kernel-died"):
-                    self.shutdown_kernel = "immediate"
-                else:
-                    info = self.wait_for_reply(self.kc.kernel_info())
-                    self.nb.metadata["language_info"] = info["content"]["language_info"]
-                self.set_widgets_metadata()
-            return self.nb
+            self.state = state
 
         def papermill_execute_cells(self) -> None:
             self._before_cells()
-            self.cells_started = True
+            self.state.cells_started = True
             for index, cell in enumerate(self.nb.cells):
-                self.current_index = index
+                self.state.current_index = index
                 try:
                     self.nb_man.cell_start(cell, index)
                     self.execute_cell(cell, index)
@@ -262,26 +305,29 @@ def _client_class() -> type:
                     self.nb.cells[index].setdefault("outputs", []).append(nbformat.v4.new_output(
                         "error", ename=type(err).__name__, evalue=str(err), traceback=[f"{kind}: {err}"]))
                     self._failed(index, kind, type(err).__name__, str(err))
-                    break
+                    self.shutdown_kernel = "immediate"
+                    raise _Stopped(kind) from None
                 finally:
                     self.nb_man.cell_complete(self.nb.cells[index], cell_index=index)
 
         def _failed(self, index: int, kind: str, ename: str, evalue: str) -> None:
             cell = self.nb.cells[index]
             self.nb_man.cell_exception(cell, cell_index=index)
-            self.outcome = Outcome(kind, _source_index(self.nb, index), cell.get("execution_count"), ename, evalue)
+            self.state.outcome = Outcome(kind, _source_index(self.nb, index), cell.get("execution_count"), ename,
+                                         evalue)
 
         def _before_cells(self) -> None:
-            if self.ex.before_cells is None:
+            ex = self.state.ex
+            if ex.before_cells is None:
                 return
             try:
-                env = dict(self.ex.before_cells())
+                env = dict(ex.before_cells())
             except BaseException:
-                self.aborted = True
+                self.state.aborted = True
                 raise
-            if self.ex.masked_parameters is None:  # no secrets: save progress to --output as cells complete
-                self.ex.output.parent.mkdir(parents=True, exist_ok=True)
-                self.nb_man.output_path = str(self.ex.output)
+            if ex.masked_parameters is None:  # no secrets: save progress to --output as cells complete
+                ex.output.parent.mkdir(parents=True, exist_ok=True)
+                self.nb_man.output_path = str(ex.output)
             if env:
                 code = f"import os as _mlops_os\n_mlops_os.environ.update({env!r})\ndel _mlops_os\n"
                 reply = self.wait_for_reply(self.kc.execute(code, silent=True, store_history=False))
@@ -293,7 +339,7 @@ def _client_class() -> type:
 
 class _DropDuplicates(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.getMessage()).startswith(_DROPPED_PAPERMILL_WARNINGS)
+        return not str(record.getMessage()).startswith(_DROPPED_PAPERMILL_LINES)
 
 
 def _configure_logging(log_output: bool) -> None:
@@ -346,3 +392,14 @@ def render_html(notebook: Path, html: Path) -> None:
     nb = nbformat.read(str(notebook), as_version=4)
     html.parent.mkdir(parents=True, exist_ok=True)
     html.write_text(render_html_text(nb), encoding="utf-8")
+
+
+def render_html_or_warn(notebook: Path, html: Path) -> bool:
+    """:func:`render_html`, but a notebook nbconvert cannot render only warns: the run must not be lost for it."""
+    try:
+        render_html(notebook, html)
+    except Exception as exc:  # noqa: BLE001 - nbconvert raises template, markdown and OS errors
+        reason = " ".join(str(exc).split())[:300]
+        console.warn(f"{notebook}: HTML rendering failed ({type(exc).__name__}: {reason}); not logged")
+        return False
+    return True

@@ -22,15 +22,6 @@ from .errors import BadInput
 from .inputs import read_input
 
 RESERVED = ("output_dir",)
-MASK = "***"
-# A key is secret-looking when its words (split at '.', '_', '-', spaces and lower-to-upper case changes, any case)
-# contain one of these words or word sequences: ``db_password``, ``apiKey``, ``aws.secret_access_key`` are secrets;
-# ``tokenizer``, ``passes`` are not (whole words only), nor a count such as ``max_tokens`` (see _COUNT_WORDS).
-SECRET_WORDS = ("password", "passwords", "passwd", "passphrase", "pwd", "token", "tokens", "secret", "secrets",
-                "api key", "apikey", "credential", "credentials", "private key", "privatekey", "access key",
-                "accesskey", "auth key", "connection string", "conn str", "sas key", "client key")
-_COUNT_WORDS = ("max", "min", "num", "n", "total", "count")  # "max tokens" is a number, not a token
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -106,45 +97,16 @@ def flatten(params: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def is_secret(name: str) -> bool:
-    """True when a (dotted) parameter name looks like it holds a secret (whole words, see :data:`SECRET_WORDS`)."""
-    words = re.split(r"[._\-\s]+", _CAMEL.sub("_", name).lower())
-    text = f" {' '.join(w for w in words if w)} "
-    for count in _COUNT_WORDS:
-        text = text.replace(f" {count} token ", " ").replace(f" {count} tokens ", " ")
-    return any(f" {word} " in text for word in SECRET_WORDS)
-
-
-def masked(params: Mapping[Any, Any]) -> dict[Any, Any]:
-    """A copy of (nested) ``params`` with every secret-looking value replaced by ``***`` (inside lists too)."""
-    return _masked(params)
-
-
-def _masked(params: Mapping[Any, Any]) -> dict[Any, Any]:
-    return {key: MASK if is_secret(str(key)) and value is not None else _masked_value(value)
-            for key, value in params.items()}
-
-
-def _masked_value(value: Any) -> Any:
-    if isinstance(value, dict):
-        return _masked(value)
-    if isinstance(value, list):
-        return [_masked_value(v) for v in value]
-    return value
-
-
-def has_secrets(params: Mapping[Any, Any]) -> bool:
-    return masked(params) != params
-
-
 def declared_parameters(nb: Any) -> set[str] | None:
-    """Names assigned in the notebook's ``parameters`` cell (papermill's inspection); None when it has none."""
-    from papermill.inspection import _infer_parameters
+    """Names assigned in the notebook's ``parameters`` cell, read by papermill's Python translator (its public
+    ``inspect``, what ``papermill --help-notebook`` uses); None when the notebook has no such cell."""
+    from papermill.translators import PythonTranslator
     from papermill.utils import find_first_tagged_cell_index
 
-    if find_first_tagged_cell_index(nb, "parameters") < 0:
+    index = find_first_tagged_cell_index(nb, "parameters")
+    if index < 0:
         return None
-    return {p.name for p in _infer_parameters(nb, language="python")}
+    return {p.name for p in PythonTranslator.inspect(nb.cells[index])}
 
 
 def undeclared_warnings(nb: Any, passed: Iterable[str], *, notebook: Path) -> list[str]:

@@ -32,17 +32,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
-from . import interpreters, proc
+from . import interpreters, paths, proc
 from .errors import PythonNotFound
 from .interpreters import Interpreter
 from .spec import PythonRequest
 
-_PLATFORM = sys.platform  # seam: tests patch it (and interpreters._PLATFORM) to "win32"
 SUPPORTED_MINORS = tuple(range(14, 7, -1))  # 3.14 ... 3.8, newest first: what a specifier may install
 _MINOR_TEXT = re.compile(r"^3\.\d{1,2}$")
 _RELEASE_LINE = re.compile(r"^\s*3\.(\d+)\.(\d+)\s*$")  # final releases in `pyenv install --list`; no -dev/t/a1
@@ -68,18 +66,13 @@ class InstallMethod:
 # ----------------------------------------------------------------------------------------------- public API
 
 
-def install_plan(request: PythonRequest) -> list[InstallMethod]:
-    """The installers available here, best first (the first one is what :func:`install_python` runs)."""
-    return _survey(request)[0]
-
-
 def install_python(request: PythonRequest, *, echo: Echo = print) -> Interpreter:
     """Return a verified interpreter for ``request``, installing it first when discovery finds none."""
     try:
         return interpreters.find_python(request)
     except PythonNotFound:
         pass
-    plan, looked_for = _survey(request)
+    plan, looked_for = survey(request)
     if not plan:
         raise PythonNotFound(_nothing_available(request, looked_for))
     method = plan[0]
@@ -104,10 +97,15 @@ def install_target(request: PythonRequest) -> str:
 # --------------------------------------------------------------------------------------------- the survey
 
 
-def _survey(request: PythonRequest) -> tuple[list[InstallMethod], list[str]]:
-    """Installers found (as methods) and what was looked for (for the "nothing available" message)."""
+class Survey(NamedTuple):
+    methods: list[InstallMethod]  # the installers available here, best first (install_python runs the first)
+    looked_for: list[str]  # what was looked for (for the "nothing available" message)
+
+
+def survey(request: PythonRequest) -> Survey:
+    """The installers available here for ``request``, and what was looked for."""
     target = install_target(request)
-    builders = _WINDOWS_BUILDERS if _PLATFORM == "win32" else _POSIX_BUILDERS
+    builders = _WINDOWS_BUILDERS if paths.is_windows() else _POSIX_BUILDERS
     plan: list[InstallMethod] = []
     looked_for: list[str] = []
     for build in builders:
@@ -115,7 +113,7 @@ def _survey(request: PythonRequest) -> tuple[list[InstallMethod], list[str]]:
         if method is not None:
             plan.append(method)
         looked_for.append(note)
-    return plan, looked_for
+    return Survey(plan, looked_for)
 
 
 def _pymanager(target: str, request: PythonRequest) -> tuple[InstallMethod | None, str]:
@@ -238,7 +236,7 @@ def _find_installed(request: PythonRequest, method: InstallMethod) -> Interprete
 
 def _nothing_available(request: PythonRequest, looked_for: list[str]) -> str:
     version = install_target(request)
-    if _PLATFORM == "win32":
+    if paths.is_windows():
         hints = (f"install the Python install manager (https://www.python.org/downloads/windows/) and run "
                  f"'py install {version}', or 'winget install --id Python.Python.{_minor(version)} --exact'")
     else:

@@ -11,9 +11,9 @@ import hashlib
 import json
 import re
 import urllib.parse
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Hashable
 from typing import Any, Callable
 
 import yaml
@@ -23,6 +23,7 @@ from packaging.version import Version
 
 from .errors import BadInput
 from .inputs import read_input
+from .redact import redact
 
 REQUIRED_FIELDS = ("stage", "python_version", "venv_name", "packages", "kernel_display_name")
 OPTIONAL_FIELDS = ("index_url", "extra_index_urls", "description")
@@ -69,10 +70,6 @@ class StageSpec:
     description: str | None = None
     source: Path = field(default=Path("spec.yaml"), compare=False)
     text: str = field(default="", compare=False, repr=False)
-
-    @property
-    def python_version(self) -> str:
-        return self.python.text
 
     def content_hash(self) -> str:
         """Hash of what defines the environment (not comments/ordering of the YAML): the venv cache key part."""
@@ -199,19 +196,10 @@ def _index_url(value: str | None, name: str, err: Callable[[str, str], BadInput]
                         "(no installer options, no spaces)")
     if value is not None and "@" in urllib.parse.urlsplit(value).netloc:
         # The spec text is copied to audit/spec.yaml, GoCD artifacts and MLflow: a token here would leak.
-        raise err(name, f"{mask_url_credentials(value)!r} has a user/password part: put credentials in "
+        raise err(name, f"{redact(value)!r} has a user/password part: put credentials in "
                         "PIP_INDEX_URL / UV_DEFAULT_INDEX (environment, a GoCD secure variable) or a keyring, "
                         "not in a committed spec")
     return value
-
-
-def mask_url_credentials(url: str) -> str:
-    """``https://user:token@host/simple`` -> ``https://***@host/simple`` (an index URL as messages and env.json
-    may show it)."""
-    parts = urllib.parse.urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def _name(data: dict[str, Any], name: str, pattern: re.Pattern[str], err: Callable[[str, str], BadInput]) -> str:

@@ -4,7 +4,8 @@ The order is what keeps a run safe and fast: the MLflow helper process starts fi
 inputs are checked and papermill loads), then every input is checked (bad input: exit 2 even with the store down,
 and no store created), then the tracking store, then the store is opened and the run created while the kernel
 starts. Execution is
-:mod:`mlops_kit.notebook`'s, parameters :mod:`mlops_kit.params`'s, MLflow and the manifest :mod:`mlops_kit.tracking`'s.
+:mod:`mlops_kit.notebook`'s, parameters :mod:`mlops_kit.params`'s, the record and manifest
+:mod:`mlops_kit.runrecord`'s, the MLflow calls :mod:`mlops_kit.tracking`'s (run in :mod:`mlops_kit.worker`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import os
 import sys
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import envs, kernel, notebook, params, spec, tracking
+from . import audit, console, git, kernel, notebook, params, paths, redact, runrecord, spec, tracking, worker
 from .errors import BadInput, NotebookFailed, TrackingError
 
 if TYPE_CHECKING:  # nbformat is imported by papermill when needed, not at start-up
@@ -50,9 +52,9 @@ class NotebookRunRequest:
 class _Run:
     """One stage run in flight: what the kernel-ready hook, the finish and a Ctrl-C need."""
 
-    tracker: tracking.Tracker
-    started: tracking.Reply
-    record: tracking.RunRecord
+    tracker: worker.Tracker
+    started: Future
+    record: runrecord.RunRecord
     output: Path
     output_dir: Path
     masked: dict[str, Any]
@@ -62,15 +64,15 @@ def run(request: NotebookRunRequest) -> int:
     """Run the stage notebook and log it (or, with ``log_existing``, upload an earlier run); returns the exit code."""
     if request.log_existing is not None:
         return _log_existing(request.log_existing, request.tracking_uri, request.experiment)
-    target = tracking.resolve_target(request.tracking_uri, request.experiment)
-    tracker = tracking.Tracker()  # imports mlflow while the inputs are checked and papermill loads
+    target = runrecord.resolve_target(request.tracking_uri, request.experiment)
+    tracker = worker.Tracker()  # imports mlflow while the inputs are checked and papermill loads
     try:
         checked = _checked_inputs(request)  # bad input: exit 2, whatever the state of the store
         try:
             tracking.preflight(target.uri)  # a server that is down: fail in a second, before anything runs
         except TrackingError as exc:
             raise TrackingError(f"{exc}; nothing was executed") from None
-        tracker.call("warm", target)  # only now: valid input, so opening (creating) the store is wanted
+        tracker.submit(tracking.warm, target)  # only now: valid input, so opening (creating) the store is wanted
         return _execute_and_log(request, checked, target, tracker)
     finally:
         tracker.close()
@@ -80,7 +82,7 @@ def run(request: NotebookRunRequest) -> int:
 class _Checked:
     """The inputs, read and checked."""
 
-    env: envs.EnvRecord
+    env: audit.EnvRecord
     nb: NotebookNode
     values: dict[str, Any]
     params_file_has_secrets: bool
@@ -90,16 +92,16 @@ def _checked_inputs(request: NotebookRunRequest) -> _Checked:
     """Every user input is checked before the kernel starts: bad input is exit 2 with nothing executed."""
     venv = _venv_dir(request)
     _check_inputs(request)
-    env = envs.read_env(venv)
-    if not envs.venv_python(venv).exists():
-        raise BadInput(f"{venv}: its interpreter {envs.venv_python(venv)} is missing; "
+    env = audit.read_env(venv)
+    if not paths.venv_python(venv).exists():
+        raise BadInput(f"{venv}: its interpreter {paths.venv_python(venv)} is missing; "
                        "rebuild with create_venv.py --force")
     values = params.load_params_file(request.params_file) if request.params_file else {}
-    params_file_has_secrets = params.has_secrets(values)
+    params_file_has_secrets = redact.has_secrets(values)
     values = params.merge_overrides(values, request.param_overrides)
     nb = notebook.load_notebook(request.notebook)
     for message in params.undeclared_warnings(nb, list(values), notebook=request.notebook):
-        _warn(message)
+        console.warn(message)
     return _Checked(env, nb, values, params_file_has_secrets)
 
 
@@ -110,13 +112,13 @@ def _venv_dir(request: NotebookRunRequest) -> Path:
     if request.spec is None:
         raise BadInput("run_notebook.py: give --venv DIR or --spec FILE (see --help)")
     stage = spec.load_spec(request.spec)
-    venv = envs.venv_root(request.venv_root) / stage.venv_name
-    record = envs.read_env(venv) if (venv / envs.AUDIT / envs.ENV_JSON).is_file() else None
+    venv = paths.venv_root(request.venv_root) / stage.venv_name
+    record = audit.read_env(venv) if (venv / audit.AUDIT / audit.ENV_JSON).is_file() else None
     if record is None:
         raise BadInput(f"{venv}: no venv for {request.spec} (build it: python scripts/create_venv.py "
                        f"--spec {request.spec})")
     if record.spec_hash != stage.content_hash():
-        _warn(f"{venv}: built from a different version of {request.spec}; re-run create_venv.py to update it")
+        console.warn(f"{venv}: built from a different version of {request.spec}; re-run create_venv.py to update it")
     return venv
 
 
@@ -137,22 +139,18 @@ def _check_inputs(request: NotebookRunRequest) -> None:
         raise BadInput(f"{request.output_dir}: --output-dir exists and is not a folder")
 
 
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-def _execute_and_log(request: NotebookRunRequest, checked: _Checked, target: tracking.Target,
-                     tracker: tracking.Tracker) -> int:
+def _execute_and_log(request: NotebookRunRequest, checked: _Checked, target: runrecord.Target,
+                     tracker: worker.Tracker) -> int:
     """Start the MLflow run before executing, so the kernel gets its run id; Ctrl-C still leaves a manifest."""
     env, nb, values = checked.env, checked.nb, checked.values
     stage = request.stage or env.stage
     output = Path(os.path.abspath(request.output))
     output_dir = Path(os.path.abspath(request.output_dir or output.parent / f"{stage}_outputs"))
     values = {**values, "output_dir": str(output_dir)}
-    masked = params.masked(values)
+    masked = redact.masked(values)
     record = _record(request, stage, env, output, output_dir, masked, target,
                      params_file_has_secrets=checked.params_file_has_secrets)
-    live = _Run(tracker, tracker.start(record), record, output, output_dir, masked)
+    live = _Run(tracker, tracker.submit(tracking.start_run, record), record, output, output_dir, masked)
     ex = notebook.Execution(
         notebook=Path(os.path.abspath(request.notebook)), output=output, parameters=values,
         kernelspec=kernel.kernelspec(env.venv_dir, env.kernel_display_name), kernel_name=env.kernel_name,
@@ -176,31 +174,31 @@ def _execute_and_log(request: NotebookRunRequest, checked: _Checked, target: tra
     return _finish(live, outcome, begin)
 
 
-def _record(request: NotebookRunRequest, stage: str, env: envs.EnvRecord, output: Path, output_dir: Path,
-            masked: dict[str, Any], target: tracking.Target, *, params_file_has_secrets: bool) -> tracking.RunRecord:
+def _record(request: NotebookRunRequest, stage: str, env: audit.EnvRecord, output: Path, output_dir: Path,
+            masked: dict[str, Any], target: runrecord.Target, *, params_file_has_secrets: bool) -> runrecord.RunRecord:
     """Everything the run logs, decided up front so the manifest can replay it (--log-existing)."""
     nb_path = Path(os.path.abspath(request.notebook))
-    git = tracking.git_info(nb_path)
-    source = _source_name(nb_path, git.root)
-    system = {"stage": stage, "python_version": env.python_version, "venv_name": env.venv_name,
-              "git_commit": git.commit, "git_branch": git.branch, "git_dirty": git.dirty, "notebook": source}
-    gocd = tracking.gocd_context()
-    key = tracking.pipeline_key()
+    code = git.source_info(nb_path)
+    source = _source_name(nb_path, code.root)
+    system = {"stage": stage, "python_version": env.python.version, "venv_name": env.venv_name,
+              "git_commit": code.commit, "git_branch": code.branch, "git_dirty": code.dirty, "notebook": source}
+    gocd = runrecord.gocd_context()
+    key = runrecord.pipeline_key()
     tags = {"mlflow.runName": stage, "mlflow.source.name": source, "mlflow.source.type": "JOB" if gocd else "LOCAL",
-            "mlflow.user": tracking.describe_user(), "mlops_kit.role": "stage", "mlops_kit.stage": stage,
+            "mlflow.user": runrecord.current_user(), "mlops_kit.role": "stage", "mlops_kit.stage": stage,
             "mlops_kit.venv": str(env.venv_dir), "mlops_kit.kernel": env.kernel_name,
-            **({"mlflow.source.git.commit": git.commit, "mlflow.source.git.branch": git.branch}
-               if git.commit != "unknown" else {}),
-            **({tracking.PIPELINE_KEY_TAG: key} if key else {}), **gocd}
+            **({"mlflow.source.git.commit": code.commit, "mlflow.source.git.branch": code.branch}
+               if code.commit != "unknown" else {}),
+            **({runrecord.PIPELINE_KEY_TAG: key} if key else {}), **gocd}
     params_copy = output.with_name(output.stem + ".params.yaml")  # written with the outputs (_finish)
     files = [[str(output), ""], [str(output.with_suffix(".html")), ""], [str(params_copy), "params"],
              *[[str(p), "environment"] for p in (env.spec_file, env.freeze_file, env.env_file)]]
     if request.params_file and not params_file_has_secrets:  # else only the masked copy above
         files.append([str(Path(os.path.abspath(request.params_file))), "params"])
-    return tracking.RunRecord(
+    return runrecord.RunRecord(
         tracking_uri=target.uri, experiment=target.experiment, artifact_location=target.artifact_location,
-        run_name=stage, params=tracking.loggable_params(system, masked, warn=_warn),
-        tags=tracking.loggable_tags(tags), pipeline_key=key,
+        run_name=stage, params=runrecord.loggable_params(system, masked, warn=console.warn),
+        tags=runrecord.loggable_tags(tags), pipeline_key=key,
         pipeline_run_name=f"{gocd.get('GO_PIPELINE_NAME')} #{gocd.get('GO_PIPELINE_COUNTER')}" if key else None,
         files=files, folders=[[str(output_dir), "outputs"]], executed_notebook=str(output),
         html=str(output.with_suffix(".html")),
@@ -219,10 +217,10 @@ def _source_name(nb_path: Path, git_root: Path | None) -> str:
 def _run_ready(live: _Run) -> dict[str, str]:
     """Called once the kernel is up: wait for the MLflow run, create the output folder, give the kernel its env."""
     notebook.prewarm_html_in_background()  # uses the wait for the run (or runs beside the first cells)
-    ids = live.started.result()
+    ids = live.tracker.result(live.started)
     tracking.apply_ids(live.record, ids)
     live.record.params_logged = True
-    live.tracker.warm_finish(live.record)
+    live.tracker.submit(tracking.warm_finish, live.record.tracking_uri, ids["run_id"])
     live.output_dir.mkdir(parents=True, exist_ok=True)
     return {"MLFLOW_RUN_ID": ids["run_id"], "MLFLOW_TRACKING_URI": live.record.tracking_uri,
             "MLFLOW_EXPERIMENT_ID": ids["experiment_id"]}
@@ -234,28 +232,28 @@ def _finish(live: _Run, outcome: notebook.Outcome, begin: float) -> int:
     record.end_time = int(time.time() * 1000)
     record.status = "FINISHED" if outcome.ok else "FAILED"
     record.failure = outcome.as_tags() if not outcome.ok else {}
-    record.metrics = tracking.read_metrics(live.output_dir, since=begin, warn=_warn)
-    manifest = tracking.manifest_path(output)
+    record.metrics = runrecord.read_metrics(live.output_dir, since=begin, warn=console.warn)
+    manifest = runrecord.manifest_path(output)
     output.parent.mkdir(parents=True, exist_ok=True)  # the kernel may not have started (nothing written yet)
     output.with_name(output.stem + ".params.yaml").write_text(params.yaml_text(live.masked), encoding="utf-8")
     tracking_error = None
     if output.is_file():
-        _render_html(output, output.with_suffix(".html"))
+        notebook.render_html_or_warn(output, output.with_suffix(".html"))
     try:
         if record.run_id is None:  # the kernel never started: the run may still be on its way
-            tracking.apply_ids(record, live.started.result())
+            tracking.apply_ids(record, live.tracker.result(live.started))
             record.params_logged = True
-        tracking.save_manifest(record, manifest)
-        live.tracker.finish(record)
+        runrecord.save_manifest(record, manifest)
+        live.tracker.call(tracking.finish_run, record)
         record.logged = True
     except TrackingError as exc:
         tracking_error = f"{exc}; the executed notebook is {output}; upload it later with: " + \
             _upload_later_command(manifest, record.tracking_uri)
-    tracking.save_manifest(record, manifest)
+    runrecord.save_manifest(record, manifest)
     print(f"executed notebook: {output}")
     if record.logged:
         print(f"MLflow run {record.run_id} ({record.status}) in experiment {record.experiment!r} "
-              f"at {tracking.hide_password(record.tracking_uri)}")
+              f"at {redact.redact(record.tracking_uri)}")
     if not outcome.ok:
         extra = f" (also: {tracking_error})" if tracking_error else ""
         raise NotebookFailed(f"{output}: notebook failed: {outcome.summary()}{extra}")
@@ -268,19 +266,10 @@ def _finish(live: _Run, outcome: notebook.Outcome, begin: float) -> int:
 def _upload_later_command(manifest: Path, uri: str) -> str:
     """The manifest keeps the URI without its password: say how to give the credentials back."""
     command = f"python scripts/run_notebook.py --log-existing \"{manifest}\""
-    if tracking.without_credentials(uri) == uri:
+    if redact.strip_credentials(uri) == uri:
         return command
-    return (f"{command} --tracking-uri \"{tracking.hide_password(uri)}\" (with the real password; or set "
+    return (f"{command} --tracking-uri \"{redact.redact(uri)}\" (with the real credentials; or set "
             "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD: the manifest keeps no credentials)")
-
-
-def _render_html(output: Path, html: Path) -> None:
-    """The HTML copy of the executed notebook; a notebook nbconvert cannot render only warns (the run is kept)."""
-    try:
-        notebook.render_html(output, html)
-    except Exception as exc:  # noqa: BLE001 - a rendering problem must not lose the run
-        reason = " ".join(str(exc).split())[:300]
-        _warn(f"{output}: HTML rendering failed ({type(exc).__name__}: {reason}); not logged")
 
 
 def _interrupted(live: _Run) -> None:
@@ -290,28 +279,28 @@ def _interrupted(live: _Run) -> None:
     record.failure = {"failure_kind": "interrupted"}
     if record.run_id is not None and output.is_file():
         try:
-            live.tracker.finish(record)
+            live.tracker.call(tracking.finish_run, record)
             record.logged = True
         except Exception:  # noqa: BLE001 - the manifest below still allows --log-existing
             pass
     if output.is_file():
-        tracking.save_manifest(record, tracking.manifest_path(output))
+        runrecord.save_manifest(record, runrecord.manifest_path(output))
 
 
 def _log_existing(manifest: Path, tracking_uri: str | None, experiment: str | None) -> int:
     """Upload a run executed earlier (store down at the time), optionally to another store or experiment."""
-    record = tracking.load_manifest(manifest)
+    record = runrecord.load_manifest(manifest)
     uri = None  # the manifest keeps no credentials: --tracking-uri may bring them back
     if (tracking_uri or experiment) and not record.logged:  # log_existing refuses a logged one
-        target = tracking.resolve_target(tracking_uri or record.tracking_uri, experiment or record.experiment)
-        same_store = tracking.without_credentials(target.uri) == tracking.without_credentials(record.tracking_uri)
+        target = runrecord.resolve_target(tracking_uri or record.tracking_uri, experiment or record.experiment)
+        same_store = redact.strip_credentials(target.uri) == redact.strip_credentials(record.tracking_uri)
         if not same_store or target.experiment != record.experiment:  # (credentials may come with --tracking-uri)
             record.run_id, record.params_logged = None, False
         record.tracking_uri, record.experiment, record.artifact_location = target.uri, target.experiment, \
             target.artifact_location
         uri = target.uri
-        tracking.save_manifest(record, manifest)
+        runrecord.save_manifest(record, manifest)
     record = tracking.log_existing(manifest, uri=uri)
     print(f"MLflow run {record.run_id} ({record.status}) in experiment {record.experiment!r} "
-          f"at {tracking.hide_password(record.tracking_uri)}")
+          f"at {redact.redact(record.tracking_uri)}")
     return 0

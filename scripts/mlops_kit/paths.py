@@ -1,0 +1,103 @@
+"""Where things live on this platform: the one platform seam, the venv layout, per-user folders, safe file writes.
+
+Every Windows/POSIX branch of the toolkit asks :func:`is_windows`, which reads :data:`_PLATFORM`: tests set that one
+attribute to ``"win32"`` to run the Windows branches (``Scripts\\python.exe``, ``%LOCALAPPDATA%``, ``cmd /s /c``) on
+Linux. Writes that readers must never see half done (``env.json``, ``kernel.json``, manifests, locks, counters) go
+through :func:`write_text_atomic`: a temp file unique to the call, flushed, then ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+_PLATFORM = sys.platform  # the seam: tests patch this attribute, and only this one
+
+
+def is_windows() -> bool:
+    return _PLATFORM == "win32"
+
+
+def path_list_separator() -> str:
+    """``;`` on Windows, ``:`` elsewhere (``os.pathsep`` of the platform the toolkit is acting for)."""
+    return ";" if is_windows() else ":"
+
+
+# ------------------------------------------------------------------------------------------------------ venvs
+
+
+def venv_bin_dir(venv_dir: Path | str) -> Path:
+    """``Scripts`` on Windows, ``bin`` elsewhere."""
+    return Path(venv_dir) / ("Scripts" if is_windows() else "bin")
+
+
+def venv_python(venv_dir: Path | str) -> Path:
+    """The venv's interpreter: ``Scripts\\python.exe`` on Windows, ``bin/python`` elsewhere."""
+    return venv_bin_dir(venv_dir) / ("python.exe" if is_windows() else "python")
+
+
+def default_venv_root() -> Path:
+    """Per-user default venv root: ``%LOCALAPPDATA%\\mlops_kit\\venvs`` or ``~/.local/share/mlops_kit/venvs``."""
+    if is_windows():
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+    else:
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "mlops_kit" / "venvs"
+
+
+def venv_root(arg: Path | str | None = None) -> Path:
+    """The one rule for where stage venvs live (create_venv, run_notebook --spec and run_pipeline agree on it):
+    ``--venv-root``, else ``ML_VENV_ROOT`` (GoCD sets it; a stray trailing space from ``set X=... `` is dropped),
+    else :func:`default_venv_root`. Absolute, not resolved: a symlinked root keeps the name the user gave."""
+    env = os.environ.get("ML_VENV_ROOT", "").strip()
+    root = Path(arg) if arg is not None and str(arg).strip() else Path(env) if env else default_venv_root()
+    return Path(os.path.abspath(root))
+
+
+# ------------------------------------------------------------------------------------------------------ files
+
+
+def same_path(a: Path | str, b: Path | str) -> bool:
+    """Same location once made absolute (case-insensitive where the platform's paths are)."""
+    return norm(a) == norm(b)
+
+
+def norm(path: Path | str) -> str:
+    return os.path.normcase(os.path.abspath(path))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write through a temp file unique to this call and ``os.replace``: readers never see half a file, and
+    concurrent writers (two registrations of one kernel, two runs of one output) never race on the temp name."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, data: Any, *, indent: int = 2) -> None:
+    write_text_atomic(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
+
+
+def rmtree(path: Path) -> None:
+    """``shutil.rmtree`` that clears the read-only bit Windows puts on some files (e.g. from git) and retries."""
+
+    def clear_readonly(func: Callable[[str], Any], target: str, _exc: Any) -> None:
+        os.chmod(target, stat.S_IWRITE)
+        func(target)
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=clear_readonly)
+    else:
+        shutil.rmtree(path, onerror=clear_readonly)

@@ -1,0 +1,93 @@
+"""What a rehearsal shows a person: the plan (``--dry-run``), the summary table, and where the results are."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from . import gocd, pipeline
+from .errors import BadInput
+from .redact import redact
+from .spec import load_spec
+
+
+def plan(chosen: gocd.Pipeline) -> str:
+    """What would run, stage by stage (for --dry-run)."""
+    lines = [f"pipeline {chosen.name} (group {chosen.group}, label {chosen.label_template})"]
+    lines += [f"  note: {n}" for n in chosen.notes]
+    for stage in chosen.stages:
+        lines.append(f"  stage {stage.name}")
+        for job in stage.jobs:
+            resources = f"  [resources: {', '.join(job.resources)}]" if job.resources else ""
+            lines.append(f"    job {job.name}{resources}")
+            for number, task in enumerate(job.tasks, start=1):
+                runif = "" if task.runif == {"passed"} else f"  (runif {', '.join(sorted(task.runif))})"
+                lines.append(f"      {number}. {task.describe()}{runif}")
+            for artifact in job.artifacts:
+                lines.append(f"      publishes {artifact.src} -> {artifact.published_path() or artifact.dest or '.'}")
+    return "\n".join(lines)
+
+
+def where_results_are(chosen: gocd.Pipeline, result: pipeline.RunResult, settings: pipeline.LocalSettings) -> str:
+    """The closing note: artifacts, working copies, MLflow, kernels."""
+    tracking = redact(settings.overrides.get("MLFLOW_TRACKING_URI") or "")
+    work = settings.state_dir / "work" / chosen.name / str(result.counter)
+    lines = ["", "results:",
+             f"  artifacts (as GoCD would store them): {result.artifacts_root}",
+             f"  working copies of the jobs:           {work}",
+             f"  MLflow runs ({tracking}), parent run per pipeline counter, one nested run per stage:"]
+    mlflow, jupyter = _toolkit_command("mlflow", settings.source), _toolkit_command("jupyter", settings.source)
+    if tracking == pipeline.local_tracking_uri(settings.source):
+        lines.append(f"      cd {settings.source}")
+        lines.append(f"      {mlflow} ui --backend-store-uri sqlite:///mlflow.db      then open http://127.0.0.1:5000")
+    elif tracking.startswith("sqlite:"):
+        lines.append(f"      {mlflow} ui --backend-store-uri {tracking}      then open http://127.0.0.1:5000")
+    else:
+        lines.append(f"      open the tracking server's web UI ({tracking})")
+    kernels = _kernel_names(chosen, settings.source)
+    if kernels:
+        lines.append(f"  Jupyter kernels of the stage venvs ({jupyter} lab, then Kernel > Change Kernel): "
+                     + ", ".join(f'"{k}"' for k in kernels))
+    return "\n".join(lines)
+
+
+def _toolkit_command(name: str, source: Path) -> str:
+    """``mlflow`` / ``jupyter`` as installed beside this toolkit's Python (requirements.txt), the way to type it
+    from the repository (``.venv\\Scripts\\mlflow``); the bare name if it is not there."""
+    folder = Path(sys.executable).parent
+    found = next((p for p in (folder / name, folder / f"{name}.exe") if p.is_file()), None)
+    if found is None:
+        return name
+    try:
+        return str(found.relative_to(source))
+    except ValueError:
+        return str(found)
+
+
+def _kernel_names(chosen: gocd.Pipeline, source: Path) -> list[str]:
+    """Display names of the stage kernels, read from the specs the create_venv tasks name."""
+    names = []
+    for task in (t for s in chosen.stages for j in s.jobs for t in j.tasks if isinstance(t, gocd.ExecTask)):
+        if any(a.endswith("create_venv.py") for a in task.args) and "--spec" in task.args:
+            index = task.args.index("--spec") + 1
+            try:
+                names.append(load_spec(source / task.args[index]).kernel_display_name)
+            except (IndexError, BadInput):
+                continue
+    return names
+
+
+def summary(result: pipeline.RunResult) -> str:
+    """The table printed at the end: stage/job, status, duration, and the failing task if any."""
+    rows = [("stage", "job", "status", "seconds")]
+    rows += [(j.stage, j.job, j.status.upper() if j.status == "failed" else j.status,
+              f"{j.seconds:.1f}" if j.status != "not run" else "-") for j in result.jobs]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    failed = result.first_failure()
+    if failed is not None:
+        lines.append(f"failed: {failed.stage}/{failed.job} at {failed.failed_task}")
+    lines.append(f"total {result.seconds:.1f}s, pipeline {result.pipeline} counter {result.counter} "
+                 f"(label {result.label})")
+    return "\n".join(lines)

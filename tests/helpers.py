@@ -1,0 +1,123 @@
+"""Helpers shared by the test modules (imported as ``from helpers import ...``; fixtures live in conftest):
+the repository's paths, the toolkit's Python, real pyenv interpreters, a real MLflow server, running a script.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+from mlops_kit.runrecord import RunRecord
+from mlops_kit.spec import StageSpec, parse_spec
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO_ROOT / "scripts"
+TOOLKIT_PYTHON = Path(sys.executable)
+REAL_PYENV_ROOT = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+UV_CACHE = Path(os.environ.get("UV_CACHE_DIR") or REPO_ROOT / ".cache" / "uv")
+
+
+def pyenv_pythons() -> dict[str, Path]:
+    """``{"3.10": path, ...}``: the newest real CPython per minor (3.8+) installed with pyenv on this machine."""
+    found: dict[str, tuple[tuple[int, ...], Path]] = {}
+    for exe in sorted((REAL_PYENV_ROOT / "versions").glob("*/bin/python")):
+        parts = exe.parent.parent.name.split(".")
+        if len(parts) != 3 or not all(p.isdigit() for p in parts) or (int(parts[0]), int(parts[1])) < (3, 8):
+            continue
+        key = f"{parts[0]}.{parts[1]}"
+        version = tuple(int(p) for p in parts)
+        if key not in found or version > found[key][0]:
+            found[key] = (version, exe)
+    return {k: v[1] for k, v in sorted(found.items(), key=lambda kv: kv[1][0])}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(url: str, server: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"mlflow server exited early:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"mlflow server not healthy after {timeout}s:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@contextlib.contextmanager
+def start_mlflow_server(root: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real ``mlflow server`` on 127.0.0.1 (SQLite backend, proxied artifacts, free port), health-checked;
+    yields ``(uri, process)`` and stops it on exit (a test may also stop it earlier)."""
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = root / "server.log"
+    cmd = [str(TOOLKIT_PYTHON), "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+           "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    with open(log, "wb") as out:
+        server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root,
+                                  start_new_session=True)
+    try:
+        wait_healthy(url, server, log)
+        yield url, server
+    finally:
+        stop_process_group(server)
+
+
+def stop_process_group(server: subprocess.Popen) -> None:
+    try:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+def run_script(name: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+               timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Run ``scripts/<name>`` with the toolkit's interpreter, as a user would; output captured as text."""
+    return subprocess.run([str(TOOLKIT_PYTHON), str(SCRIPTS / name), *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=timeout)
+
+
+def kernel_registered(name: str) -> bool:
+    """True when any Jupyter path (user, sys-prefix, system, JUPYTER_PATH) has a kernelspec called ``name``."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return name in KernelSpecManager().find_kernel_specs()
+
+
+def make_spec(folder: Path, *, packages: tuple[str, ...] = ("six",), python: str = "3.12", name: str = "stage-venv",
+              display: str = "Stage (test)", extra: str = "") -> StageSpec:
+    """Write ``folder/spec.yaml`` and return the parsed spec."""
+    text = (f"stage: demo\npython_version: \"{python}\"\nvenv_name: {name}\n"
+            f"packages:\n" + "".join(f"  - \"{p}\"\n" for p in packages)
+            + f"kernel_display_name: \"{display}\"\n" + extra)
+    path = folder / "spec.yaml"
+    path.write_text(text, encoding="utf-8")
+    return parse_spec(text, source=path)
+
+
+def run_record(uri: str, **kw: object) -> RunRecord:
+    """A run record with the few fields every tracking test needs; ``kw`` overrides any field."""
+    base = dict(tracking_uri=uri, experiment="unit tracking", run_name="train",
+                params={"stage": "train", "alpha": "0.5"}, tags={"mlflow.runName": "train", "mlops_kit.role": "stage"})
+    base.update(kw)
+    return RunRecord(**base)  # type: ignore[arg-type]

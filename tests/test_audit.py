@@ -1,0 +1,58 @@
+"""mlops_kit.audit: the env.json record (one field list) and the audit bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mlops_kit import audit, envs
+from mlops_kit.errors import BadInput
+
+
+def test_read_env_missing_is_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match=r"not a venv built by create_venv.py \(no audit/env.json\)"):
+        audit.read_env(tmp_path)
+    (tmp_path / "audit").mkdir()
+    (tmp_path / "audit" / "env.json").write_text("{not json")
+    with pytest.raises(BadInput, match="unreadable venv record"):
+        audit.read_env(tmp_path)
+
+
+def fake_finished_venv(venv: Path) -> audit.EnvRecord:
+    """A venv folder with just an audit bundle (no interpreter): enough for read_env / copy_audit."""
+    folder = venv / "audit"
+    folder.mkdir(parents=True)
+    data = {"schema": 1, "stage": "demo", "venv_name": venv.name, "venv_path": str(venv),
+            "venv_python": str(venv / "bin" / "python"), "kernel_name": "demo", "kernel_display_name": "Demo",
+            "python": {"path": "/usr/bin/python3", "version": "3.12.1", "source": "PATH", "request": "3.12"},
+            "platform": "Linux", "installer": {"name": "uv", "version": "0.13.9"}, "spec_hash": "s",
+            "cache_key": "k", "created_at": "2026-01-01T00:00:00+00:00",
+            "toolkit": {"version": "0.1.0", "git_sha": "unknown"}, "packages": ["six"]}
+    (folder / "env.json").write_text(json.dumps(data))
+    (folder / "pip_freeze.txt").write_text("six==1.17.0\n")
+    (folder / "spec.yaml").write_text("stage: demo\n")
+    return audit.read_env(venv)
+
+
+def test_read_env_record_and_copy_audit(tmp_path: Path) -> None:
+    record = fake_finished_venv(tmp_path / "venv")
+    assert (record.stage, record.python.version, record.installer.name, record.packages) == ("demo", "3.12.1", "uv",
+                                                                                           ["six"])
+    written = json.loads(record.env_file.read_text())
+    assert record.to_json()["python"] == written["python"] | {"implementation": "cpython"}  # defaults filled in
+    assert {k: v for k, v in record.to_json().items() if k != "python"} == {k: v for k, v in written.items()
+                                                                            if k != "python"} | {
+        "sys_platform": "", "index": {}, "spec_source": "", "from_freeze": None}
+    assert record.freeze_file == tmp_path / "venv" / "audit" / "pip_freeze.txt"
+    assert "is missing" in envs.health_check(tmp_path / "venv", record)
+    dest = audit.copy_bundle(record, tmp_path / "a" / "b")
+    assert sorted(p.name for p in dest.iterdir()) == ["env.json", "pip_freeze.txt", "spec.yaml"]
+    assert audit.copy_bundle(record, record.audit_dir) == record.audit_dir  # onto itself: nothing to do
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BadInput, match="exists and is not a folder"):
+        audit.copy_bundle(record, tmp_path / "file")
+    moved = tmp_path / "moved"
+    (tmp_path / "venv").rename(moved)
+    assert "moved (venvs are not relocatable)" in envs.health_check(moved, audit.read_env(moved))
