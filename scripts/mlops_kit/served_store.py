@@ -154,9 +154,9 @@ def start(store_uri: str, artifact_root: str | None = None, *, log_path: Path | 
           timeout: float = DEFAULT_TIMEOUT) -> ServedStore:
     """Serve ``store_uri`` on 127.0.0.1 and a free port until :meth:`ServedStore.stop`; returns once ``/health``
     answers. Raises :class:`ServedStoreError` (one line naming the log) when it cannot within ``timeout``."""
-    if not is_local_store(store_uri):
-        raise ValueError(f"{store_uri!r}: only a local store (SQLite file, file store) is served; use a server directly")
     global _active, _stuck
+    if not is_local_store(store_uri):
+        raise ValueError(f"{store_uri!r}: only a local store (SQLite file, file store) is served; use servers directly")
     with _LOCK:
         if _active is not None:
             raise ServedStoreError(f"this process already serves {_active.store_uri} at {_active.url}")
