@@ -225,7 +225,9 @@ def test_local_stores_and_their_artifact_roots(tmp_path: Path) -> None:
 def test_client_env_adds_localhost_to_no_proxy(served: served_store.ServedStore) -> None:
     got = served.client_env({"NO_PROXY": "corp.example", "HTTP_PROXY": DEAD_PROXY})
     assert got == {"MLFLOW_TRACKING_URI": served.url, "NO_PROXY": "corp.example,127.0.0.1,localhost",
-                   "no_proxy": "127.0.0.1,localhost"}
+                   "no_proxy": "127.0.0.1,localhost", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                   "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in served.client_env({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "9"})
 
 
 # --- start / stop ----------------------------------------------------------------------------------------------
@@ -332,6 +334,19 @@ def test_file_store_is_served_with_artifacts_in_its_folder(tmp_path: Path, monke
 
 
 @pytest.mark.slow
+def test_a_client_left_with_a_stopped_server_fails_in_seconds(store: tuple[str, str, str], tmp_path: Path) -> None:
+    """The helper died (or stopped early): the kernel's next MLflow call is an error, not minutes of retries."""
+    handle = served_store.start(store[0], log_path=tmp_path / "served.log")
+    handle.stop()
+    env = _clean_env(MLFLOW_RUN_ID=store[2], **handle.client_env())
+    begin = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", "import mlflow; mlflow.log_metric('m', 1)"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert done.returncode != 0 and "Connection refused" in done.stderr
+    assert time.monotonic() - begin < 30
+
+
+@pytest.mark.slow
 def test_two_stores_served_at_once_by_two_helper_processes(tmp_path: Path) -> None:
     """Each run_notebook has its own tracking helper: two of them serve two stores side by side."""
     stores = [_toolkit_store(tmp_path / name) for name in ("a", "b")]
@@ -364,7 +379,7 @@ def test_stage_venv_logs_everything_into_the_stage_run(venv: str, stage_venvs: d
     script.write_text(CLIENT, encoding="utf-8")
     base = _clean_env(MLFLOW_RUN_ID=run_id, MLFLOW_EXPERIMENT_ID=experiment_id, HTTP_PROXY=DEAD_PROXY,
                       HTTPS_PROXY=DEAD_PROXY, http_proxy=DEAD_PROXY, https_proxy=DEAD_PROXY,
-                      MPLCONFIGDIR=str(tmp_path / "mpl"), MLFLOW_HTTP_REQUEST_MAX_RETRIES="1")
+                      MPLCONFIGDIR=str(tmp_path / "mpl"))
     base.pop("NO_PROXY", None)
     base.pop("no_proxy", None)
 

@@ -25,9 +25,10 @@ when ``_MLFLOW_SERVER_FILE_STORE`` is set, which :func:`start` guarantees (or in
 was imported before); allowed hosts are ``127.0.0.1:*,localhost:*`` whatever the caller's environment says, so a
 browser page on another host name (DNS rebinding) is refused while local clients pass.
 
-Cost (2-core machine, medians of 5, details in the project's measurement note): in a process that already
-imported ``mlflow.tracking`` and opened the SQLite store, :func:`start` until ``/health`` answers takes ~0.4 s
-and ~40 MB RSS; ``mlflow server --workers 1`` (job execution off) takes ~20 s and ~ 2 processes of ~300 MB.
+Cost (bench/bench_served_store.py; a shared 2-core machine, medians of 5-7 starts, three benches): in a process
+that already imported ``mlflow.tracking`` and opened the SQLite store, :func:`start` until ``/health`` answers
+takes 0.3-0.45 s (importing ``mlflow.server`` is ~0.3 s of it) and adds ~14 MB RSS; stop() 0.09 s. ``mlflow
+server --workers 1`` (job execution off) took 4.4-6.2 s and ~490 MB in two processes.
 So it is started only when the notebook mentions mlflow (:func:`notebook_uses_mlflow`).
 """
 
@@ -40,7 +41,6 @@ import tempfile
 import threading
 import time
 import traceback
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,9 +62,9 @@ _SERVER_ENV = ("_MLFLOW_SERVER_FILE_STORE", "_MLFLOW_SERVER_REGISTRY_STORE", "_M
                "MLFLOW_SERVER_DISABLE_SECURITY_MIDDLEWARE", "prometheus_multiproc_dir")
 _DEFAULT_URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")  # MLflow's store lookup sets them: put back
 _ALLOWED_HOSTS = "127.0.0.1:*,localhost:*"
+_QUICK_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 _MENTION = re.compile(r"mlflow", re.IGNORECASE)
 _LOG = logging.getLogger("mlops_kit.served_store")
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy set for the internet
 _LOCK = threading.Lock()
 _active: ServedStore | None = None
 _stuck: threading.Thread | None = None  # a start that timed out while its thread was still importing/opening
@@ -124,10 +124,13 @@ class ServedStore:
     _stopped: bool = field(default=False, repr=False)
 
     def client_env(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
-        """Variables for a client process (the kernel): the URL, and 127.0.0.1 added to ``NO_PROXY``/``no_proxy``
-        (``env``'s, default os.environ) so a proxy configured for the internet is not asked for a local server."""
+        """Variables for a client process (the kernel), given its ``env`` (default os.environ): the URL; 127.0.0.1
+        added to ``NO_PROXY``/``no_proxy``, so a proxy configured for the internet is not asked for a local server;
+        few HTTP retries unless set (MLflow's default retries a server that is gone for minutes; mlflow >= 1.29
+        reads these)."""
         env = os.environ if env is None else env
-        extra = {"MLFLOW_TRACKING_URI": self.url}
+        extra = {"MLFLOW_TRACKING_URI": self.url,
+                 **{k: v for k, v in _QUICK_RETRIES.items() if k not in env}}
         for name in ("NO_PROXY", "no_proxy"):
             hosts = [h for h in (env.get(name) or "").split(",") if h.strip()]
             extra[name] = ",".join([*hosts, *(h for h in ("127.0.0.1", "localhost") if h not in hosts)])
@@ -269,10 +272,13 @@ def _check_started(boot: _Boot, deadline: float, log_path: Path, timeout: float)
     if boot.server is None:
         raise ServedStoreError(f"{where} did not start within {timeout:g} s (still {boot.phase}); details in "
                                f"{log_path}")
+    import urllib.request  # here: the runner imports this module for notebook_uses_mlflow only (-60 ms)
+
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy for the internet
     url = f"http://{HOST}:{boot.server.server_port}/health"
     while True:
         try:
-            with _DIRECT.open(url, timeout=max(0.1, min(2.0, deadline - time.monotonic()))) as resp:
+            with direct.open(url, timeout=max(0.1, min(2.0, deadline - time.monotonic()))) as resp:
                 if resp.status == 200:
                     return
         except OSError as exc:
