@@ -105,6 +105,23 @@ served.stop()
 print("stopped", flush=True)
 '''
 
+IMPORTED_BEFORE = r'''
+import sys, urllib.error, urllib.request
+sys.path.insert(0, sys.argv[1])
+import mlflow.server
+from mlops_kit import served_store
+assert not mlflow.server.is_running_as_server
+served = served_store.start(sys.argv[2])
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+search = served.url + "/api/2.0/mlflow/experiments/search?max_results=1"
+try:
+    opener.open(urllib.request.Request(search, headers={"Host": "x.example"}))
+except urllib.error.HTTPError as exc:
+    print(exc.code)
+print(opener.open(search).status)
+served.stop()
+'''
+
 
 # --- fixtures ----------------------------------------------------------------------------------------------------
 
@@ -252,6 +269,16 @@ def test_serves_the_store_quietly_and_stop_frees_the_port(store: tuple[str, str,
     out, err = capfd.readouterr()
     assert out == "" and err == ""  # nothing on the console: refused requests went to the log
     assert "rebind.example" in (tmp_path / "served.log").read_text(encoding="utf-8")
+
+
+def test_security_middleware_also_when_mlflow_server_was_imported_before(store: tuple[str, str, str],
+                                                                        tmp_path: Path) -> None:
+    """``mlflow.server`` installs its Host/CORS checks only when imported with the server variables set; imported
+    earlier (by something else), start() installs them itself."""
+    done = subprocess.run([sys.executable, "-c", IMPORTED_BEFORE, str(REPO_ROOT / "scripts"), store[0]],
+                          capture_output=True, text=True, env=_clean_env(), timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["403", "200"]
 
 
 def test_one_store_per_process_then_another(store: tuple[str, str, str], tmp_path: Path) -> None:
