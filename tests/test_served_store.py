@@ -312,6 +312,14 @@ def test_unusable_store_is_one_quick_error_naming_the_log(tmp_path: Path) -> Non
     assert "_MLFLOW_SERVER_FILE_STORE" not in os.environ
 
 
+def test_unwritable_log_is_the_same_kind_of_error(store: tuple[str, str, str], tmp_path: Path) -> None:
+    (tmp_path / "a file").write_text("x", encoding="utf-8")
+    before = dict(os.environ)
+    with pytest.raises(served_store.ServedStoreError, match="cannot write its log"):
+        served_store.start(store[0], log_path=tmp_path / "a file" / "served.log")
+    assert dict(os.environ) == before
+
+
 def test_store_that_cannot_open_in_time_is_a_timeout_not_a_hang(store: tuple[str, str, str], tmp_path: Path) -> None:
     """Another process holds the SQLite file locked: the start gives up at its timeout; once the lock is gone,
     the thread that was still opening the store cleans up and the next start works."""

@@ -290,6 +290,12 @@ def _check_started(boot: _Boot, deadline: float, log_path: Path, timeout: float)
 
 def _configure(store_uri: str, artifact_root: str, log_path: Path) -> Any:
     """Set the server variables and route the server's logging to ``log_path``; returns the undo."""
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_path, encoding="utf-8")
+    except OSError as exc:
+        raise ServedStoreError(f"the local MLflow server for {store_uri} cannot write its log {log_path} "
+                               f"({exc.strerror or exc})") from None
     saved = {name: os.environ.get(name) for name in (*_SERVER_ENV, *_DEFAULT_URI_ENV)}
     wanted = {"_MLFLOW_SERVER_FILE_STORE": store_uri, "_MLFLOW_SERVER_REGISTRY_STORE": store_uri,
               "_MLFLOW_SERVER_ARTIFACT_ROOT": artifact_root, "_MLFLOW_SERVER_BOOT_ID": uuid.uuid4().hex,
@@ -301,8 +307,6 @@ def _configure(store_uri: str, artifact_root: str, log_path: Path) -> Any:
         else:
             os.environ.pop(name, None)
     uris = _default_uris()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     routed = [logging.getLogger(name) for name in ("mlops_kit.served_store", "mlflow.server", "werkzeug")]
     before = [(lg.propagate, lg.level) for lg in routed]
@@ -314,7 +318,8 @@ def _configure(store_uri: str, artifact_root: str, log_path: Path) -> Any:
     def restore() -> None:
         for lg, (propagate, level) in zip(routed, before):
             lg.removeHandler(handler)
-            lg.propagate, lg.level = propagate, level
+            lg.propagate = propagate
+            lg.setLevel(level)
         handler.close()
         _forget_store(uris)
         for name, value in saved.items():
