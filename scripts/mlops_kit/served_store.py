@@ -137,7 +137,7 @@ class ServedStore:
         return extra
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop serving, close the listening socket, let the next :func:`start` in this process open any store."""
+        """Stop serving and close the listening socket; the next :func:`start` in this process may open any store."""
         global _active
         with _LOCK:
             if self._stopped:
@@ -215,7 +215,6 @@ class _Boot:
         with self._lock:
             if self._cancelled:
                 server.server_close()
-                _forget_store(None)
                 return
             self.server, self._serving = server, True
         self.ready.set()
@@ -245,7 +244,7 @@ class _Boot:
             security.init_security_middleware(app)
             app._mlops_kit_secured = True
         self.phase = "opening the store"
-        _forget_store(None)  # whatever an earlier (given up) start left in MLflow's globals: this start's store
+        _drop_cached_store()  # an earlier start's (finished or given up): this start's store and variables
         handlers.initialize_backend_stores(self.store_uri, self.store_uri, self.artifact_root)  # as `mlflow server`
         self.phase = "binding 127.0.0.1"
 
@@ -321,7 +320,7 @@ def _configure(store_uri: str, artifact_root: str, log_path: Path) -> Any:
             lg.propagate = propagate
             lg.setLevel(level)
         handler.close()
-        _forget_store(uris)
+        _put_back_uris(uris)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -339,16 +338,16 @@ def _default_uris() -> tuple[Any, Any]:
     return tracking_utils._tracking_uri, registry_utils._registry_uri
 
 
-def _forget_store(uris: tuple[Any, Any] | None) -> None:
-    """MLflow's handlers cache the store in module globals; cleared so a later start() reads its own variables,
-    and the process defaults put back (no ``sqlite://`` default left behind for this process's own clients)."""
-    import sys
+def _drop_cached_store() -> None:
+    """MLflow's handlers cache the store in module globals: dropped before a start opens its own. (Not at stop: a
+    request still in flight then keeps using the right store rather than opening a default one.)"""
+    from mlflow.server import handlers
 
-    handlers = sys.modules.get("mlflow.server.handlers")
-    if handlers is not None:
-        handlers._tracking_store = handlers._model_registry_store = handlers._artifact_repo = None
-    if uris is None:
-        return
+    handlers._tracking_store = handlers._model_registry_store = handlers._artifact_repo = None
+
+
+def _put_back_uris(uris: tuple[Any, Any]) -> None:
+    """The process defaults as they were: no ``sqlite://`` default left behind for this process's own clients."""
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
