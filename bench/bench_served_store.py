@@ -36,7 +36,7 @@ work = sys.argv[2]
 def rss():
     with open("/proc/self/status") as fh:
         return next(int(l.split()[1]) for l in fh if l.startswith("VmRSS:")) / 1024
-for heavy in ("pandas", "numpy"):  # as tracking.serve() does
+for heavy in ("pandas", "numpy"):  # as the tracking worker does
     sys.modules.setdefault(heavy, None)
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 t0 = time.perf_counter()

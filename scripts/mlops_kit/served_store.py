@@ -17,7 +17,7 @@ MLflow client always writes a ``file://`` location itself, whatever the server s
 where experiments the notebook creates itself keep artifacts (``mlflow-artifacts:/`` under a destination), push
 every byte through this process, and tie those runs to a server configured the same way. Instead the default
 artifact root is the store's own artifact folder as a file URI (``<folder of mlflow.db>/mlruns``, like
-:func:`mlops_kit.tracking.resolve_target`; a file store's own folder), so everything stays local and readable
+:func:`mlops_kit.runrecord.resolve_target`; a file store's own folder), so everything stays local and readable
 with ``MlflowClient(<sqlite uri>)``.
 
 Security middleware (MLflow 3.x, Host-header and CORS checks): kept on. ``mlflow.server`` installs it at import
@@ -100,13 +100,26 @@ def is_local_store(uri: str) -> bool:
 
 def default_artifact_root(store_uri: str) -> str:
     """Where experiments created through the server keep artifacts: ``<folder of mlflow.db>/mlruns`` for SQLite
-    (as tracking.resolve_target does for the toolkit's experiments), the store's own folder for a file store
+    (as runrecord.resolve_target does for the toolkit's experiments), the store's own folder for a file store
     (as ``mlflow server`` does); always a file URI."""
     if store_uri.startswith("sqlite:///"):
         return (Path(os.path.abspath(store_uri[len("sqlite:///"):])).parent / "mlruns").as_uri()
     if store_uri.startswith("file:"):
         return store_uri
     return Path(os.path.abspath(store_uri)).as_uri()
+
+
+def client_env(url: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Variables for a client process (the kernel) of the server at ``url``, given its ``env`` (default
+    os.environ): the URL; 127.0.0.1 added to ``NO_PROXY``/``no_proxy``, so a proxy configured for the internet is
+    not asked for a local server; few HTTP retries unless set (MLflow's default retries a server that is gone for
+    minutes; mlflow >= 1.29 reads these)."""
+    env = os.environ if env is None else env
+    extra = {"MLFLOW_TRACKING_URI": url, **{k: v for k, v in _QUICK_RETRIES.items() if k not in env}}
+    for name in ("NO_PROXY", "no_proxy"):
+        hosts = [h for h in (env.get(name) or "").split(",") if h.strip()]
+        extra[name] = ",".join([*hosts, *(h for h in ("127.0.0.1", "localhost") if h not in hosts)])
+    return extra
 
 
 @dataclass
@@ -124,17 +137,8 @@ class ServedStore:
     _stopped: bool = field(default=False, repr=False)
 
     def client_env(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
-        """Variables for a client process (the kernel), given its ``env`` (default os.environ): the URL; 127.0.0.1
-        added to ``NO_PROXY``/``no_proxy``, so a proxy configured for the internet is not asked for a local server;
-        few HTTP retries unless set (MLflow's default retries a server that is gone for minutes; mlflow >= 1.29
-        reads these)."""
-        env = os.environ if env is None else env
-        extra = {"MLFLOW_TRACKING_URI": self.url,
-                 **{k: v for k, v in _QUICK_RETRIES.items() if k not in env}}
-        for name in ("NO_PROXY", "no_proxy"):
-            hosts = [h for h in (env.get(name) or "").split(",") if h.strip()]
-            extra[name] = ",".join([*hosts, *(h for h in ("127.0.0.1", "localhost") if h not in hosts)])
-        return extra
+        """:func:`client_env` for this server."""
+        return client_env(self.url, env)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop serving and close the listening socket; the next :func:`start` in this process may open any store."""
@@ -148,6 +152,7 @@ class ServedStore:
                 self._thread.join(timeout)
             finally:
                 self._server.server_close()
+                _LOG.info("stopped serving %s at %s", self.store_uri, self.url)
                 self._restore()
                 if _active is self:
                     _active = None
@@ -183,7 +188,8 @@ def start(store_uri: str, artifact_root: str | None = None, *, log_path: Path | 
             raise
         assert boot.server is not None
         port = boot.server.server_port
-        _LOG.info("serving %s at http://%s:%s (artifact root %s)", store_uri, HOST, port, root)
+        _LOG.info("serving %s at http://%s:%s (artifact root %s, process %s)", store_uri, HOST, port, root,
+                  os.getpid())
         _active = ServedStore(f"http://{HOST}:{port}", port, store_uri, root, log_path, boot.server, thread, restore)
         return _active
 
@@ -232,10 +238,9 @@ class _Boot:
         return not serving and self.error is None
 
     def _make_server(self) -> Any:
-        from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
-
         import mlflow.server
         from mlflow.server import handlers
+        from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
         app = mlflow.server.app
         if not mlflow.server.is_running_as_server and not getattr(app, "_mlops_kit_secured", False):
@@ -315,7 +320,7 @@ def _configure(store_uri: str, artifact_root: str, log_path: Path) -> Any:
         lg.setLevel(logging.INFO)
 
     def restore() -> None:
-        for lg, (propagate, level) in zip(routed, before):
+        for lg, (propagate, level) in zip(routed, before, strict=True):
             lg.removeHandler(handler)
             lg.propagate = propagate
             lg.setLevel(level)
@@ -352,3 +357,23 @@ def _put_back_uris(uris: tuple[Any, Any]) -> None:
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
     tracking_utils._tracking_uri, registry_utils._registry_uri = uris
+
+
+# --- the tracking worker's calls (mlops_kit.worker runs them in order in one process) -----------------------------
+
+
+def serve(store_uri: str, log_path: str, timeout: float) -> str:
+    """Start serving ``store_uri`` in the worker process and return its URL. The server thread keeps running while
+    the worker answers its later calls (warm-ups, the run's end), until :func:`stop_serving`; were the worker to
+    exit first (its runner killed), the process takes the thread and the port with it."""
+    return start(store_uri, log_path=Path(log_path), timeout=timeout).url
+
+
+def stop_serving() -> bool:
+    """Stop the worker's served store, if one runs (True when it did): the runner calls it once the kernel has
+    exited, before it writes the run's final status."""
+    served = _active
+    if served is None:
+        return False
+    served.stop()
+    return True
