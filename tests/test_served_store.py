@@ -1,14 +1,14 @@
-"""served_store: a local SQLite store served by MLflow's own server app in this process, used by real stage venvs
-with other mlflow versions (2.x, mlflow-skinny, 1.29 on Python 3.8); start/stop, port, failures, two at once.
+"""served_store: a local SQLite store served by MLflow's own server app in this process; start/stop, port,
+security, failures, a client left without its server, two at once.
 
-No mocks: real uv-built venvs, real HTTP, the store read back with the toolkit's MlflowClient on the SQLite URI.
+No mocks: real HTTP, the store read back with the toolkit's MlflowClient on the SQLite URI. Stage venvs with
+other mlflow versions logging through it are tested end to end, through run_notebook.py (tests/test_run_notebook.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import sqlite3
 import subprocess
@@ -21,72 +21,11 @@ import nbformat
 import pytest
 from mlflow import MlflowClient
 
-from conftest import REPO_ROOT, UV_CACHE
-from mlops_kit import served_store, tracking
+from helpers import REPO_ROOT
+from mlops_kit import runrecord, served_store
 from mlops_kit.errors import EXIT_TRACKING, TrackingError
 
-UV = [sys.executable, "-m", "uv"]
 DEAD_PROXY = "http://127.0.0.1:9"  # a proxy set for the internet must not be asked for the local server
-# Stage venvs: an older major (its full package brings scikit-learn and matplotlib), mlflow-skinny with the
-# scikit-learn flavour's needs (pandas; skops for 3.x's default model format), and the seed's ingest venv.
-VENVS = {
-    "mlflow2": ("3.10", ["mlflow==2.17.2"]),
-    "skinny": ("3.12", ["mlflow-skinny==3.17.2", "scikit-learn", "pandas", "skops"]),
-    "mlflow129": ("3.8", ["mlflow==1.29.0"]),
-}
-
-CLIENT = r'''
-"""What a notebook in the stage venv does: log into the run named by MLFLOW_RUN_ID via MLFLOW_TRACKING_URI."""
-import json, os, sys, tempfile
-import mlflow
-from mlflow.tracking import MlflowClient
-
-version = mlflow.__version__
-done = {"version": version}
-note = os.path.join(tempfile.mkdtemp(), "note.txt")
-with open(note, "w") as fh:
-    fh.write("logged by mlflow " + version)
-mlflow.log_metric("nb_metric", 0.5)
-mlflow.log_metric("nb_metric", 0.75, step=1)
-mlflow.log_param("nb_param", "p-" + version)
-mlflow.set_tag("nb_tag", "t-" + version)
-mlflow.log_artifact(note)
-mlflow.log_artifact(note, "notes")
-done["run_id"] = mlflow.active_run().info.run_id
-if hasattr(mlflow, "log_dict"):
-    mlflow.log_dict({"by": version}, "dicts/d.json")
-    done["log_dict"] = True
-try:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-except ImportError:
-    pass
-else:
-    if hasattr(mlflow, "log_figure"):
-        fig, ax = plt.subplots()
-        ax.plot([0, 1], [1, 0])
-        mlflow.log_figure(fig, "figures/line.png")
-        done["log_figure"] = True
-try:
-    from sklearn.linear_model import LinearRegression
-except ImportError:
-    pass
-else:
-    import mlflow.sklearn
-    model = LinearRegression().fit([[0.0], [1.0], [2.0]], [0.0, 1.0, 2.0])
-    if int(version.split(".")[0]) >= 3:
-        done["model_id"] = mlflow.sklearn.log_model(model, name="model").model_id
-    else:
-        mlflow.sklearn.log_model(model, "model")
-    done["sklearn_model"] = True
-client = MlflowClient()  # an experiment the notebook creates itself
-run = client.create_run(client.create_experiment("own " + version))
-client.log_artifact(run.info.run_id, note)
-done["own_run_id"] = run.info.run_id
-print("RESULT " + json.dumps(done))
-'''
-
 # A process like the toolkit's tracking helper: numpy/pandas unimportable, mlflow imported, the store opened, then
 # the store served until stdin closes.
 WORKER = r'''
@@ -130,26 +69,9 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-@pytest.fixture(scope="session")
-def stage_venvs(tmp_path_factory: pytest.TempPathFactory, pythons: dict[str, Path]) -> dict[str, Path]:
-    """The stage venvs' interpreters, built with uv from the shared cache (seconds when warm)."""
-    root = tmp_path_factory.mktemp("served-venvs")
-    env = _clean_env(UV_CACHE_DIR=str(UV_CACHE), UV_PYTHON_DOWNLOADS="never")
-    found = {}
-    for name, (minor, packages) in VENVS.items():
-        assert minor in pythons, f"no pyenv Python {minor}"
-        venv = root / name
-        for cmd in ([*UV, "venv", "-q", "-p", str(pythons[minor]), str(venv)],
-                    [*UV, "pip", "install", "-q", "-p", str(venv / "bin" / "python"), *packages]):
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-            assert done.returncode == 0, done.stderr[-3000:]
-        found[name] = venv / "bin" / "python"
-    return found
-
-
 def _toolkit_store(folder: Path) -> tuple[str, str, str]:
-    """A store, experiment and run made the way tracking.py makes them: ``(uri, experiment_id, run_id)``."""
-    target = tracking.resolve_target(None, "stage exp", env={}, cwd=folder)
+    """A store, experiment and run made the way the runner makes them: ``(uri, experiment_id, run_id)``."""
+    target = runrecord.resolve_target(None, "stage exp", env={}, cwd=folder)
     client = MlflowClient(target.uri)
     experiment_id = client.create_experiment(target.experiment, artifact_location=target.artifact_location)
     run = client.create_run(experiment_id, tags={"mlops_kit.role": "stage"}, run_name="train")
@@ -227,7 +149,7 @@ def test_local_stores_and_their_artifact_roots(tmp_path: Path) -> None:
     sqlite = f"sqlite:///{db.as_posix()}"
     assert served_store.is_local_store(sqlite)
     assert served_store.default_artifact_root(sqlite) == (tmp_path / "sub" / "mlruns").as_uri()
-    assert served_store.default_artifact_root(sqlite) == tracking.resolve_target(
+    assert served_store.default_artifact_root(sqlite) == runrecord.resolve_target(
         sqlite, "x", env={}).artifact_location.rsplit("/", 1)[0]
     store = (tmp_path / "mlruns").as_uri()
     assert served_store.is_local_store(store) and served_store.default_artifact_root(store) == store
@@ -391,74 +313,12 @@ def test_two_stores_served_at_once_by_two_helper_processes(tmp_path: Path) -> No
     try:
         urls = [w.stdout.readline().strip() for w in workers]
         assert all(u.startswith("http://127.0.0.1:") for u in urls) and urls[0] != urls[1], urls
-        for url, (_, _, run_id), value in zip(urls, stores, (1.0, 2.0)):
+        for url, (_, _, run_id), value in zip(urls, stores, (1.0, 2.0), strict=True):
             MlflowClient(url).log_metric(run_id, "m", value)
     finally:
         outs = [w.communicate("", timeout=60)[0] for w in workers]
     assert all(w.returncode == 0 for w in workers) and all("stopped" in o for o in outs)
-    for (uri, _, run_id), value in zip(stores, (1.0, 2.0)):
+    for (uri, _, run_id), value in zip(stores, (1.0, 2.0), strict=True):
         assert MlflowClient(uri).get_run(run_id).data.metrics == {"m": value}
     for url in urls:
         assert _refused(int(url.rsplit(":", 1)[1]))
-
-
-# --- real stage venvs ----------------------------------------------------------------------------------------------
-
-@pytest.mark.slow
-@pytest.mark.parametrize("venv", list(VENVS))
-def test_stage_venv_logs_everything_into_the_stage_run(venv: str, stage_venvs: dict[str, Path],
-                                                        store: tuple[str, str, str], tmp_path: Path) -> None:
-    uri, experiment_id, run_id = store
-    python = stage_venvs[venv]
-    script = tmp_path / "client.py"
-    script.write_text(CLIENT, encoding="utf-8")
-    base = _clean_env(MLFLOW_RUN_ID=run_id, MLFLOW_EXPERIMENT_ID=experiment_id, HTTP_PROXY=DEAD_PROXY,
-                      HTTPS_PROXY=DEAD_PROXY, http_proxy=DEAD_PROXY, https_proxy=DEAD_PROXY,
-                      MPLCONFIGDIR=str(tmp_path / "mpl"))
-    base.pop("NO_PROXY", None)
-    base.pop("no_proxy", None)
-
-    # the issue: this venv's mlflow cannot log to the toolkit's SQLite store itself
-    direct = subprocess.run([str(python), "-c", "import mlflow; mlflow.log_metric('direct', 1)"],
-                            capture_output=True, text=True, env={**base, "MLFLOW_TRACKING_URI": uri}, timeout=300)
-    assert direct.returncode != 0
-    assert re.search(r"revision|out-of-date database schema|unsupported URI", direct.stderr), direct.stderr[-2000:]
-
-    handle = served_store.start(uri, log_path=tmp_path / "served.log")
-    try:
-        done = subprocess.run([str(python), str(script)], capture_output=True, text=True,
-                              env={**base, **handle.client_env(base)}, timeout=600)
-    finally:
-        handle.stop()
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
-    assert result["run_id"] == run_id
-
-    client = MlflowClient(uri)  # read back from the store itself, server gone
-    run = client.get_run(run_id)
-    assert [m.value for m in client.get_metric_history(run_id, "nb_metric")] == [0.5, 0.75]
-    assert run.data.params == {"stage": "train", "nb_param": f"p-{result['version']}"}
-    assert run.data.tags["nb_tag"] == f"t-{result['version']}" and run.data.tags["mlops_kit.role"] == "stage"
-    assert run.info.status == "FINISHED"  # the client's own end_run at exit went through the server too
-    artifacts = {a.path for a in client.list_artifacts(run_id)}
-    assert {"executed.ipynb", "note.txt", "notes"} <= artifacts
-    assert [a.path for a in client.list_artifacts(run_id, "notes")] == ["notes/note.txt"]
-    local = Path(tmp_path / "mlruns" / "stage_exp" / run_id / "artifacts")
-    assert run.info.artifact_uri == local.as_uri() and (local / "notes" / "note.txt").is_file()
-    if result.get("log_dict"):
-        assert json.loads((local / "dicts" / "d.json").read_text()) == {"by": result["version"]}
-    if result.get("log_figure"):
-        assert (local / "figures" / "line.png").stat().st_size > 0
-    if venv != "mlflow129":  # 2.x and skinny+sklearn log a model; 1.29's full package brings no sklearn
-        assert result.get("sklearn_model")
-    if "model_id" in result:  # mlflow 3.x: a logged model linked to the run, its files in the local store
-        model = client.get_logged_model(result["model_id"])
-        assert model.source_run_id == run_id
-        assert model.artifact_location.startswith((tmp_path / "mlruns").as_uri())
-        assert "MLmodel" in {a.path for a in client.list_logged_model_artifacts(model.model_id)}
-    elif result.get("sklearn_model"):
-        assert (local / "model" / "MLmodel").is_file()
-    own = client.get_run(result["own_run_id"])  # an experiment the notebook created: artifacts stay local too
-    own_experiment = client.get_experiment(own.info.experiment_id)
-    assert own_experiment.artifact_location == f"{(tmp_path / 'mlruns').as_uri()}/{own.info.experiment_id}"
-    assert [a.path for a in client.list_artifacts(own.info.run_id)] == ["note.txt"]

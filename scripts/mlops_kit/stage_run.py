@@ -5,11 +5,14 @@ inputs are checked and papermill loads), then every input is checked (bad input:
 and no store created), then the tracking store, then the store is opened and the run created while the kernel
 starts. Execution is
 :mod:`mlops_kit.notebook`'s, parameters :mod:`mlops_kit.params`'s, the record and manifest
-:mod:`mlops_kit.runrecord`'s, the MLflow calls :mod:`mlops_kit.tracking`'s (run in :mod:`mlops_kit.worker`).
+:mod:`mlops_kit.runrecord`'s, the MLflow calls :mod:`mlops_kit.tracking`'s (run in :mod:`mlops_kit.worker`). A
+notebook that mentions mlflow, on a local store, gets that store served over HTTP by the worker
+(:mod:`mlops_kit.served_store`) from the run's creation until its kernel has exited.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -18,7 +21,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import audit, console, git, kernel, notebook, params, paths, redact, runrecord, spec, tracking, worker
+from . import (
+    audit,
+    console,
+    git,
+    kernel,
+    notebook,
+    params,
+    paths,
+    redact,
+    runrecord,
+    served_store,
+    spec,
+    tracking,
+    worker,
+)
 from .errors import BadInput, NotebookFailed, TrackingError
 
 if TYPE_CHECKING:  # nbformat is imported by papermill when needed, not at start-up
@@ -58,6 +75,7 @@ class _Run:
     output: Path
     output_dir: Path
     masked: dict[str, Any]
+    served: Future | None = None  # the local store served to the kernel (its URL), when the notebook uses mlflow
 
 
 def run(request: NotebookRunRequest) -> int:
@@ -151,6 +169,7 @@ def _execute_and_log(request: NotebookRunRequest, checked: _Checked, target: run
     record = _record(request, stage, env, output, output_dir, masked, target,
                      params_file_has_secrets=checked.params_file_has_secrets)
     live = _Run(tracker, tracker.submit(tracking.start_run, record), record, output, output_dir, masked)
+    live.served = _serve_store(live, nb, request.start_timeout)
     ex = notebook.Execution(
         notebook=Path(os.path.abspath(request.notebook)), output=output, parameters=values,
         kernelspec=kernel.kernelspec(env.venv_dir, env.kernel_display_name), kernel_name=env.kernel_name,
@@ -164,6 +183,9 @@ def _execute_and_log(request: NotebookRunRequest, checked: _Checked, target: run
     begin = time.time()
     try:
         outcome = notebook.execute(ex, nb)
+    except served_store.ServedStoreError as exc:  # the run exists: end it FAILED with a manifest (exit 6)
+        _not_served(live, exc)
+        raise TrackingError(f"{exc}; nothing was executed, run {live.record.run_id} ended FAILED") from None
     except TrackingError as exc:
         raise TrackingError(f"{exc}; nothing was executed") from None
     except KeyboardInterrupt:
@@ -214,6 +236,17 @@ def _source_name(nb_path: Path, git_root: Path | None) -> str:
     return str(nb_path)
 
 
+def _serve_store(live: _Run, nb: NotebookNode, timeout: float) -> Future | None:
+    """A notebook that mentions mlflow, on a local store, gets that store over HTTP from MLflow's own server code in
+    the tracking worker (queued after start_run): any mlflow or mlflow-skinny in its venv can then log to it. Its
+    log, ``<output stem>.mlflow_server.log``, is one of the run's files."""
+    if not (served_store.is_local_store(live.record.tracking_uri) and served_store.notebook_uses_mlflow(nb)):
+        return None
+    log = live.output.with_name(live.output.stem + ".mlflow_server.log")
+    live.record.files.append([str(log), ""])
+    return live.tracker.submit(served_store.serve, live.record.tracking_uri, str(log), timeout)
+
+
 def _run_ready(live: _Run) -> dict[str, str]:
     """Called once the kernel is up: wait for the MLflow run, create the output folder, give the kernel its env."""
     notebook.prewarm_html_in_background()  # uses the wait for the run (or runs beside the first cells)
@@ -222,13 +255,39 @@ def _run_ready(live: _Run) -> dict[str, str]:
     live.record.params_logged = True
     live.tracker.submit(tracking.warm_finish, live.record.tracking_uri, ids["run_id"])
     live.output_dir.mkdir(parents=True, exist_ok=True)
-    return {"MLFLOW_RUN_ID": ids["run_id"], "MLFLOW_TRACKING_URI": live.record.tracking_uri,
-            "MLFLOW_EXPERIMENT_ID": ids["experiment_id"]}
+    env = {"MLFLOW_RUN_ID": ids["run_id"], "MLFLOW_TRACKING_URI": live.record.tracking_uri,
+           "MLFLOW_EXPERIMENT_ID": ids["experiment_id"]}
+    if live.served is not None:  # a ServedStoreError here: exit 6, the run ended FAILED (_not_served)
+        env.update(served_store.client_env(live.tracker.result(live.served)))
+    return env
+
+
+def _stop_serving(live: _Run) -> None:
+    """The kernel has exited (its mlflow may have ended the run FINISHED at exit): stop the served store before
+    the runner writes the final status, so nothing writes to the run after it. Never fails the run."""
+    if live.served is not None:
+        with contextlib.suppress(TrackingError):
+            live.tracker.call(served_store.stop_serving)
+
+
+def _not_served(live: _Run, exc: TrackingError) -> None:
+    """The local server did not start (the kernel was up, no cell ran): end the existing run FAILED, keep a
+    manifest (the server's log is one of the run's files)."""
+    record = live.record
+    record.status, record.end_time = "FAILED", int(time.time() * 1000)
+    record.failure = {"failure_kind": "tracking-server", "error_name": type(exc).__name__, "error_value": str(exc)}
+    live.output.parent.mkdir(parents=True, exist_ok=True)
+    if record.run_id is not None:
+        with contextlib.suppress(TrackingError):
+            live.tracker.call(tracking.finish_run, record)
+            record.logged = True
+    runrecord.save_manifest(record, runrecord.manifest_path(live.output))
 
 
 def _finish(live: _Run, outcome: notebook.Outcome, begin: float) -> int:
     """Write and log the results; a tracking failure keeps everything on disk with the command to upload it later."""
     record, output = live.record, live.output
+    _stop_serving(live)
     record.end_time = int(time.time() * 1000)
     record.status = "FINISHED" if outcome.ok else "FAILED"
     record.failure = outcome.as_tags() if not outcome.ok else {}
@@ -279,6 +338,7 @@ def _interrupted(live: _Run) -> None:
     record.failure = {"failure_kind": "interrupted"}
     if record.run_id is not None and output.is_file():
         try:
+            _stop_serving(live)  # else (the kernel never ran a cell) tracker.close() ends the worker and its server
             live.tracker.call(tracking.finish_run, record)
             record.logged = True
         except Exception:  # noqa: BLE001 - the manifest below still allows --log-existing
