@@ -104,7 +104,8 @@ def build_parser() -> cli.ArgParser:
     p.add_argument("--cell-timeout", type=float, metavar="S",
                    help="fail a cell running longer (whole seconds, rounded up; default: no limit)")
     p.add_argument("--start-timeout", type=float, default=60, metavar="S",
-                   help="seconds to wait for the kernel to start (default: 60)")
+                   help="seconds to wait for the kernel (and a served local MLflow store) to start "
+                        "(default: 60)")
     p.add_argument("--cwd", type=Path, metavar="DIR", help="the kernel's working folder (default: the current one)")
     return p
 
