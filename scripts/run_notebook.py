@@ -58,7 +58,10 @@ params/ (the params file and the parameters used) and outputs/ (the output folde
 If the tracking store cannot be reached before the notebook starts, nothing is executed (exit 6). If it fails
 after, the executed notebook and outputs stay on disk and the run can be uploaded later with
   python scripts/run_notebook.py --log-existing <name>.mlops_run.json
-Ctrl-C ends the run as KILLED (exit 130), the notebook executed so far written.
+Ctrl-C (exit 130) and SIGTERM (exit 143, a GoCD cancel) end the run as KILLED, the notebook executed so far
+written. The manifest is written as soon as the run exists: if the runner is killed outright, --log-existing (or
+the next run of the same --output) closes that run as KILLED. Two runs of one --output at once: the second is
+refused. --output-dir may not contain the tracking store, its mlruns/ folder, the venv or the executed notebook.
 
 examples (Windows cmd):
   python scripts\\run_notebook.py --venv C:\\ml_venvs\\ml_ingest_py310 --notebook notebooks\\ingest.ipynb ^

@@ -101,3 +101,9 @@ def test_yaml_text_round_trips() -> None:
 
     values = {"b": 1, "a": {"x": [1, 2]}, "s": "ñandú"}
     assert yaml.safe_load(params.yaml_text(values)) == values
+
+
+def test_a_secret_value_is_never_echoed_in_an_override_error() -> None:
+    with pytest.raises(BadInput) as info:
+        params.parse_override("db_password", "hunter2: [")
+    assert "hunter2" not in str(info.value) and "***" in str(info.value)

@@ -358,7 +358,7 @@ def test_ctrl_c_ends_the_run_killed_with_notebook_kept(tmp_path: Path, venv_smal
                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
     deadline = time.monotonic() + 120
-    while not (tmp_path / "ingest_outputs").is_dir() and time.monotonic() < deadline:  # made just before cell 1
+    while not output.is_file() and time.monotonic() < deadline:  # papermill saves it as the first cell starts
         time.sleep(0.2)
     time.sleep(1.5)
     os.killpg(child.pid, signal.SIGINT)  # Ctrl-C reaches the whole console group
@@ -549,3 +549,140 @@ def _ours(home: Path) -> list[str]:
         if str(home) in text and _running(int(cmdline.parent.name)):
             found.append(text)
     return found
+
+
+# --- failure paths that must end clean (issue 10) ----------------------------------------------------------------
+
+
+def _start_sleeping_run(tmp_path: Path, venv: Path, output: Path) -> subprocess.Popen:
+    """run_notebook.py on a notebook that sleeps in its second cell; returns once that cell runs."""
+    import time
+
+    from helpers import SCRIPTS, TOOLKIT_PYTHON
+
+    child = subprocess.Popen([str(TOOLKIT_PYTHON), str(SCRIPTS / "run_notebook.py"), "--venv", str(venv),
+                              "--notebook", str(NOTEBOOKS / "sleeps.ipynb"), "--output", str(output)],
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not output.is_file() and time.monotonic() < deadline:  # papermill saves it as the first cell starts
+        time.sleep(0.2)
+    time.sleep(1.5)
+    return child
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path, venv_small: Path) -> None:
+    """GoCD cancels a job on a Linux agent with SIGTERM: the run ends KILLED, notebook and manifest kept."""
+    import signal
+
+    output = tmp_path / "out.ipynb"
+    child = _start_sleeping_run(tmp_path, venv_small, output)
+    os.kill(child.pid, signal.SIGTERM)
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == 143, stderr
+    assert one_error_line(stderr) == "error: terminated (SIGTERM)" and "Traceback" not in stderr
+    assert output.is_file() and "time.sleep(120)" in output.read_text()
+    (run,) = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "mlops_kit")
+    assert run.info.status == "KILLED" and run.data.tags["mlops_kit.failure_kind"] == "interrupted"
+    manifest = json.loads(tracking_manifest(output).read_text())
+    assert manifest["status"] == "KILLED" and manifest["logged"] is True
+
+
+def test_kill_9_leaves_a_manifest_that_closes_the_run(tmp_path: Path, venv_small: Path) -> None:
+    """Nothing catches kill -9: the manifest written at the start lets --log-existing end the run KILLED."""
+    import signal
+
+    output = tmp_path / "out.ipynb"
+    child = _start_sleeping_run(tmp_path, venv_small, output)
+    os.killpg(child.pid, signal.SIGKILL)
+    child.communicate(timeout=60)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (run,) = _runs(store, "mlops_kit")
+    manifest = tracking_manifest(output)
+    assert run.info.status == "RUNNING" and json.loads(manifest.read_text())["run_id"] == run.info.run_id
+    done = run_nb("--log-existing", str(manifest), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (run,) = _runs(store, "mlops_kit")
+    assert run.info.status == "KILLED" and run.data.tags["mlops_kit.failure_kind"] == "runner-vanished"
+    assert json.loads(manifest.read_text())["logged"] is True
+
+
+def test_the_next_run_of_an_output_closes_a_vanished_run_and_two_at_once_are_refused(
+        tmp_path: Path, venv_small: Path) -> None:
+    import signal
+
+    output = tmp_path / "out.ipynb"
+    child = _start_sleeping_run(tmp_path, venv_small, output)
+    second = run_nb("--venv", str(venv_small), "--notebook", str(NOTEBOOKS / "no_params.ipynb"), "--output",
+                    str(output), cwd=tmp_path)
+    assert second.returncode == 2 and "another run_notebook.py is writing this output" in one_error_line(
+        second.stderr)
+    os.killpg(child.pid, signal.SIGKILL)
+    child.communicate(timeout=60)
+    done = run_nb("--venv", str(venv_small), "--notebook", str(NOTEBOOKS / "no_params.ipynb"), "--output",
+                  str(output), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "as KILLED: its runner vanished" in done.stderr
+    old, new = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "mlops_kit")
+    assert (old.info.status, new.info.status) == ("KILLED", "FINISHED")
+
+
+@pytest.mark.parametrize("where", ["/proc/no-such/out.ipynb", "a-file/out.ipynb"])
+def test_an_output_folder_that_cannot_be_made_is_bad_input_before_anything_runs(
+        tmp_path: Path, venv_small: Path, where: str) -> None:
+    (tmp_path / "a-file").write_text("x")
+    output = Path(where) if where.startswith("/") else tmp_path / where
+    done = run_nb("--venv", str(venv_small), "--notebook", str(NOTEBOOKS / "no_params.ipynb"), "--output",
+                  str(output), cwd=tmp_path)
+    assert done.returncode == 2 and "--output" in one_error_line(done.stderr)
+    assert not (tmp_path / "mlflow.db").exists(), "nothing ran, no store was created"
+
+
+@pytest.mark.parametrize("output_dir", [".", "out"])
+def test_an_output_folder_that_holds_the_store_or_the_notebook_is_refused(
+        tmp_path: Path, venv_small: Path, output_dir: str) -> None:
+    (tmp_path / "mlruns").mkdir()
+    done = run_nb("--venv", str(venv_small), "--notebook", str(NOTEBOOKS / "no_params.ipynb"), "--output",
+                  "out/x.ipynb", "--output-dir", output_dir, cwd=tmp_path)
+    line = one_error_line(done.stderr)
+    assert done.returncode == 2 and "--output-dir" in line
+    assert ("tracking store" if output_dir == "." else "executed notebook") in line
+    assert not (tmp_path / "mlflow.db").exists() and sorted(os.listdir(tmp_path / "mlruns")) == []
+
+
+@pytest.mark.parametrize(("option", "value"), [("--cell-timeout", "inf"), ("--start-timeout", "inf"),
+                                               ("--cell-timeout", "nan"), ("--start-timeout", "0")])
+def test_timeouts_must_be_finite_positive_seconds(tmp_path: Path, venv_small: Path, option: str, value: str) -> None:
+    done = run_nb("--venv", str(venv_small), "--notebook", str(NOTEBOOKS / "no_params.ipynb"), "--output",
+                  str(tmp_path / "o.ipynb"), option, value, cwd=tmp_path)
+    assert done.returncode == 2 and option in one_error_line(done.stderr)
+
+
+SECRETS = ("hunter2pw", "t0kenonly", "c0nnpw", "b3arer", "pp4ss", "envs3cret")
+
+
+def test_secret_values_reach_no_file_and_not_the_store(tmp_path: Path, venv_small: Path) -> None:
+    """Secrets inside values (URL user info at any depth, token-only URLs, connection strings, keys named bearer)
+    are masked in the MLflow params, the params copy, the manifest, the executed notebook and its HTML."""
+    params_file = tmp_path / "p.yaml"
+    params_file.write_text(
+        "db_url: postgresql://etl:hunter2pw@db.example/sales\n"
+        "sources: [https://t0kenonly@git.example/repo.git, plain]\n"
+        "cfg:\n  conn: 'Server=db;User Id=etl;Password=c0nnpw;'\n  bearer: b3arer\n", encoding="utf-8")
+    output = tmp_path / "out" / "s.ipynb"
+    done = run_nb("--venv", str(venv_small), "--notebook", str(NOTEBOOKS / "no_params.ipynb"), "--output",
+                  str(output), "--params-file", str(params_file), "-p", "mirror", "https://ana:pp4ss@m.example/x",
+                  cwd=tmp_path, env=env_with(GO_SERVER_URL="https://svc:envs3cret@gocd.example/go",
+                                             GO_PIPELINE_NAME="p", GO_PIPELINE_COUNTER="1"))
+    assert done.returncode == 0, done.stderr
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p != params_file]
+    assert any(p.suffix == ".html" for p in written) and any(p.name == "mlflow.db" for p in written)
+    for path in written:
+        data = path.read_bytes()
+        leaked = [s for s in SECRETS if s.encode() in data]
+        assert not leaked, f"{path}: {leaked}"
+    assert not [s for s in SECRETS if s in done.stdout + done.stderr]
+    (run,) = [r for r in _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "p") if r.data.tags.get("mlops_kit.role") ==
+              "stage"]
+    assert run.data.params["db_url"] == "postgresql://***@db.example/sales"
+    assert run.data.params["cfg.bearer"] == "***" and "Password=***" in run.data.params["cfg.conn"]

@@ -303,3 +303,14 @@ def test_python_older_than_38_is_refused(text: str) -> None:
 def test_a_range_never_picks_a_python_older_than_38() -> None:
     request = parse_python_request(">=3.6")
     assert not request.accepts((3, 7, 16)) and request.accepts((3, 8, 18))
+
+
+@pytest.mark.parametrize("name", ['" ml_ingest"', '"ml_ingest "', '"\tml_ingest"'])
+def test_venv_name_with_stray_spaces_is_refused_not_changed(tmp_path: Path, name: str) -> None:
+    bad(tmp_path, spec_text(venv_name=name), field="venv_name", contains="spaces")
+
+
+@pytest.mark.parametrize("value", ['">=3.14,<3.12"', '">3.12.1,<3.12.2"', '"<3.8"', '"==3.7.*"'])
+def test_a_python_range_nothing_satisfies_is_bad_input(tmp_path: Path, value: str) -> None:
+    message = bad(tmp_path, spec_text(python_version=value), field="python_version")
+    assert "no Python version satisfies it" in message and "install" not in message

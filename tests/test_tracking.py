@@ -37,11 +37,8 @@ def test_passwords_in_urls_are_hidden_and_never_stored(tmp_path: Path) -> None:
     assert "://***@127.0.0.1" in str(err.value) and ":pw@" not in str(err.value) and "ana" not in str(err.value)
 
 
-def test_log_existing_refuses_unfinished_and_logged(tmp_path: Path) -> None:
+def test_log_existing_refuses_a_logged_run(tmp_path: Path) -> None:
     path = tmp_path / "m.mlops_run.json"
-    runrecord.save_manifest(run_record("http://x:1"), path)
-    with pytest.raises(BadInput, match="never finished"):
-        tracking.log_existing(path)
     runrecord.save_manifest(run_record("http://x:1", status="FINISHED", logged=True, run_id="abc"), path)
     with pytest.raises(BadInput, match="already logged"):
         tracking.log_existing(path)
@@ -195,3 +192,35 @@ def test_log_existing_finds_files_next_to_a_moved_manifest_and_warns_for_missing
         a.path for folder in ("params", "outputs") for a in client.list_artifacts(done.run_id, folder)}
     assert {"late.ipynb", "late.html", "params/late.params.yaml", "outputs/r.txt"} <= names
     assert not any(n.startswith("environment") for n in names)
+
+
+def test_log_existing_never_creates_a_duplicate_when_the_lookup_fails(tmp_path: Path) -> None:
+    """Only a definite "run not found" may make --log-existing create the run anew; a server error must not."""
+    import http.server
+    import threading
+
+    requests: list[str] = []
+
+    class Broken(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            requests.append(f"GET {self.path}")
+            self.send_response(500)
+            self.end_headers()
+
+        do_POST = do_GET  # noqa: N815
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        path = tmp_path / "m.mlops_run.json"
+        uri = f"http://127.0.0.1:{server.server_address[1]}"
+        runrecord.save_manifest(run_record(uri, status="FINISHED", run_id="abc123", params_logged=True), path)
+        with pytest.raises(TrackingError, match="looking up the run failed"):
+            tracking.log_existing(path)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert requests and not [r for r in requests if "runs/create" in r], requests

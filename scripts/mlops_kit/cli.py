@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import signal
 import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from . import console, errors
 
@@ -36,14 +37,27 @@ class ArgParser(argparse.ArgumentParser):
         raise errors.BadInput(f"{self.prog}: {message} (see --help)")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (how GoCD cancels a job on a Linux agent, and what ``kill`` sends): everything that handles Ctrl-C
+    (the notebook executed so far written, the run ended KILLED, the manifest kept) handles it too."""
+
+
+def _terminate(_signum: int, _frame: Any) -> None:
+    raise Terminated()
+
+
 def run(main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> int:
     """Call ``main(argv)`` and map every failure to one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    previous = _install(signal.SIGTERM, _terminate)
     try:
         return main(args)
     except errors.ToolkitError as exc:
         console.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return exc.exit_code
+    except Terminated:
+        console.error("terminated (SIGTERM)")
+        return errors.EXIT_TERMINATED
     except KeyboardInterrupt:
         console.error("interrupted")
         return errors.EXIT_INTERRUPTED
@@ -51,6 +65,17 @@ def run(main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> 
         log = _write_crash_log()
         console.error(f"internal error {type(exc).__name__}: {exc} (traceback saved to {log}; please report it)")
         return errors.EXIT_INTERNAL
+    finally:
+        if previous is not None:
+            _install(signal.SIGTERM, previous)
+
+
+def _install(signum: int, handler: Callable[[int, Any], None]) -> Any:
+    """Install a handler where the platform and thread allow it (signals go to the main thread only)."""
+    try:
+        return signal.signal(signum, handler)
+    except (ValueError, OSError):  # not the main thread (a test), or a platform without it
+        return None
 
 
 def _write_crash_log() -> Path:

@@ -14,6 +14,7 @@ EXIT_NOTEBOOK_FAILED = 5
 EXIT_TRACKING = 6
 EXIT_PIPELINE_FAILED = 7
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 EXIT_CODES: tuple[tuple[int, str], ...] = (
     (0, "success"),
@@ -26,6 +27,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (EXIT_TRACKING, "MLflow tracking store unreachable or refused the run"),
     (EXIT_PIPELINE_FAILED, "a pipeline job failed (run_pipeline.py)"),
     (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
+    (EXIT_TERMINATED, "terminated (SIGTERM, as when GoCD cancels a job): handled like Ctrl-C"),
 )
 
 

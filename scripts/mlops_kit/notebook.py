@@ -290,8 +290,15 @@ def _client_class() -> type:
             self.state = state
 
         def papermill_execute_cells(self) -> None:
-            self._before_cells()
-            self.state.cells_started = True
+            try:
+                self._before_cells()
+                self.state.cells_started = True
+                self._execute_cells()
+            except BaseException:  # Ctrl-C, SIGTERM, a stop: no graceful shutdown of a kernel stuck in a cell
+                self.shutdown_kernel = "immediate"
+                raise
+
+        def _execute_cells(self) -> None:
             for index, cell in enumerate(self.nb.cells):
                 self.state.current_index = index
                 try:
@@ -305,7 +312,6 @@ def _client_class() -> type:
                     self.nb.cells[index].setdefault("outputs", []).append(nbformat.v4.new_output(
                         "error", ename=type(err).__name__, evalue=str(err), traceback=[f"{kind}: {err}"]))
                     self._failed(index, kind, type(err).__name__, str(err))
-                    self.shutdown_kernel = "immediate"
                     raise _Stopped(kind) from None
                 finally:
                     self.nb_man.cell_complete(self.nb.cells[index], cell_index=index)

@@ -20,6 +20,7 @@ import yaml
 
 from .errors import BadInput
 from .inputs import read_input
+from .redact import MASK, is_secret_name
 
 RESERVED = ("output_dir",)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -59,7 +60,8 @@ def parse_override(name: str, value: str) -> tuple[tuple[str, ...], Any]:
         parsed = yaml.safe_load(value) if value.strip() else value
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise BadInput(f"-p {name}: value {value!r} is not valid YAML ({problem}); quote it to pass text") from None
+        shown = MASK if is_secret_name(name) else repr(value)
+        raise BadInput(f"-p {name}: value {shown} is not valid YAML ({problem}); quote it to pass text") from None
     return path, parsed
 
 

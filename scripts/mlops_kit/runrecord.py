@@ -152,7 +152,7 @@ def loggable_params(system: Mapping[str, Any], notebook: Mapping[str, Any],
 
 
 def loggable_tags(tags: Mapping[str, Any]) -> dict[str, str]:
-    return {safe_key(k): clip(str(v), MAX_TAG_VALUE) for k, v in tags.items() if v is not None}
+    return {safe_key(k): clip(redact(str(v)), MAX_TAG_VALUE) for k, v in tags.items() if v is not None}
 
 
 def read_metrics(output_dir: Path, *, since: float, warn: Warn) -> dict[str, float]:

@@ -296,7 +296,7 @@ def _configure(store_uri: str, artifact_root: str, log_path: Path) -> Any:
     """Set the server variables and route the server's logging to ``log_path``; returns the undo."""
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_path, encoding="utf-8")
+        handler = logging.FileHandler(log_path, mode="w", encoding="utf-8")  # a run of the same output: its own log
     except OSError as exc:
         raise ServedStoreError(f"the local MLflow server for {store_uri} cannot write its log {log_path} "
                                f"({exc.strerror or exc})") from None

@@ -7,6 +7,7 @@ typo in a GoCD job fails in a second with a readable message instead of half-way
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import re
@@ -32,6 +33,7 @@ _STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 _VERSION_TEXT = re.compile(r"^3\.\d{1,2}(\.\d{1,3})?$")
 OLDEST_STAGE_PYTHON = (3, 8)  # older CPythons have no ipykernel/uv support worth building on
+
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,8 @@ def _name(data: dict[str, Any], name: str, pattern: re.Pattern[str], err: Callab
 
 def _venv_name(data: dict[str, Any], err: Callable[[str, str], BadInput]) -> str:
     value = _text(data, "venv_name", err)
+    if value != data["venv_name"]:  # " ml_x" would silently become another folder than the one written
+        raise err("venv_name", f"{data['venv_name']!r} starts or ends with spaces: remove them")
     if not _PLAIN_NAME.match(value) or value.endswith("."):
         raise err("venv_name", f"{value!r} must be a plain folder name (letters, digits, '.', '_', '-'; "
                                "no path separators, drive letters or '..')")
@@ -246,6 +250,12 @@ def _requirement(entry: Any, number: int, err: Callable[[str, str], BadInput]) -
     return entry
 
 
+@functools.cache
+def _candidate_versions() -> tuple[Version, ...]:
+    """Every version a range could ever pick (3.8.0 ... 3.40.60): one that none satisfies is a typo."""
+    return tuple(Version(f"3.{minor}.{patch}") for minor in range(8, 41) for patch in range(61))
+
+
 def parse_python_request(text: str, err: Callable[[str, str], BadInput] | None = None) -> PythonRequest:
     """Turn ``3.8``, ``3.8.10`` or ``>=3.10,<3.13`` into a :class:`PythonRequest`."""
     err = err or (lambda name, problem: BadInput(f"--python-version: {problem}"))
@@ -262,4 +272,7 @@ def parse_python_request(text: str, err: Callable[[str, str], BadInput] | None =
     if not specifier or not str(specifier):
         raise err("python_version", f"{text!r} is neither a version like \"3.8\" / \"3.8.10\" "
                                     "nor a PEP 440 specifier like \">=3.10,<3.13\"")
+    if not any(specifier.contains(v, prereleases=True) for v in _candidate_versions()):
+        raise err("python_version", f"{text!r}: no Python version satisfies it (stage Pythons are CPython 3.8 "
+                                    "or newer); check the bounds")
     return PythonRequest(text, specifier)

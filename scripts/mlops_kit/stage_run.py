@@ -1,10 +1,14 @@
 """Run one stage notebook end to end: check the inputs, execute it in its venv, log an auditable MLflow run.
 
 The order is what keeps a run safe and fast: the MLflow helper process starts first (it imports mlflow while the
-inputs are checked and papermill loads), then every input is checked (bad input: exit 2 even with the store down,
-and no store created), then the tracking store, then the store is opened and the run created while the kernel
-starts. Execution is
-:mod:`mlops_kit.notebook`'s, parameters :mod:`mlops_kit.params`'s, the record and manifest
+inputs are checked and papermill loads), then every input is checked, output folders included (bad input: exit 2
+even with the store down, and no store created), then the output is claimed (a second run of the same output is
+refused), then the tracking store, then the store is opened and the run created while the kernel starts.
+
+No run stays RUNNING for ever: the manifest is written as soon as the run exists, Ctrl-C and SIGTERM end the run
+KILLED with the notebook executed so far, and a manifest still RUNNING whose runner vanished (``kill -9``) is closed
+as KILLED by ``--log-existing`` or by the next run of the same output. Execution is :mod:`mlops_kit.notebook`'s,
+parameters :mod:`mlops_kit.params`'s, the output rules :mod:`mlops_kit.outputs`'s, the record and manifest
 :mod:`mlops_kit.runrecord`'s, the MLflow calls :mod:`mlops_kit.tracking`'s (run in :mod:`mlops_kit.worker`). A
 notebook that mentions mlflow, on a local store, gets that store served over HTTP by the worker
 (:mod:`mlops_kit.served_store`) from the run's creation until its kernel has exited.
@@ -13,6 +17,7 @@ notebook that mentions mlflow, on a local store, gets that store served over HTT
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import time
@@ -27,6 +32,7 @@ from . import (
     git,
     kernel,
     notebook,
+    outputs,
     params,
     paths,
     redact,
@@ -65,6 +71,9 @@ class NotebookRunRequest:
     log_existing: Path | None = None
 
 
+_MAX_TIMEOUT = 7 * 24 * 3600.0
+
+
 @dataclass
 class _Run:
     """One stage run in flight: what the kernel-ready hook, the finish and a Ctrl-C need."""
@@ -72,8 +81,7 @@ class _Run:
     tracker: worker.Tracker
     started: Future
     record: runrecord.RunRecord
-    output: Path
-    output_dir: Path
+    files: outputs.RunFiles
     masked: dict[str, Any]
     served: Future | None = None  # the local store served to the kernel (its URL), when the notebook uses mlflow
 
@@ -85,13 +93,16 @@ def run(request: NotebookRunRequest) -> int:
     target = runrecord.resolve_target(request.tracking_uri, request.experiment)
     tracker = worker.Tracker()  # imports mlflow while the inputs are checked and papermill loads
     try:
-        checked = _checked_inputs(request)  # bad input: exit 2, whatever the state of the store
+        checked = _checked_inputs(request, target)  # bad input: exit 2, whatever the state of the store
         try:
             tracking.preflight(target.uri)  # a server that is down: fail in a second, before anything runs
         except TrackingError as exc:
             raise TrackingError(f"{exc}; nothing was executed") from None
         tracker.submit(tracking.warm, target)  # only now: valid input, so opening (creating) the store is wanted
-        return _execute_and_log(request, checked, target, tracker)
+        outputs.make_folders(checked.files)
+        with outputs.claimed(checked.files):
+            _close_vanished_run(checked.files, tracker)
+            return _execute_and_log(request, checked, target, tracker)
     finally:
         tracker.close()
 
@@ -104,9 +115,11 @@ class _Checked:
     nb: NotebookNode
     values: dict[str, Any]
     params_file_has_secrets: bool
+    files: outputs.RunFiles
+    stage: str
 
 
-def _checked_inputs(request: NotebookRunRequest) -> _Checked:
+def _checked_inputs(request: NotebookRunRequest, target: runrecord.Target) -> _Checked:
     """Every user input is checked before the kernel starts: bad input is exit 2 with nothing executed."""
     venv = _venv_dir(request)
     _check_inputs(request)
@@ -120,7 +133,10 @@ def _checked_inputs(request: NotebookRunRequest) -> _Checked:
     nb = notebook.load_notebook(request.notebook)
     for message in params.undeclared_warnings(nb, list(values), notebook=request.notebook):
         console.warn(message)
-    return _Checked(env, nb, values, params_file_has_secrets)
+    stage = request.stage or env.stage
+    files = outputs.run_files(request.output, request.output_dir, stage)
+    outputs.check(files, target=target, venv=env.venv_dir)
+    return _Checked(env, nb, values, params_file_has_secrets, files, stage)
 
 
 def _venv_dir(request: NotebookRunRequest) -> Path:
@@ -149,8 +165,9 @@ def _check_inputs(request: NotebookRunRequest) -> None:
     if os.path.abspath(request.output) == os.path.abspath(request.notebook):
         raise BadInput(f"{request.output}: --output must differ from --notebook (it would overwrite it)")
     for name, value in (("--cell-timeout", request.cell_timeout), ("--start-timeout", request.start_timeout)):
-        if value is not None and not value > 0:
-            raise BadInput(f"{name} {value:g}: must be a positive number of seconds")
+        if value is not None and not (value > 0 and math.isfinite(value) and value <= _MAX_TIMEOUT):
+            raise BadInput(f"{name} {value:g}: must be a number of seconds above 0 and at most {_MAX_TIMEOUT:g} "
+                           "(a week; leave --cell-timeout out for no limit)")
     if request.cwd is not None and not request.cwd.is_dir():
         raise BadInput(f"{request.cwd}: --cwd is not an existing folder")
     if request.output_dir is not None and request.output_dir.exists() and not request.output_dir.is_dir():
@@ -160,18 +177,18 @@ def _check_inputs(request: NotebookRunRequest) -> None:
 def _execute_and_log(request: NotebookRunRequest, checked: _Checked, target: runrecord.Target,
                      tracker: worker.Tracker) -> int:
     """Start the MLflow run before executing, so the kernel gets its run id; Ctrl-C still leaves a manifest."""
-    env, nb, values = checked.env, checked.nb, checked.values
-    stage = request.stage or env.stage
-    output = Path(os.path.abspath(request.output))
-    output_dir = Path(os.path.abspath(request.output_dir or output.parent / f"{stage}_outputs"))
-    values = {**values, "output_dir": str(output_dir)}
+    env, nb, files = checked.env, checked.nb, checked.files
+    values = {**checked.values, "output_dir": str(files.output_dir)}
     masked = redact.masked(values)
-    record = _record(request, stage, env, output, output_dir, masked, target,
+    record = _record(request, checked.stage, env, files, masked, target,
                      params_file_has_secrets=checked.params_file_has_secrets)
-    live = _Run(tracker, tracker.submit(tracking.start_run, record), record, output, output_dir, masked)
-    live.served = _serve_store(live, nb, request.start_timeout)
+    served_log = _served_log(record, files, nb)  # before start_run: the manifest written at the start lists it
+    started = tracker.submit(tracking.start_run, record, str(files.manifest))  # the manifest exists from the start
+    live = _Run(tracker, started, record, files, masked)
+    if served_log is not None:  # queued right after start_run: the worker serves the store while the kernel runs
+        live.served = tracker.submit(served_store.serve, record.tracking_uri, str(served_log), request.start_timeout)
     ex = notebook.Execution(
-        notebook=Path(os.path.abspath(request.notebook)), output=output, parameters=values,
+        notebook=Path(os.path.abspath(request.notebook)), output=files.output, parameters=values,
         kernelspec=kernel.kernelspec(env.venv_dir, env.kernel_display_name), kernel_name=env.kernel_name,
         cwd=Path(os.path.abspath(request.cwd or Path.cwd())),
         masked_parameters=masked if masked != values else None,
@@ -196,7 +213,7 @@ def _execute_and_log(request: NotebookRunRequest, checked: _Checked, target: run
     return _finish(live, outcome, begin)
 
 
-def _record(request: NotebookRunRequest, stage: str, env: audit.EnvRecord, output: Path, output_dir: Path,
+def _record(request: NotebookRunRequest, stage: str, env: audit.EnvRecord, run: outputs.RunFiles,
             masked: dict[str, Any], target: runrecord.Target, *, params_file_has_secrets: bool) -> runrecord.RunRecord:
     """Everything the run logs, decided up front so the manifest can replay it (--log-existing)."""
     nb_path = Path(os.path.abspath(request.notebook))
@@ -212,8 +229,7 @@ def _record(request: NotebookRunRequest, stage: str, env: audit.EnvRecord, outpu
             **({"mlflow.source.git.commit": code.commit, "mlflow.source.git.branch": code.branch}
                if code.commit != "unknown" else {}),
             **({runrecord.PIPELINE_KEY_TAG: key} if key else {}), **gocd}
-    params_copy = output.with_name(output.stem + ".params.yaml")  # written with the outputs (_finish)
-    files = [[str(output), ""], [str(output.with_suffix(".html")), ""], [str(params_copy), "params"],
+    files = [[str(run.output), ""], [str(run.html), ""], [str(run.params_copy), "params"],
              *[[str(p), "environment"] for p in (env.spec_file, env.freeze_file, env.env_file)]]
     if request.params_file and not params_file_has_secrets:  # else only the masked copy above
         files.append([str(Path(os.path.abspath(request.params_file))), "params"])
@@ -222,8 +238,8 @@ def _record(request: NotebookRunRequest, stage: str, env: audit.EnvRecord, outpu
         run_name=stage, params=runrecord.loggable_params(system, masked, warn=console.warn),
         tags=runrecord.loggable_tags(tags), pipeline_key=key,
         pipeline_run_name=f"{gocd.get('GO_PIPELINE_NAME')} #{gocd.get('GO_PIPELINE_COUNTER')}" if key else None,
-        files=files, folders=[[str(output_dir), "outputs"]], executed_notebook=str(output),
-        html=str(output.with_suffix(".html")),
+        files=files, folders=[[str(run.output_dir), "outputs"]], executed_notebook=str(run.output),
+        html=str(run.html),
     )
 
 
@@ -236,15 +252,15 @@ def _source_name(nb_path: Path, git_root: Path | None) -> str:
     return str(nb_path)
 
 
-def _serve_store(live: _Run, nb: NotebookNode, timeout: float) -> Future | None:
+def _served_log(record: runrecord.RunRecord, files: outputs.RunFiles, nb: NotebookNode) -> Path | None:
     """A notebook that mentions mlflow, on a local store, gets that store over HTTP from MLflow's own server code in
-    the tracking worker (queued after start_run): any mlflow or mlflow-skinny in its venv can then log to it. Its
-    log, ``<output stem>.mlflow_server.log``, is one of the run's files."""
-    if not (served_store.is_local_store(live.record.tracking_uri) and served_store.notebook_uses_mlflow(nb)):
+    the tracking worker: any mlflow or mlflow-skinny in its venv can then log to it. Returns the server's log,
+    ``<output stem>.mlflow_server.log``, made one of the run's files; None when no server is needed."""
+    if not (served_store.is_local_store(record.tracking_uri) and served_store.notebook_uses_mlflow(nb)):
         return None
-    log = live.output.with_name(live.output.stem + ".mlflow_server.log")
-    live.record.files.append([str(log), ""])
-    return live.tracker.submit(served_store.serve, live.record.tracking_uri, str(log), timeout)
+    log = files.output.with_name(files.output.stem + ".mlflow_server.log")
+    record.files.append([str(log), ""])
+    return log
 
 
 def _run_ready(live: _Run) -> dict[str, str]:
@@ -254,7 +270,7 @@ def _run_ready(live: _Run) -> dict[str, str]:
     tracking.apply_ids(live.record, ids)
     live.record.params_logged = True
     live.tracker.submit(tracking.warm_finish, live.record.tracking_uri, ids["run_id"])
-    live.output_dir.mkdir(parents=True, exist_ok=True)
+    live.files.output_dir.mkdir(parents=True, exist_ok=True)
     env = {"MLFLOW_RUN_ID": ids["run_id"], "MLFLOW_TRACKING_URI": live.record.tracking_uri,
            "MLFLOW_EXPERIMENT_ID": ids["experiment_id"]}
     if live.served is not None:  # a ServedStoreError here: exit 6, the run ended FAILED (_not_served)
@@ -276,28 +292,26 @@ def _not_served(live: _Run, exc: TrackingError) -> None:
     record = live.record
     record.status, record.end_time = "FAILED", int(time.time() * 1000)
     record.failure = {"failure_kind": "tracking-server", "error_name": type(exc).__name__, "error_value": str(exc)}
-    live.output.parent.mkdir(parents=True, exist_ok=True)
     if record.run_id is not None:
         with contextlib.suppress(TrackingError):
             live.tracker.call(tracking.finish_run, record)
             record.logged = True
-    runrecord.save_manifest(record, runrecord.manifest_path(live.output))
+    runrecord.save_manifest(record, live.files.manifest)
 
 
 def _finish(live: _Run, outcome: notebook.Outcome, begin: float) -> int:
     """Write and log the results; a tracking failure keeps everything on disk with the command to upload it later."""
-    record, output = live.record, live.output
+    record, files = live.record, live.files
+    output, manifest = files.output, files.manifest
     _stop_serving(live)
     record.end_time = int(time.time() * 1000)
     record.status = "FINISHED" if outcome.ok else "FAILED"
     record.failure = outcome.as_tags() if not outcome.ok else {}
-    record.metrics = runrecord.read_metrics(live.output_dir, since=begin, warn=console.warn)
-    manifest = runrecord.manifest_path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)  # the kernel may not have started (nothing written yet)
-    output.with_name(output.stem + ".params.yaml").write_text(params.yaml_text(live.masked), encoding="utf-8")
+    record.metrics = runrecord.read_metrics(files.output_dir, since=begin, warn=console.warn)
+    files.params_copy.write_text(params.yaml_text(live.masked), encoding="utf-8")
     tracking_error = None
     if output.is_file():
-        notebook.render_html_or_warn(output, output.with_suffix(".html"))
+        notebook.render_html_or_warn(output, files.html)
     try:
         if record.run_id is None:  # the kernel never started: the run may still be on its way
             tracking.apply_ids(record, live.tracker.result(live.started))
@@ -333,23 +347,50 @@ def _upload_later_command(manifest: Path, uri: str) -> str:
 
 def _interrupted(live: _Run) -> None:
     """Ctrl-C (or a GoCD cancel that sends it): end the run as KILLED, keep the manifest; never hang here."""
-    record, output = live.record, live.output
+    record, files = live.record, live.files
     record.status, record.end_time = "KILLED", int(time.time() * 1000)
     record.failure = {"failure_kind": "interrupted"}
-    if record.run_id is not None and output.is_file():
+    if record.run_id is None and live.started.done() and live.started.exception() is None:
+        tracking.apply_ids(record, live.started.result())
+        record.params_logged = True
+    if record.run_id is not None:
         try:
-            _stop_serving(live)  # else (the kernel never ran a cell) tracker.close() ends the worker and its server
+            _stop_serving(live)  # before KILLED is written: nothing from the kernel can reach the run after it
             live.tracker.call(tracking.finish_run, record)
             record.logged = True
         except Exception:  # noqa: BLE001 - the manifest below still allows --log-existing
             pass
-    if output.is_file():
-        runrecord.save_manifest(record, runrecord.manifest_path(output))
+    if record.run_id is not None or files.output.is_file():
+        runrecord.save_manifest(record, files.manifest)
+
+
+def _close_vanished_run(files: outputs.RunFiles, tracker: worker.Tracker) -> None:
+    """A manifest still RUNNING for this output belongs to a runner that vanished (this run holds the output's lock
+    now): close that run as KILLED, with what it left, before this run overwrites its files."""
+    try:
+        old = runrecord.load_manifest(files.manifest) if files.manifest.is_file() else None
+    except BadInput:
+        return  # not a manifest we can read: overwritten like any earlier output
+    if old is None or old.status != "RUNNING" or old.logged:
+        return
+    try:
+        closed = tracker.call(tracking.log_existing, files.manifest)
+        console.warn(f"closed the earlier run {closed.run_id} of {files.output} as KILLED: its runner vanished")
+    except TrackingError as exc:
+        kept = files.manifest.with_name(f"{files.output.stem}.vanished-{old.run_id}{runrecord.MANIFEST_SUFFIX}")
+        os.replace(files.manifest, kept)
+        console.warn(f"an earlier run of {files.output} was left RUNNING by a runner that vanished and could not be "
+                     f"closed ({exc}); its manifest is kept as {kept}: close it with --log-existing")
 
 
 def _log_existing(manifest: Path, tracking_uri: str | None, experiment: str | None) -> int:
-    """Upload a run executed earlier (store down at the time), optionally to another store or experiment."""
+    """Upload a run executed earlier (store down at the time), optionally to another store or experiment; a run
+    whose runner vanished (manifest still RUNNING, its output no longer locked) is closed as KILLED."""
     record = runrecord.load_manifest(manifest)
+    if record.status == "RUNNING" and record.executed_notebook and \
+            outputs.runner_alive(outputs.run_files(Path(record.executed_notebook), None, record.run_name)):
+        raise BadInput(f"{manifest}: its run is still going (run_notebook.py holds the lock of "
+                       f"{record.executed_notebook}); wait for it to end")
     uri = None  # the manifest keeps no credentials: --tracking-uri may bring them back
     if (tracking_uri or experiment) and not record.logged:  # log_existing refuses a logged one
         target = runrecord.resolve_target(tracking_uri or record.tracking_uri, experiment or record.experiment)

@@ -121,8 +121,10 @@ def _parent_run(client: Any, experiment_id: str, record: RunRecord) -> str:
     return parents[0].info.run_id
 
 
-def start_run(record: RunRecord) -> dict[str, str | None]:
-    """Create the run (and the pipeline's parent run) and log params and tags; returns the ids."""
+def start_run(record: RunRecord, manifest: str | None = None) -> dict[str, str | None]:
+    """Create the run (and the pipeline's parent run) and log params and tags; returns the ids. With ``manifest``
+    the run's manifest is written the moment the run exists, so a runner killed later never leaves it RUNNING
+    without a trace (``--log-existing`` closes it)."""
     uri = record.tracking_uri
     preflight(uri)
     with _guard(uri, "opening the store"):
@@ -133,8 +135,15 @@ def start_run(record: RunRecord) -> dict[str, str | None]:
         tags = {k: v for k, v in record.tags.items() if k != "mlflow.runName"}  # run_name sets it
         tags.update({"mlflow.parentRunId": parent} if parent else {})
         run = client.create_run(experiment_id, start_time=record.start_time, tags=tags, run_name=record.run_name)
+        ids = {"run_id": run.info.run_id, "experiment_id": experiment_id, "parent_run_id": parent}
+        if manifest is not None:
+            apply_ids(record, ids)
+            save_manifest(record, Path(manifest))
         _log_params(client, run.info.run_id, record.params)
-    return {"run_id": run.info.run_id, "experiment_id": experiment_id, "parent_run_id": parent}
+        if manifest is not None:
+            record.params_logged = True
+            save_manifest(record, Path(manifest))
+    return ids
 
 
 def _log_params(client: Any, run_id: str, params: Mapping[str, str]) -> None:
@@ -205,8 +214,10 @@ def log_existing(path: Path, *, uri: str | None = None) -> RunRecord:
     _relocate_files(record, path.parent)
     if record.logged:
         raise BadInput(f"{path}: already logged to {redact(record.tracking_uri)} as run {record.run_id}")
-    if record.status == "RUNNING":
-        raise BadInput(f"{path}: the run never finished (status RUNNING); nothing to upload")
+    if record.status == "RUNNING":  # its runner vanished (the caller made sure): end the run, never leave it RUNNING
+        record.status, record.end_time = "KILLED", int(path.stat().st_mtime * 1000)
+        record.failure = {"failure_kind": "runner-vanished",
+                          "error_value": "the runner stopped before ending the run (killed, or its machine went down)"}
     if not record.params_logged or not _run_exists(record):
         record.params_logged = False
         apply_ids(record, start_run(record))
@@ -275,8 +286,10 @@ def _run_exists(record: RunRecord) -> bool:
         client = _client(record.tracking_uri)
         try:
             client.get_run(record.run_id)
-        except Exception:  # noqa: BLE001 - RESOURCE_DOES_NOT_EXIST: created on a store that was reset
-            return False
+        except Exception as exc:
+            if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":  # a store that was reset: log anew
+                return False
+            raise  # anything else (a server error, a timeout) is not a "no": never create a duplicate run
     return True
 
 
