@@ -352,15 +352,7 @@ def test_p_needs_name_and_value(tmp_path: Path, venv_small: Path) -> None:
 def test_ctrl_c_ends_the_run_killed_with_notebook_kept(tmp_path: Path, venv_small: Path) -> None:
     """Also: the local store served meanwhile (the notebook mentions mlflow) is stopped."""
     output = tmp_path / "out.ipynb"
-    child = subprocess.Popen([str(TOOLKIT_PYTHON), str(SCRIPTS / "run_notebook.py"), "--venv", str(venv_small),
-                              "--notebook", str(_mentioning_mlflow("sleeps", tmp_path / "nb")), "--output",
-                              str(output)],
-                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not output.is_file() and time.monotonic() < deadline:  # papermill saves it as the first cell starts
-        time.sleep(0.2)
-    time.sleep(1.5)
+    child = _start_sleeping_run(tmp_path, venv_small, output, _mentioning_mlflow("sleeps", tmp_path / "nb"))
     os.killpg(child.pid, signal.SIGINT)  # Ctrl-C reaches the whole console group
     _, stderr = child.communicate(timeout=120)
     assert child.returncode == 130, stderr
@@ -514,20 +506,12 @@ def test_server_that_cannot_start_is_exit_6_and_the_run_failed(tmp_path: Path, v
 def test_killed_runner_leaves_no_server_and_no_process(tmp_path: Path, venv_small: Path, isolated_home: Path) -> None:
     """``kill -9`` of run_notebook: its tracking worker (serving the store) and the kernel leave by themselves."""
     output = tmp_path / "out.ipynb"
-    child = subprocess.Popen([str(TOOLKIT_PYTHON), str(SCRIPTS / "run_notebook.py"), "--venv", str(venv_small),
-                              "--notebook", str(_mentioning_mlflow("sleeps", tmp_path / "nb")), "--output",
-                              str(output)], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+    child = _start_sleeping_run(tmp_path, venv_small, output, _mentioning_mlflow("sleeps", tmp_path / "nb"))
     try:
-        log = output.with_name(output.stem + SERVED_LOG)
-        deadline = time.monotonic() + 120
-        while "serving" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(1)  # the kernel gets its variables and runs its cells
         served = _served_store(output)
         assert served is not None and not _server_gone(*served)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
+        os.kill(child.pid, signal.SIGKILL)  # the runner only: its worker and kernel are left to themselves
+        child.communicate(timeout=30)
         deadline = time.monotonic() + 30
         while not (_server_gone(*served) and not _ours(isolated_home)) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -554,14 +538,11 @@ def _ours(home: Path) -> list[str]:
 # --- failure paths that must end clean (issue 10) ----------------------------------------------------------------
 
 
-def _start_sleeping_run(tmp_path: Path, venv: Path, output: Path) -> subprocess.Popen:
+def _start_sleeping_run(tmp_path: Path, venv: Path, output: Path,
+                        nb: Path = NOTEBOOKS / "sleeps.ipynb") -> subprocess.Popen:
     """run_notebook.py on a notebook that sleeps in its second cell; returns once that cell runs."""
-    import time
-
-    from helpers import SCRIPTS, TOOLKIT_PYTHON
-
     child = subprocess.Popen([str(TOOLKIT_PYTHON), str(SCRIPTS / "run_notebook.py"), "--venv", str(venv),
-                              "--notebook", str(NOTEBOOKS / "sleeps.ipynb"), "--output", str(output)],
+                              "--notebook", str(nb), "--output", str(output)],
                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
     deadline = time.monotonic() + 120
