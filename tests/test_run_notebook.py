@@ -13,7 +13,7 @@ import nbformat
 import pytest
 from mlflow import MlflowClient
 
-from helpers import free_port
+from helpers import NEW_PROCESS_GROUP, POSIX_SIGNALS, free_port, kill_tree
 from helpers_notebook import NOTEBOOKS, env_with, one_error_line, private_mlflow_server, run_nb
 
 pytestmark = pytest.mark.slow
@@ -338,6 +338,7 @@ def test_p_needs_name_and_value(tmp_path: Path, venv_small: Path) -> None:
     assert done.returncode == 2 and "expected 2 arguments" in one_error_line(done.stderr)
 
 
+@POSIX_SIGNALS
 def test_ctrl_c_ends_the_run_killed_with_notebook_kept(tmp_path: Path, venv_small: Path) -> None:
     import signal
     import time
@@ -348,7 +349,7 @@ def test_ctrl_c_ends_the_run_killed_with_notebook_kept(tmp_path: Path, venv_smal
     child = subprocess.Popen([str(TOOLKIT_PYTHON), str(SCRIPTS / "run_notebook.py"), "--venv", str(venv_small),
                               "--notebook", str(NOTEBOOKS / "sleeps.ipynb"), "--output", str(output)],
                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)
+                             **NEW_PROCESS_GROUP)
     deadline = time.monotonic() + 120
     while not output.is_file() and time.monotonic() < deadline:  # papermill saves it as the first cell starts
         time.sleep(0.2)
@@ -394,7 +395,7 @@ def _start_sleeping_run(tmp_path: Path, venv: Path, output: Path) -> subprocess.
     child = subprocess.Popen([str(TOOLKIT_PYTHON), str(SCRIPTS / "run_notebook.py"), "--venv", str(venv),
                               "--notebook", str(NOTEBOOKS / "sleeps.ipynb"), "--output", str(output)],
                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)
+                             **NEW_PROCESS_GROUP)
     deadline = time.monotonic() + 120
     while not output.is_file() and time.monotonic() < deadline:  # papermill saves it as the first cell starts
         time.sleep(0.2)
@@ -402,6 +403,7 @@ def _start_sleeping_run(tmp_path: Path, venv: Path, output: Path) -> subprocess.
     return child
 
 
+@POSIX_SIGNALS
 def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path, venv_small: Path) -> None:
     """GoCD cancels a job on a Linux agent with SIGTERM: the run ends KILLED, notebook and manifest kept."""
     import signal
@@ -421,11 +423,10 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path, venv_small: Path) -> Non
 
 def test_kill_9_leaves_a_manifest_that_closes_the_run(tmp_path: Path, venv_small: Path) -> None:
     """Nothing catches kill -9: the manifest written at the start lets --log-existing end the run KILLED."""
-    import signal
 
     output = tmp_path / "out.ipynb"
     child = _start_sleeping_run(tmp_path, venv_small, output)
-    os.killpg(child.pid, signal.SIGKILL)
+    kill_tree(child.pid)
     child.communicate(timeout=60)
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (run,) = _runs(store, "mlops_kit")
@@ -440,7 +441,6 @@ def test_kill_9_leaves_a_manifest_that_closes_the_run(tmp_path: Path, venv_small
 
 def test_the_next_run_of_an_output_closes_a_vanished_run_and_two_at_once_are_refused(
         tmp_path: Path, venv_small: Path) -> None:
-    import signal
 
     output = tmp_path / "out.ipynb"
     child = _start_sleeping_run(tmp_path, venv_small, output)
@@ -448,7 +448,7 @@ def test_the_next_run_of_an_output_closes_a_vanished_run_and_two_at_once_are_ref
                     str(output), cwd=tmp_path)
     assert second.returncode == 2 and "another run_notebook.py is writing this output" in one_error_line(
         second.stderr)
-    os.killpg(child.pid, signal.SIGKILL)
+    kill_tree(child.pid)
     child.communicate(timeout=60)
     done = run_nb("--venv", str(venv_small), "--notebook", str(NOTEBOOKS / "no_params.ipynb"), "--output",
                   str(output), cwd=tmp_path)
