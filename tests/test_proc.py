@@ -13,6 +13,7 @@ import psutil
 import pytest
 from fakes.taskkill import make_taskkill
 
+from helpers_gocd import PROCESS_TREE, TREE_ROLES
 from mlops_kit import paths, proc
 
 
@@ -73,24 +74,9 @@ def test_timeout_on_captured_run_and_refused_with_stream() -> None:
         proc.run([sys.executable, "-c", "pass"], stream=True, timeout=5)
 
 
-# A task whose tree looks like a notebook run: the task starts a child in a NEW session (as jupyter_client starts a
-# kernel), which starts a grandchild; all three write their pid and then sleep, silent.
-_TREE = """
-import os, subprocess, sys, time
-from pathlib import Path
-out, role = Path(sys.argv[1]), sys.argv[2]
-(out / f"{role}.pid").write_text(str(os.getpid()))
-child = {"task": "kernel", "kernel": "grandchild"}.get(role)
-if child:
-    subprocess.Popen([sys.executable, __file__, str(out), child], start_new_session=(role == "task"))
-print(role, "up", flush=True)
-time.sleep(600)
-"""
-
-
 def _start_tree(tmp_path: Path) -> tuple[proc.Started, list[int], list[str]]:
     script = tmp_path / "tree.py"
-    script.write_text(_TREE)
+    script.write_text(PROCESS_TREE)
     lines: list[str] = []
     started = proc.start([sys.executable, script, tmp_path, "task"], echo=lines.append)
     assert isinstance(started, proc.Started)
@@ -99,7 +85,7 @@ def _start_tree(tmp_path: Path) -> tuple[proc.Started, list[int], list[str]]:
         assert time.monotonic() < deadline and started.popen.poll() is None, lines
         time.sleep(0.05)
     time.sleep(0.2)  # the pid file is written before the grandchild's sleep: let it get there
-    pids = [int((tmp_path / f"{role}.pid").read_text()) for role in ("task", "kernel", "grandchild")]
+    pids = [int((tmp_path / f"{role}.pid").read_text()) for role in TREE_ROLES]
     return started, pids, lines
 
 
@@ -141,7 +127,7 @@ def test_kill_tree_on_windows_is_taskkill_tree_force(tmp_path: Path, monkeypatch
     started.kill_tree(grace=5)
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert calls == [["/PID", str(pids[0]), "/T", "/F"]]
-    assert all(_gone(pid) for pid in pids)
+    assert all(_gone(pid) for pid in pids), [(pid, _gone(pid)) for pid in pids]
 
 
 def test_a_finished_command_whose_leftover_holds_the_pipe_does_not_hang(tmp_path: Path,
