@@ -416,3 +416,15 @@ def test_a_timed_out_notebook_job_leaves_no_kernel_behind(tmp_path: Path, venv_s
     assert not alive, [psutil.Process(pid).cmdline() for pid in alive]
     assert "[s/s] kernel up" in out and "Go cancelled this job" in out and re.search(r"^\s+s\s+TIMED OUT", out,
                                                                                       re.MULTILINE)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("--job-timeout", "inf"), "--job-timeout 'inf': expected a finite number of minutes >= 0, or 'never'"),
+    (("--job-timeout", "-1"), "--job-timeout '-1'"),
+    (("--job-timeout", "soon"), "--job-timeout 'soon': expected a number of minutes, or 'never'"),
+    (("--keep", "0"), "--keep '0': expected a number of runs >= 1, or 'all'"),
+    (("--cancel-grace", "nan"), "--cancel-grace 'nan'"),
+])
+def test_bad_rehearsal_options_are_one_line_exit_2(tmp_path: Path, args: tuple[str, ...], expected: str) -> None:
+    code, _, err = _run(tmp_path, cruise_xml(stage_xml("a", py_task("pass"))), *args)
+    assert code == 2 and expected in err and err.count("\n") == 1, err

@@ -330,6 +330,7 @@ def run_job(stage: str, job: gocd.Job, *, workdir: Path, store: Path, env: dict[
     status = "passed"
     for number, task in enumerate(job.tasks, start=1):
         if stop.before_task():
+            result.failed_task = f"the start of task {number} ({task.describe(72)})"
             break
         if not should_run(task.runif, status):
             echo(f"[go] skipping task {number} ({task.describe()}): runif {sorted(task.runif)}, job is {status}\n")
@@ -349,7 +350,7 @@ def run_job(stage: str, job: gocd.Job, *, workdir: Path, store: Path, env: dict[
     if stop.reason is not None:
         echo(f"[go] job {stop.reason}: no further task runs and nothing is published (GoCD: job Cancelled)\n")
         result.status = stop.reason
-        result.failed_task = result.failed_task or "the start of a task"
+        result.failed_task = result.failed_task or "the end of its tasks"
         return result
     if not artifacts.publish_artifacts(job, workdir=workdir, target=target, job_passed=status == "passed",
                                        echo=echo):

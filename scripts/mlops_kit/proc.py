@@ -224,7 +224,10 @@ def _pump(started: Started, echo: Callable[[str], None]) -> None:
 
 def _end_tree_windows(popen: subprocess.Popen[Any], grace: float) -> None:
     """``taskkill /T /F``: the process and the processes it started, at once (exit 128: already gone)."""
-    result = run(["taskkill", "/PID", str(popen.pid), "/T", "/F"], check=False, timeout=max(grace, 30))
+    try:
+        result = run(["taskkill", "/PID", str(popen.pid), "/T", "/F"], check=False, timeout=max(grace, 30))
+    except CommandError as exc:  # taskkill itself hung: at least the command goes (below)
+        result = exc.result
     if result.returncode not in (0, 128):
         _echo_stderr(f"taskkill /PID {popen.pid} /T /F failed ({result.returncode}): "
                      f"{(result.stdout + result.stderr).strip()}\n")
