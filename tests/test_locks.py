@@ -228,6 +228,16 @@ def test_verify_installed_lists_every_difference() -> None:
     assert locks.verify_installed("six==1.17.0\n", {"six": "1.17.0"}) == []
 
 
+def test_the_resolution_is_universal_hashed_and_never_downloads_a_python(tmp_path: Path) -> None:
+    cmd = locks.compile_command("train.yaml", tmp_path / "out.txt", "3.12", upgrade_packages=["numpy", "pandas"])
+    assert cmd[1:5] == ["pip", "compile", "train.yaml", "--output-file"]
+    for flag in ("--universal", "--generate-hashes", "--no-header", "--no-config"):
+        assert flag in cmd
+    assert cmd[cmd.index("--python-version") + 1] == "3.12" and "--python" in cmd  # no interpreter hunt/download
+    assert "--emit-index-url" not in cmd and "--upgrade" not in cmd
+    assert cmd[-4:] == ["--upgrade-package", "numpy", "--upgrade-package", "pandas"]
+
+
 def test_install_commands_require_hashes_and_keep_index_urls_off_the_command_line(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     lock, python = tmp_path / "s.lock.txt", tmp_path / "venv" / "bin" / "python"

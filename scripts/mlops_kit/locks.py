@@ -352,15 +352,24 @@ def _resolve(spec: StageSpec, work: Path, previous: Lock | None, *, python: str,
     output = work / "resolved.txt"
     if previous is not None:
         shutil.copyfile(previous.path, output)  # uv keeps the pins of an existing output file
-    cmd: list[str | Path] = [
-        uv, "pip", "compile", source.name, "--output-file", output, "--universal", "--generate-hashes",
-        "--python-version", python, "--no-header", "--no-config", "--quiet", *(["--upgrade"] if upgrade else []),
-        *[arg for name in upgrade_packages for arg in ("--upgrade-package", name)]]
+    cmd = compile_command(source.name, output, python, upgrade=upgrade, upgrade_packages=upgrade_packages, uv=uv)
     result = proc.run(cmd, env=env, cwd=work, check=False)
     if result.returncode != 0:
         raise EnvBuildError(f"{spec.source}: resolving for Python {python} failed: {_uv_reason(result)}; "
                             "nothing was written")
     return output.read_text(encoding="utf-8")
+
+
+def compile_command(source: str, output: Path, python: str, *, upgrade: bool = False,
+                    upgrade_packages: Sequence[str] = (), uv: str | None = None) -> list[str]:
+    """The resolution: universal (markers kept), hashes, for ``python`` and later, no header (ours replaces it),
+    no index URLs written, no config files read. ``--python`` names the toolkit's own interpreter: without it
+    uv looks for one of the target minor and, finding none, *downloads* a managed CPython (10 s of retries
+    offline) although ``--python-version`` alone decides the resolution."""
+    return [uv or _uv(), "pip", "compile", source, "--output-file", os.fspath(output), "--universal",
+            "--generate-hashes", "--python-version", python, "--python", sys.executable, "--no-header",
+            "--no-config", "--quiet", *(["--upgrade"] if upgrade else []),
+            *[arg for name in upgrade_packages for arg in ("--upgrade-package", name)]]
 
 
 def _header_fields(spec: StageSpec, *, python: str, env: Mapping[str, str], uv: str,
