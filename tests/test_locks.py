@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,7 +64,7 @@ def make_venv(base: Path, where: Path, *, seed: bool = False, with_pip_tool: boo
     else:
         subprocess.run([locks._uv(), "venv", "-q", *(["--seed"] if seed else []), "--python", str(base),
                         str(where)], check=True, capture_output=True)
-    return where / "bin" / "python"
+    return where / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
 
 
 def copy_stage(spec: StageSpec, folder: Path) -> StageSpec:
