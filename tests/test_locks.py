@@ -1,0 +1,427 @@
+"""Stage lock files (mlops_kit.locks): real resolutions against the package index, real installs on two Pythons.
+
+Fast tests use hand-written locks (fake hashes): parsing, malformed lines, freshness, markers, verification.
+Slow tests resolve small specs (six, packaging, attrs + the ipykernel/pip every venv gets) with uv, build venvs
+on Python 3.10 and 3.12 and compare their freeze with the lock; a lock is never edited in place, always copied.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from conftest import UV_CACHE
+from mlops_kit import locks
+from mlops_kit.errors import BadInput, EnvBuildError
+from mlops_kit.spec import StageSpec, load_spec, parse_python_request
+
+MINORS = ("3.10", "3.12")
+OLD_PACKAGING = "24.2"  # pinned in the first lock; a re-lock must keep it although newer ones exist
+FAKE = "0" * 64
+
+
+def write_spec(folder: Path, stem: str, python: str, packages: list[str]) -> StageSpec:
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = "".join(f"  - {p}\n" for p in packages)
+    path = folder / f"{stem}.yaml"
+    path.write_text(f'stage: {stem}\npython_version: "{python}"\nvenv_name: {stem}_venv\npackages:\n{lines}'
+                    f'kernel_display_name: "{stem}"\n', encoding="utf-8")
+    return load_spec(path)
+
+
+def fake_lock(spec: StageSpec, body: str, **header: str) -> Path:
+    """A lock in the real format with made-up pins (no network): ``header`` overrides fields."""
+    fields = {"lock-format": "1", "spec-hash": spec.content_hash(), "python": "3.12",
+              "python-request": spec.python.text, "added": "ipykernel pip", "uv": "0.13.9", "toolkit": "0.1.0",
+              "index": "https://pypi.org/simple", "resolved-at": "2025-01-01T00:00:00+00:00",
+              "command": locks.refresh_command(spec.source), **header}
+    text = "# mlops_kit lock\n" + "".join(f"# {k}: {v}\n" for k, v in fields.items() if v) + "\n" + body
+    path = locks.lock_path(spec.source)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def pin(name: str, version: str, marker: str = "", hashes: int = 2) -> str:
+    lines = [f"{name}=={version}" + (f" ; {marker}" if marker else "") + " \\"]
+    lines += [f"    --hash=sha256:{i:064x}" + (" \\" if i < hashes - 1 else "") for i in range(hashes)]
+    return "\n".join(lines) + "\n    # via -r spec.yaml\n"
+
+
+def make_venv(base: Path, where: Path, *, seed: bool = False, with_pip_tool: bool = False) -> Path:
+    """A new empty venv (``uv venv``; ``--seed`` adds pip/setuptools/wheel; ``with_pip_tool``: ``python -m venv``
+    as the pip fallback makes them). Returns its python."""
+    if with_pip_tool:
+        subprocess.run([str(base), "-m", "venv", str(where)], check=True, capture_output=True)
+    else:
+        subprocess.run([locks._uv(), "venv", "-q", *(["--seed"] if seed else []), "--python", str(base),
+                        str(where)], check=True, capture_output=True)
+    return where / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+
+
+def copy_stage(spec: StageSpec, folder: Path) -> StageSpec:
+    """The spec and its lock copied into ``folder`` (tests change them there, never the shared originals)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(spec.source, folder / spec.source.name)
+    shutil.copyfile(locks.lock_path(spec.source), locks.lock_path(folder / spec.source.name))
+    return load_spec(folder / spec.source.name)
+
+
+def flip_hashes(lock: Path, name: str) -> None:
+    """Change the first hex digit of every hash of ``name`` (whichever file uv picks, it no longer matches)."""
+    out, inside = [], False
+    for line in lock.read_text(encoding="utf-8").splitlines(keepends=True):
+        if not line.startswith(" "):
+            inside = line.startswith(f"{name}==")
+        if inside and "--hash=sha256:" in line:
+            head, digest = line.split("--hash=sha256:")
+            line = f"{head}--hash=sha256:{'1' if digest[0] == '0' else '0'}{digest[1:]}"
+        out.append(line)
+    lock.write_text("".join(out), encoding="utf-8")
+
+
+def drop_package(lock: Path, name: str) -> None:
+    """Delete ``name``'s block (its requirement line and the indented lines after it) from ``lock``."""
+    out, inside = [], False
+    for line in lock.read_text(encoding="utf-8").splitlines(keepends=True):
+        if not line.startswith(" "):
+            inside = line.startswith(f"{name}==")
+        if not inside:
+            out.append(line)
+    lock.write_text("".join(out), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def locked(tmp_path_factory: pytest.TempPathFactory, pythons: dict[str, Path]) -> Iterator[dict[str, StageSpec]]:
+    """One real lock per Python minor of a small spec with an old packaging pinned (resolved once per module)."""
+    missing = [m for m in MINORS if m not in pythons]
+    assert not missing, f"pyenv Pythons {missing} needed"
+    folder = tmp_path_factory.mktemp("locked")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("UV_CACHE_DIR", str(UV_CACHE))
+        specs = {}
+        for minor in MINORS:
+            spec = write_spec(folder, f"s{minor.replace('.', '')}", minor, ["six", f"packaging=={OLD_PACKAGING}"])
+            locks.write_lock(spec, echo=lambda _m: None)
+            specs[minor] = spec
+        yield specs
+
+
+# ---------------------------------------------------------------------------------------------------- fast
+
+
+def test_lock_path_and_the_python_a_lock_is_resolved_for() -> None:
+    assert locks.lock_path(Path("specs/train.yaml")) == Path("specs/train.lock.txt")
+    assert locks.spec_path_for(Path("specs/train.lock.txt")) == Path("specs/train.yaml")
+    cases = {"3.12": "3.12", "3.10.13": "3.10", ">=3.10,<3.13": "3.10", "<3.13": "3.8", "~=3.11": "3.11",
+             "==3.11.*": "3.11"}
+    for text, minor in cases.items():
+        assert locks.lock_python(parse_python_request(text)) == minor, text
+
+
+def test_a_lock_parses_into_pins_with_hashes(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, "stage", "3.12", ["six"])
+    path = fake_lock(spec, pin("six", "1.17.0") + pin("colorama", "0.4.6", "sys_platform == 'win32'", 1))
+    lock = locks.read_lock(path)
+    assert [(p.name, p.version, p.marker, len(p.hashes)) for p in lock.pins] == [
+        ("six", "1.17.0", None, 2), ("colorama", "0.4.6", "sys_platform == 'win32'", 1)]
+    assert lock.spec_hash == spec.content_hash() and lock.python == "3.12" and len(lock.sha256) == 64
+    assert lock.pins[1].line == lock.pins[0].line + 4
+
+
+@pytest.mark.parametrize("bad, problem", [
+    ("<<<<<<< HEAD\n", "expected 'name==version"),
+    ("six>=1.16 \\\n    --hash=sha256:" + FAKE + "\n", "expected 'name==version"),
+    ("--index-url https://pypi.org/simple\n", "expected 'name==version"),
+    ("six==1.17.0\n", "no --hash follows"),
+    ("six==1.17.0 \\\n    --hash=sha256:abc\n", "continuation line"),
+    ("six==1.17.0 ; sys_platform = 'win32' \\\n    --hash=sha256:" + FAKE + "\n", "Expected"),
+    ("six==1.17.0 \\\n    --hash=sha256:" + FAKE + " \\\n", "cut off"),
+])
+def test_a_malformed_line_is_bad_input_naming_file_and_line(tmp_path: Path, bad: str, problem: str) -> None:
+    spec = write_spec(tmp_path, "stage", "3.12", ["six"])
+    path = fake_lock(spec, pin("attrs", "25.1.0") + bad)
+    with pytest.raises(BadInput) as info:
+        locks.read_lock(path)
+    message = str(info.value)
+    assert info.value.exit_code == 2 and "\n" not in message
+    assert f"{path}: line " in message and problem in message, message
+    line = int(message.split(": line ")[1].split(":")[0])
+    assert path.read_text().splitlines()[line - 1].strip()[:10] in message  # the line it names is the bad one
+
+
+def test_a_missing_header_field_or_an_unknown_format_is_bad_input(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, "stage", "3.12", ["six"])
+    with pytest.raises(BadInput, match=r"header field 'spec-hash' missing.*--spec .*stage\.yaml --lock"):
+        locks.read_lock(fake_lock(spec, pin("six", "1.17.0"), **{"spec-hash": ""}))
+    with pytest.raises(BadInput, match="lock format '9'"):
+        locks.read_lock(fake_lock(spec, pin("six", "1.17.0"), **{"lock-format": "9"}))
+    with pytest.raises(BadInput, match="pins no packages"):
+        locks.read_lock(fake_lock(spec, ""))
+
+
+def test_a_stale_or_missing_lock_is_one_line_naming_spec_lock_and_command(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, "stage", "3.12", ["six"])
+    lock = locks.lock_path(spec.source)
+    command = f"python scripts/create_venv.py --spec {spec.source.as_posix()} --lock"
+    with pytest.raises(BadInput) as info:
+        locks.check_fresh(spec)
+    assert str(info.value) == f"{spec.source}: no lock {lock}; create it with: {command}"
+    fake_lock(spec, pin("six", "1.17.0"))
+    assert locks.check_fresh(spec).path == lock
+    changed = write_spec(tmp_path, "stage", "3.12", ["six", "attrs"])
+    with pytest.raises(BadInput) as info:
+        locks.check_fresh(changed)
+    message = str(info.value)
+    assert info.value.exit_code == 2 and "\n" not in message
+    assert message.startswith(f"{spec.source}: stale lock {lock} (packages or index settings changed")
+    assert message.endswith(f"refresh it with: {command}")
+    with pytest.raises(BadInput, match=r"python_version changed from '3\.12' to '3\.11'"):
+        locks.check_fresh(write_spec(tmp_path, "stage", "3.11", ["six", "attrs"]))
+
+
+def test_check_fresh_takes_milliseconds_on_a_full_size_lock(tmp_path: Path) -> None:
+    """A lock the size of the train stage's (about 50 pins, 1,200 lines): a generous ceiling, not a tight bound."""
+    spec = write_spec(tmp_path, "stage", "3.12", ["six"])
+    body = "".join(pin(f"pkg{i}", f"1.{i}.0", "sys_platform == 'win32'" if i % 7 == 0 else "", hashes=22)
+                   for i in range(50))
+    fake_lock(spec, body)
+    assert len(locks.lock_path(spec.source).read_text().splitlines()) > 1200
+    times = []
+    for _ in range(20):
+        started = time.perf_counter()
+        locks.check_fresh(load_spec(spec.source))  # the spec's own parse included, as --check-lock does it
+        times.append(time.perf_counter() - started)
+    print(f"check_fresh: median {statistics.median(times) * 1000:.1f} ms, max {max(times) * 1000:.1f} ms")
+    assert statistics.median(times) < 0.1 and max(times) < 0.5
+
+
+def test_pins_follow_the_markers_of_the_given_environment(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, "stage", ">=3.10,<3.13", ["ipykernel"])
+    body = (pin("colorama", "0.4.6", "sys_platform == 'win32'") + pin("appnope", "1.0.0", "sys_platform == 'darwin'")
+            + pin("ipykernel", "7.3.0", "python_full_version < '3.11'")
+            + pin("ipykernel", "7.4.0", "python_full_version >= '3.11'") + pin("six", "1.17.0"))
+    lock = locks.read_lock(fake_lock(spec, body, python="3.10"))
+    windows_310 = {"sys_platform": "win32", "python_full_version": "3.10.11", "python_version": "3.10"}
+    linux_312 = {"sys_platform": "linux", "python_full_version": "3.12.1", "python_version": "3.12"}
+    assert locks.pins_for_this_platform(lock, windows_310) == {"colorama": "0.4.6", "ipykernel": "7.3.0",
+                                                               "six": "1.17.0"}
+    assert locks.pins_for_this_platform(lock, linux_312) == {"ipykernel": "7.4.0", "six": "1.17.0"}
+    overlapping = locks.read_lock(fake_lock(spec, pin("six", "1.16.0") + pin("six", "1.17.0")))
+    with pytest.raises(BadInput, match="six is pinned twice"):
+        locks.pins_for_this_platform(overlapping)
+
+
+def test_verify_installed_lists_every_difference() -> None:
+    freeze = "six==1.16.0\nattrs==25.1.0\npip==25.0\nmypkg @ file:///tmp/mypkg\nPyYAML==6.0\n"
+    pins = {"six": "1.17.0", "pip": "25.0", "packaging": "24.2", "mypkg": "1.0", "pyyaml": "6.0.0"}
+    assert locks.verify_installed(freeze, pins) == [
+        "not locked attrs==25.1.0", "mypkg: installed mypkg @ file:///tmp/mypkg, locked 1.0",
+        "missing packaging==24.2", "six: installed 1.16.0, locked 1.17.0"]
+    assert locks.verify_installed("six==1.17.0\n", {"six": "1.17.0"}) == []
+
+
+def test_the_resolution_is_universal_hashed_and_never_downloads_a_python(tmp_path: Path) -> None:
+    cmd = locks.compile_command("train.yaml", tmp_path / "out.txt", "3.12", upgrade_packages=["numpy", "pandas"])
+    assert cmd[1:5] == ["pip", "compile", "train.yaml", "--output-file"]
+    for flag in ("--universal", "--generate-hashes", "--no-header", "--no-config"):
+        assert flag in cmd
+    assert cmd[cmd.index("--python-version") + 1] == "3.12" and "--python" in cmd  # no interpreter hunt/download
+    assert "--emit-index-url" not in cmd and "--upgrade" not in cmd
+    assert cmd[-4:] == ["--upgrade-package", "numpy", "--upgrade-package", "pandas"]
+
+
+def test_install_commands_require_hashes_and_keep_index_urls_off_the_command_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lock, python = tmp_path / "s.lock.txt", tmp_path / "venv" / "bin" / "python"
+    uv_cmd = locks.install_command(lock, python, "uv")
+    assert uv_cmd[1:] == ["pip", "sync", "--require-hashes", "--python", str(python), str(lock)]
+    assert locks.install_command(lock, python, "pip") == [
+        str(python), "-m", "pip", "install", "--require-hashes", "--no-deps", "--no-input",
+        "--disable-pip-version-check", "-r", str(lock)]
+    monkeypatch.setenv("UV_NO_VERIFY_HASHES", "1")
+    monkeypatch.setenv("UV_RESOLUTION", "lowest")
+    index = type("Index", (), {"url": "https://u:tok@mirror/simple", "extra_urls": ("https://x/simple",)})()
+    env = locks._installer_env("pip", index)
+    assert env["PIP_INDEX_URL"] == "https://u:tok@mirror/simple" and env["PIP_EXTRA_INDEX_URL"] == "https://x/simple"
+    assert "UV_NO_VERIFY_HASHES" not in env and "UV_DEFAULT_INDEX" not in env
+    assert "UV_RESOLUTION" not in locks._uv_env(None, resolving=True) and "UV_RESOLUTION" in locks._uv_env(None)
+
+
+def test_the_hash_mismatch_is_found_however_long_the_installer_output() -> None:
+    """uv lists every expected hash (dozens for numpy) after the mismatch line: proc keeps only a tail."""
+    shown: list[str] = []
+    uv_watch = locks._HashWatch(shown.append)
+    for line in ["Resolved 50 packages\n", "error: Failed to download `numpy==2.5.5`\n",
+                 "  cause: Hash mismatch for `numpy==2.5.5`\n", *[f"  sha256:{i:064x}\n" for i in range(60)]]:
+        uv_watch(line)
+    assert uv_watch.bad == ["numpy==2.5.5"] and len(shown) == 63 and not shown[0].endswith("\n")
+    pip_watch = locks._HashWatch(lambda _l: None)
+    for line in ["Collecting six==1.17.0 from https://x/six.whl\n",
+                 "ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE. ...\n",
+                 "    six==1.17.0 from https://x/six-1.17.0-py2.py3-none-any.whl (from -r s.lock.txt (line 9)):\n",
+                 "        Expected sha256 00\n", "             Got        47\n"]:
+        pip_watch(line)
+    assert pip_watch.bad == ["six==1.17.0"]
+
+
+def test_an_unreachable_index_with_credentials_writes_nothing_and_leaks_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = write_spec(tmp_path, "stage", "3.12", ["six"])
+    monkeypatch.setenv("UV_HTTP_RETRIES", "0")
+    index = type("Index", (), {"url": "https://user:s3cret@127.0.0.1:9/simple", "extra_urls": ()})()
+    with pytest.raises(EnvBuildError) as info:
+        locks.write_lock(spec, index=index, echo=lambda _m: None)
+    assert "s3cret" not in str(info.value) and "resolving for Python 3.12 failed" in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stage.yaml"]
+
+
+# ---------------------------------------------------------------------------------------------------- slow
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("minor", MINORS)
+def test_lock_then_build_gives_a_venv_whose_freeze_is_the_lock(
+        minor: str, locked: dict[str, StageSpec], pythons: dict[str, Path], tmp_path: Path) -> None:
+    spec = locked[minor]
+    lock = locks.check_fresh(spec)
+    assert lock.python == minor and lock.header["index"] == "https://pypi.org/simple"
+    python = make_venv(pythons[minor], tmp_path / "venv")
+    done = locks.install_from_lock(spec, python, echo=lambda _m: None)
+    installed = dict(line.split("==") for line in done.freeze.split())
+    assert {canonicalize_name(n): v for n, v in installed.items()} == dict(done.pins)
+    assert done.pins["packaging"] == OLD_PACKAGING and {"six", "pip", "ipykernel", "ipython"} <= set(done.pins)
+    subprocess.run([str(python), "-c", "import ipykernel, six, pip"], check=True)
+
+
+@pytest.mark.slow
+def test_a_seeded_venv_loses_what_is_not_locked_but_keeps_pip(
+        locked: dict[str, StageSpec], pythons: dict[str, Path], tmp_path: Path) -> None:
+    """``uv venv --seed`` puts setuptools and wheel in a 3.10 venv; ``uv pip sync`` keeps seed packages, so the
+    toolkit removes them itself; pip is in the lock and stays (``%pip`` in Jupyter)."""
+    python = make_venv(pythons["3.10"], tmp_path / "venv", seed=True)
+    done = locks.install_from_lock(locked["3.10"], python, echo=lambda _m: None)
+    assert {"setuptools", "wheel"} <= set(done.removed) and "pip" in done.pins
+    assert locks.verify_installed(done.freeze, done.pins) == []
+
+
+@pytest.mark.slow
+def test_the_pip_fallback_installs_exactly_the_lock(
+        locked: dict[str, StageSpec], pythons: dict[str, Path], tmp_path: Path) -> None:
+    python = make_venv(pythons["3.10"], tmp_path / "venv", with_pip_tool=True)
+    done = locks.install_from_lock(locked["3.10"], python, installer="pip", echo=lambda _m: None)
+    assert "setuptools" in done.removed and done.pins["packaging"] == OLD_PACKAGING
+    assert locks.verify_installed(locks.freeze(python, "pip"), done.pins) == []
+
+
+@pytest.mark.slow
+def test_the_lock_carries_windows_only_dependencies_and_installs_for_windows(
+        locked: dict[str, StageSpec], tmp_path: Path) -> None:
+    lock = locks.read_lock(locks.lock_path(locked["3.12"].source))
+    colorama = [p for p in lock.pins if p.name == "colorama"]
+    assert colorama and colorama[0].marker == "sys_platform == 'win32'" and colorama[0].hashes
+    assert "colorama" not in locks.pins_for_this_platform(lock, {"sys_platform": "linux"})
+    result = subprocess.run([locks._uv(), "pip", "install", "--dry-run", "--python-platform", "windows",
+                             "--python-version", "3.12", "--require-hashes", "--target", str(tmp_path / "target"),
+                             "-r", str(lock.path)], check=False, capture_output=True, text=True)
+    assert result.returncode == 0 and "colorama==" in result.stderr, result.stderr
+    for platform_name in locks.PLATFORMS:
+        locks.check_installable(lock.path, platform_name, "3.12")
+
+
+@pytest.mark.slow
+def test_the_platform_check_catches_a_lock_missing_a_windows_dependency(
+        locked: dict[str, StageSpec], tmp_path: Path) -> None:
+    stage = copy_stage(locked["3.12"], tmp_path)
+    path = locks.lock_path(stage.source)
+    drop_package(path, "colorama")
+    assert "colorama" not in path.read_text() and locks.read_lock(path)
+    locks.check_installable(path, "linux", "3.12")
+    with pytest.raises(EnvBuildError, match="does not install on windows .*colorama"):
+        locks.check_installable(path, "windows", "3.12")
+
+
+@pytest.mark.slow
+def test_relock_keeps_other_pins_and_upgrade_package_moves_only_that_one(
+        locked: dict[str, StageSpec], tmp_path: Path) -> None:
+    first = copy_stage(locked["3.12"], tmp_path)
+    before = locks.pins_for_this_platform(locks.read_lock(locks.lock_path(first.source)))
+    spec = write_spec(tmp_path, first.source.stem, "3.12", ["six", "packaging", "attrs"])  # unpin, add one
+    messages: list[str] = []
+    lock = locks.write_lock(spec, echo=messages.append)
+    after = locks.pins_for_this_platform(lock)
+    assert after.pop("attrs") and after == before  # packaging stays at the old pin although newer ones exist
+    assert messages[-1].startswith(f"{lock.path}: updated: +attrs ")
+    upgraded = locks.pins_for_this_platform(locks.write_lock(spec, upgrade_packages=["packaging"],
+                                                             echo=lambda _m: None))
+    assert Version(upgraded.pop("packaging")) > Version(OLD_PACKAGING)
+    assert {k: v for k, v in after.items() if k != "packaging"} == {k: v for k, v in upgraded.items()
+                                                                    if k != "attrs"}
+    data = lock.path.read_bytes()
+    locks.write_lock(spec, echo=messages.append)
+    assert lock.path.read_bytes() == data and "unchanged" in messages[-1]  # no churn in git
+    assert locks.check_fresh(spec)
+
+
+@pytest.mark.slow
+def test_a_failed_resolution_keeps_the_old_lock_and_leaves_no_temp_file(
+        locked: dict[str, StageSpec], tmp_path: Path) -> None:
+    stage = copy_stage(locked["3.12"], tmp_path)
+    data = locks.lock_path(stage.source).read_bytes()
+    impossible = write_spec(tmp_path, stage.source.stem, "3.12", ["six==0.0.999"])
+    with pytest.raises(EnvBuildError, match=r"resolving for Python 3\.12 failed: .*six.*nothing was written"):
+        locks.write_lock(impossible, echo=lambda _m: None)
+    assert locks.lock_path(stage.source).read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([stage.source.name, locks.lock_path(stage.source).name])
+
+
+@pytest.mark.slow
+def test_a_stale_lock_or_an_older_python_installs_nothing(
+        locked: dict[str, StageSpec], pythons: dict[str, Path], tmp_path: Path) -> None:
+    stage = copy_stage(locked["3.12"], tmp_path / "stage")
+    python = make_venv(pythons["3.12"], tmp_path / "venv")
+    changed = write_spec(tmp_path / "stage", stage.source.stem, "3.12", ["six", "attrs"])
+    with pytest.raises(BadInput) as info:
+        locks.install_from_lock(changed, python, echo=lambda _m: None)
+    assert info.value.exit_code == 2 and "stale lock" in str(info.value) and "--lock" in str(info.value)
+    assert locks.freeze(python) == ""
+    old = make_venv(pythons["3.10"], tmp_path / "venv310")
+    with pytest.raises(BadInput, match=r"resolved for Python 3\.12 and later, the venv has Python 3\.10"):
+        locks.install_from_lock(stage, old, echo=lambda _m: None)
+    assert locks.freeze(old) == ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_a_flipped_hash_fails_the_install_and_the_next_good_install_succeeds(
+        installer: str, locked: dict[str, StageSpec], pythons: dict[str, Path], tmp_path: Path) -> None:
+    stage = copy_stage(locked["3.12"], tmp_path / "stage")
+    good = locks.lock_path(stage.source).read_bytes()
+    flip_hashes(locks.lock_path(stage.source), "six")
+    python = make_venv(pythons["3.12"], tmp_path / "venv", with_pip_tool=installer == "pip")
+    before = locks.freeze(python, installer)
+    with pytest.raises(EnvBuildError) as info:
+        locks.install_from_lock(stage, python, installer=installer, echo=lambda _m: None)
+    message = str(info.value)
+    assert info.value.exit_code == 4 and "\n" not in message
+    assert message.startswith(f"{locks.lock_path(stage.source)}: hash mismatch for six==1.17.0"), message
+    assert locks.freeze(python, installer) == before  # nothing installed from the tampered lock
+    locks.lock_path(stage.source).write_bytes(good)
+    done = locks.install_from_lock(stage, python, installer=installer, echo=lambda _m: None)
+    assert locks.verify_installed(done.freeze, done.pins) == []
+
+
+@pytest.mark.slow
+def test_index_credentials_reach_neither_the_lock_nor_its_header(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, "stage", "3.12", ["six"])
+    index = type("Index", (), {"url": "https://user:s3cret@pypi.org/simple", "extra_urls": ()})()
+    lock = locks.write_lock(spec, index=index, check_platforms=(), echo=lambda _m: None)
+    assert "s3cret" not in lock.path.read_text() and lock.header["index"] == "https://***@pypi.org/simple"
