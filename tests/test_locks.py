@@ -7,10 +7,10 @@ on Python 3.10 and 3.12 and compare their freeze with the lock; a lock is never 
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +19,10 @@ import pytest
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from conftest import UV_CACHE
-from mlops_kit import locks
+from helpers import UV_CACHE
+from mlops_kit import installers, locks, paths
 from mlops_kit.errors import BadInput, EnvBuildError
+from mlops_kit.installers import IndexSettings
 from mlops_kit.spec import StageSpec, load_spec, parse_python_request
 
 MINORS = ("3.10", "3.12")
@@ -58,13 +59,17 @@ def pin(name: str, version: str, marker: str = "", hashes: int = 2) -> str:
 
 def make_venv(base: Path, where: Path, *, seed: bool = False, with_pip_tool: bool = False) -> Path:
     """A new empty venv (``uv venv``; ``--seed`` adds pip/setuptools/wheel; ``with_pip_tool``: ``python -m venv``
-    as the pip fallback makes them). Returns its python."""
+    as the pip fallback makes them). Returns its folder."""
     if with_pip_tool:
         subprocess.run([str(base), "-m", "venv", str(where)], check=True, capture_output=True)
     else:
-        subprocess.run([locks._uv(), "venv", "-q", *(["--seed"] if seed else []), "--python", str(base),
+        subprocess.run([installers.uv_bin(), "venv", "-q", *(["--seed"] if seed else []), "--python", str(base),
                         str(where)], check=True, capture_output=True)
-    return where / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+    return where
+
+
+def freeze(venv: Path, installer: str = "uv") -> str:
+    return installers.freeze(venv, installer=installer, env=dict(os.environ))
 
 
 def copy_stage(spec: StageSpec, folder: Path) -> StageSpec:
@@ -241,19 +246,21 @@ def test_the_resolution_is_universal_hashed_and_never_downloads_a_python(tmp_pat
 
 def test_install_commands_require_hashes_and_keep_index_urls_off_the_command_line(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    lock, python = tmp_path / "s.lock.txt", tmp_path / "venv" / "bin" / "python"
-    uv_cmd = locks.install_command(lock, python, "uv")
-    assert uv_cmd[1:] == ["pip", "sync", "--require-hashes", "--python", str(python), str(lock)]
-    assert locks.install_command(lock, python, "pip") == [
-        str(python), "-m", "pip", "install", "--require-hashes", "--no-deps", "--no-input",
-        "--disable-pip-version-check", "-r", str(lock)]
+    lock, venv = tmp_path / "s.lock.txt", tmp_path / "venv"
+    python = paths.venv_python(venv)
+    uv_cmd = installers.locked_install_command(venv, lock, "uv")
+    assert uv_cmd[1:] == ["pip", "sync", "--require-hashes", "--python", python, lock]
+    assert installers.locked_install_command(venv, lock, "pip") == [
+        python, "-m", "pip", "install", "--require-hashes", "--no-deps", "--no-input",
+        "--disable-pip-version-check", "-r", lock]
     monkeypatch.setenv("UV_NO_VERIFY_HASHES", "1")
     monkeypatch.setenv("UV_RESOLUTION", "lowest")
-    index = type("Index", (), {"url": "https://u:tok@mirror/simple", "extra_urls": ("https://x/simple",)})()
-    env = locks._installer_env("pip", index)
+    index = IndexSettings("https://u:tok@mirror/simple", ("https://x/simple",), "environment")
+    env = installers.installer_env("pip", index)
     assert env["PIP_INDEX_URL"] == "https://u:tok@mirror/simple" and env["PIP_EXTRA_INDEX_URL"] == "https://x/simple"
     assert "UV_NO_VERIFY_HASHES" not in env and "UV_DEFAULT_INDEX" not in env
-    assert "UV_RESOLUTION" not in locks._uv_env(None, resolving=True) and "UV_RESOLUTION" in locks._uv_env(None)
+    assert "UV_RESOLUTION" not in locks._resolution_env(None) and "UV_RESOLUTION" in installers.installer_env(
+        "uv", IndexSettings())
 
 
 def test_the_hash_mismatch_is_found_however_long_the_installer_output() -> None:
@@ -277,7 +284,7 @@ def test_an_unreachable_index_with_credentials_writes_nothing_and_leaks_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = write_spec(tmp_path, "stage", "3.12", ["six"])
     monkeypatch.setenv("UV_HTTP_RETRIES", "0")
-    index = type("Index", (), {"url": "https://user:s3cret@127.0.0.1:9/simple", "extra_urls": ()})()
+    index = IndexSettings("https://user:s3cret@127.0.0.1:9/simple", (), "environment")
     with pytest.raises(EnvBuildError) as info:
         locks.write_lock(spec, index=index, echo=lambda _m: None)
     assert "s3cret" not in str(info.value) and "resolving for Python 3.12 failed" in str(info.value)
@@ -294,12 +301,12 @@ def test_lock_then_build_gives_a_venv_whose_freeze_is_the_lock(
     spec = locked[minor]
     lock = locks.check_fresh(spec)
     assert lock.python == minor and lock.header["index"] == "https://pypi.org/simple"
-    python = make_venv(pythons[minor], tmp_path / "venv")
-    done = locks.install_from_lock(spec, python, echo=lambda _m: None)
+    venv = make_venv(pythons[minor], tmp_path / "venv")
+    done = locks.install_from_lock(spec, venv, echo=lambda _m: None)
     installed = dict(line.split("==") for line in done.freeze.split())
     assert {canonicalize_name(n): v for n, v in installed.items()} == dict(done.pins)
     assert done.pins["packaging"] == OLD_PACKAGING and {"six", "pip", "ipykernel", "ipython"} <= set(done.pins)
-    subprocess.run([str(python), "-c", "import ipykernel, six, pip"], check=True)
+    subprocess.run([str(paths.venv_python(venv)), "-c", "import ipykernel, six, pip"], check=True)
 
 
 @pytest.mark.slow
@@ -307,8 +314,8 @@ def test_a_seeded_venv_loses_what_is_not_locked_but_keeps_pip(
         locked: dict[str, StageSpec], pythons: dict[str, Path], tmp_path: Path) -> None:
     """``uv venv --seed`` puts setuptools and wheel in a 3.10 venv; ``uv pip sync`` keeps seed packages, so the
     toolkit removes them itself; pip is in the lock and stays (``%pip`` in Jupyter)."""
-    python = make_venv(pythons["3.10"], tmp_path / "venv", seed=True)
-    done = locks.install_from_lock(locked["3.10"], python, echo=lambda _m: None)
+    venv = make_venv(pythons["3.10"], tmp_path / "venv", seed=True)
+    done = locks.install_from_lock(locked["3.10"], venv, echo=lambda _m: None)
     assert {"setuptools", "wheel"} <= set(done.removed) and "pip" in done.pins
     assert locks.verify_installed(done.freeze, done.pins) == []
 
@@ -316,10 +323,10 @@ def test_a_seeded_venv_loses_what_is_not_locked_but_keeps_pip(
 @pytest.mark.slow
 def test_the_pip_fallback_installs_exactly_the_lock(
         locked: dict[str, StageSpec], pythons: dict[str, Path], tmp_path: Path) -> None:
-    python = make_venv(pythons["3.10"], tmp_path / "venv", with_pip_tool=True)
-    done = locks.install_from_lock(locked["3.10"], python, installer="pip", echo=lambda _m: None)
+    venv = make_venv(pythons["3.10"], tmp_path / "venv", with_pip_tool=True)
+    done = locks.install_from_lock(locked["3.10"], venv, installer="pip", echo=lambda _m: None)
     assert "setuptools" in done.removed and done.pins["packaging"] == OLD_PACKAGING
-    assert locks.verify_installed(locks.freeze(python, "pip"), done.pins) == []
+    assert locks.verify_installed(freeze(venv, "pip"), done.pins) == []
 
 
 @pytest.mark.slow
@@ -329,7 +336,7 @@ def test_the_lock_carries_windows_only_dependencies_and_installs_for_windows(
     colorama = [p for p in lock.pins if p.name == "colorama"]
     assert colorama and colorama[0].marker == "sys_platform == 'win32'" and colorama[0].hashes
     assert "colorama" not in locks.pins_for_this_platform(lock, {"sys_platform": "linux"})
-    result = subprocess.run([locks._uv(), "pip", "install", "--dry-run", "--python-platform", "windows",
+    result = subprocess.run([installers.uv_bin(), "pip", "install", "--dry-run", "--python-platform", "windows",
                              "--python-version", "3.12", "--require-hashes", "--target", str(tmp_path / "target"),
                              "-r", str(lock.path)], check=False, capture_output=True, text=True)
     assert result.returncode == 0 and "colorama==" in result.stderr, result.stderr
@@ -387,16 +394,16 @@ def test_a_failed_resolution_keeps_the_old_lock_and_leaves_no_temp_file(
 def test_a_stale_lock_or_an_older_python_installs_nothing(
         locked: dict[str, StageSpec], pythons: dict[str, Path], tmp_path: Path) -> None:
     stage = copy_stage(locked["3.12"], tmp_path / "stage")
-    python = make_venv(pythons["3.12"], tmp_path / "venv")
+    venv = make_venv(pythons["3.12"], tmp_path / "venv")
     changed = write_spec(tmp_path / "stage", stage.source.stem, "3.12", ["six", "attrs"])
     with pytest.raises(BadInput) as info:
-        locks.install_from_lock(changed, python, echo=lambda _m: None)
+        locks.install_from_lock(changed, venv, echo=lambda _m: None)
     assert info.value.exit_code == 2 and "stale lock" in str(info.value) and "--lock" in str(info.value)
-    assert locks.freeze(python) == ""
+    assert freeze(venv) == ""
     old = make_venv(pythons["3.10"], tmp_path / "venv310")
     with pytest.raises(BadInput, match=r"resolved for Python 3\.12 and later, the venv has Python 3\.10"):
         locks.install_from_lock(stage, old, echo=lambda _m: None)
-    assert locks.freeze(old) == ""
+    assert freeze(old) == ""
 
 
 @pytest.mark.slow
@@ -406,22 +413,22 @@ def test_a_flipped_hash_fails_the_install_and_the_next_good_install_succeeds(
     stage = copy_stage(locked["3.12"], tmp_path / "stage")
     good = locks.lock_path(stage.source).read_bytes()
     flip_hashes(locks.lock_path(stage.source), "six")
-    python = make_venv(pythons["3.12"], tmp_path / "venv", with_pip_tool=installer == "pip")
-    before = locks.freeze(python, installer)
+    venv = make_venv(pythons["3.12"], tmp_path / "venv", with_pip_tool=installer == "pip")
+    before = freeze(venv, installer)
     with pytest.raises(EnvBuildError) as info:
-        locks.install_from_lock(stage, python, installer=installer, echo=lambda _m: None)
+        locks.install_from_lock(stage, venv, installer=installer, echo=lambda _m: None)
     message = str(info.value)
     assert info.value.exit_code == 4 and "\n" not in message
     assert message.startswith(f"{locks.lock_path(stage.source)}: hash mismatch for six==1.17.0"), message
-    assert locks.freeze(python, installer) == before  # nothing installed from the tampered lock
+    assert freeze(venv, installer) == before  # nothing installed from the tampered lock
     locks.lock_path(stage.source).write_bytes(good)
-    done = locks.install_from_lock(stage, python, installer=installer, echo=lambda _m: None)
+    done = locks.install_from_lock(stage, venv, installer=installer, echo=lambda _m: None)
     assert locks.verify_installed(done.freeze, done.pins) == []
 
 
 @pytest.mark.slow
 def test_index_credentials_reach_neither_the_lock_nor_its_header(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, "stage", "3.12", ["six"])
-    index = type("Index", (), {"url": "https://user:s3cret@pypi.org/simple", "extra_urls": ()})()
+    index = IndexSettings("https://user:s3cret@pypi.org/simple", (), "environment")
     lock = locks.write_lock(spec, index=index, check_platforms=(), echo=lambda _m: None)
     assert "s3cret" not in lock.path.read_text() and lock.header["index"] == "https://***@pypi.org/simple"

@@ -12,14 +12,16 @@ index URLs with credentials masked, the UTC time of resolution and the command t
   pins leave the file byte-for-byte untouched.
 * :func:`check_fresh` / :func:`read_lock`: stale, missing or malformed locks are :class:`BadInput` (exit 2), one
   line naming the spec, the lock and the refresh command; milliseconds, no network.
-* :func:`install_from_lock`: ``uv pip sync --require-hashes`` (or ``pip install --require-hashes --no-deps``),
-  then removal of anything not locked (uv keeps seeded setuptools/wheel), then the venv's freeze must equal
-  the lock's pins for the venv's own marker environment; any failure (a hash mismatch included) is one
-  :class:`EnvBuildError` line (exit 4).
+* :func:`install_from_lock`: the exact install (:func:`mlops_kit.installers.install_locked`: ``uv pip sync
+  --require-hashes`` or ``pip install --require-hashes --no-deps``), then removal of anything not locked (uv
+  keeps seeded setuptools/wheel), then the venv's freeze must equal the lock's pins for the venv's own marker
+  environment; any failure (a hash mismatch included) is one :class:`EnvBuildError` line (exit 4).
+* :func:`check_locks` / :func:`write_locks`: the same for several specs, one line per problem (create_venv's
+  ``--check-lock`` and ``--lock``).
 
-Index settings reach uv and pip through environment variables only, never the command line, and uv is told
-not to write them into the lock (no ``--emit-index-url``), so a token in an index URL reaches neither the
-lock nor a message (uv's own messages strip credentials; ours are masked again).
+Index settings (:func:`mlops_kit.installers.index_settings`) reach uv and pip through environment variables only,
+never the command line, and uv is told not to write them into the lock (no ``--emit-index-url``), so a token in
+an index URL reaches neither the lock nor a message (uv's own messages strip credentials; ours are redacted).
 """
 
 from __future__ import annotations
@@ -33,19 +35,20 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from packaging.markers import InvalidMarker, Marker, default_environment
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from . import __version__, proc
+from . import __version__, console, installers, paths, proc
+from .console import Echo
 from .errors import BadInput, EnvBuildError
-from .spec import OLDEST_STAGE_PYTHON, PythonRequest, StageSpec, mask_url_credentials
+from .installers import IndexSettings
+from .redact import redact
+from .spec import OLDEST_STAGE_PYTHON, PythonRequest, StageSpec, load_spec
 
 LOCK_SUFFIX = ".lock.txt"
 LOCK_FORMAT = "1"
@@ -60,13 +63,10 @@ _TOOLKIT_ROOT = Path(__file__).resolve().parents[2]
 _RESOLUTION_ENV = ("UV_CONSTRAINT", "UV_OVERRIDE", "UV_EXCLUDE", "UV_BUILD_CONSTRAINT", "UV_RESOLUTION",
                    "UV_PRERELEASE", "UV_EXCLUDE_NEWER", "UV_FORK_STRATEGY", "UV_CUSTOM_COMPILE_COMMAND",
                    "UV_TORCH_BACKEND", "UV_NO_BUILD_ISOLATION")
-_INDEX_ENV = ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "UV_INDEX", "UV_EXTRA_INDEX_URL", "PIP_INDEX_URL",
-              "PIP_EXTRA_INDEX_URL")
 _HEADER_LINE = re.compile(r"^#\s*(?P<key>[a-z][a-z0-9-]*):\s*(?P<value>.*?)\s*$")
 _REQ_LINE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[A-Za-z0-9.!+_-]+)"
                        r"\s*(?:;\s*(?P<marker>[^\\]*?))?\s*(?P<more>\\)?$")
 _HASH_LINE = re.compile(r"^\s+--hash=sha256:(?P<hash>[0-9a-f]{64})\s*(?P<more>\\)?$")
-_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 _UV_HASH_ERROR = re.compile(r"Hash mismatch for `([^`]+)`")
 _PIP_HASH_ERROR = re.compile(r"^\s+(\S+==\S+) from ")
 _MARKER_PROBE = (  # packaging.markers.default_environment(), without needing packaging in the venv
@@ -81,20 +81,6 @@ _MARKER_PROBE = (  # packaging.markers.default_environment(), without needing pa
     "'platform_python_implementation': platform.python_implementation(), "
     "'python_version': '.'.join(platform.python_version_tuple()[:2]), 'sys_platform': sys.platform}))"
 )
-
-Echo = Callable[[str], None]
-
-
-class IndexLike(Protocol):
-    """Index settings as the env builder resolves them (spec, else environment): ``envs.IndexSettings`` fits."""
-
-    url: str | None
-    extra_urls: tuple[str, ...]
-
-
-def _echo_stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
 
 # ---------------------------------------------------------------------------------------------------- names
 
@@ -160,12 +146,13 @@ class Pin:
 @dataclass(frozen=True)
 class Lock:
     """A parsed lock: ``header`` (its ``# key: value`` fields), ``pins`` and ``sha256`` of the file's bytes
-    (the part of a venv cache key that says "this exact lock")."""
+    (the part of a venv cache key that says "this exact lock"); ``data``, those bytes (the audit copy)."""
 
     path: Path
     header: Mapping[str, str]
     pins: tuple[Pin, ...]
     sha256: str
+    data: bytes = field(default=b"", repr=False, compare=False)
 
     @property
     def spec_hash(self) -> str:
@@ -190,7 +177,7 @@ def read_lock(path: Path | str) -> Lock:
     pins = _parse_pins(text.splitlines()[first:], path, first)
     if not pins:
         raise BadInput(f"{path}: the lock pins no packages; re-lock with: {refresh_command(spec_path_for(path))}")
-    return Lock(path, header, tuple(pins), hashlib.sha256(data).hexdigest())
+    return Lock(path, header, tuple(pins), hashlib.sha256(data).hexdigest(), data)
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -293,13 +280,43 @@ def _staleness(spec: StageSpec, header: Mapping[str, str]) -> str | None:
     return f"packages or index settings changed since it was locked at {header['resolved-at']}"
 
 
+def check_locks(spec_files: Sequence[Path], *, echo: Echo = console.progress) -> list[str]:
+    """Check every given spec's lock (no network); one line per missing, stale or unreadable lock (or spec),
+    empty when all are fresh. Fresh ones are reported through ``echo``."""
+    problems = []
+    for path in spec_files:
+        try:
+            lock = check_fresh(load_spec(path))
+        except BadInput as exc:
+            problems.append(str(exc))
+        else:
+            echo(f"{lock.path}: fresh ({len(lock.pins)} pins, Python {lock.python} and later, resolved "
+                 f"{lock.header['resolved-at']})")
+    return problems
+
+
 # ---------------------------------------------------------------------------------------------------- writing
 
 
+def write_locks(specs: Sequence[StageSpec], *, upgrade: bool = False, upgrade_packages: Sequence[str] = (),
+                echo: Echo = console.progress) -> list[str]:
+    """Lock each spec in turn against the index a build would use; a spec that fails keeps its old lock and
+    the others are still written. One line per failure (empty: all written or unchanged)."""
+    failures = []
+    for spec in specs:
+        try:
+            write_lock(spec, index=installers.index_settings(spec), upgrade=upgrade,
+                       upgrade_packages=upgrade_packages, echo=echo)
+        except (BadInput, EnvBuildError) as exc:
+            failures.append(str(exc))
+    return failures
+
+
+
 def write_lock(
-    spec: StageSpec, *, index: IndexLike | None = None, upgrade: bool = False,
+    spec: StageSpec, *, index: IndexSettings | None = None, upgrade: bool = False,
     upgrade_packages: Sequence[str] = (), check_platforms: Sequence[str] = PLATFORMS, target: Path | None = None,
-    echo: Echo = _echo_stderr,
+    echo: Echo = console.progress,
 ) -> Lock:
     """Resolve ``spec`` into ``target`` (default :func:`lock_path`, next to the spec); return the lock on disk.
 
@@ -309,7 +326,7 @@ def write_lock(
     pins and header facts are unchanged the file is left as it was. Failure: :class:`EnvBuildError`."""
     target = Path(target) if target is not None else lock_path(spec.source)
     previous = _previous(target, echo)
-    python, env, uv = lock_python(spec.python), _uv_env(index, resolving=True), _uv()
+    python, env, uv = lock_python(spec.python), _resolution_env(index), installers.uv_bin()
     started = time.monotonic()
     mode = "upgrading all" if upgrade else f"upgrading {' '.join(upgrade_packages)}" if upgrade_packages else (
         "keeping existing pins" if previous else "new lock")
@@ -366,7 +383,7 @@ def compile_command(source: str, output: Path, python: str, *, upgrade: bool = F
     no index URLs written, no config files read. ``--python`` names the toolkit's own interpreter: without it
     uv looks for one of the target minor and, finding none, *downloads* a managed CPython (10 s of retries
     offline) although ``--python-version`` alone decides the resolution."""
-    return [uv or _uv(), "pip", "compile", source, "--output-file", os.fspath(output), "--universal",
+    return [uv or installers.uv_bin(), "pip", "compile", source, "--output-file", os.fspath(output), "--universal",
             "--generate-hashes", "--python-version", python, "--python", sys.executable, "--no-header",
             "--no-config", "--quiet", *(["--upgrade"] if upgrade else []),
             *[arg for name in upgrade_packages for arg in ("--upgrade-package", name)]]
@@ -380,7 +397,7 @@ def _header_fields(spec: StageSpec, *, python: str, env: Mapping[str, str], uv: 
         "lock-format": LOCK_FORMAT, "spec": _display(spec.source), "spec-hash": spec.content_hash(),
         "python": python, "python-request": spec.python.text, "added": " ".join(ADDED),
         "checked-on": " ".join(checked_on), "uv": _uv_version(uv, env), "toolkit": __version__,
-        "index": mask_url_credentials(url), "extra-index": " ".join(mask_url_credentials(u) for u in extras),
+        "index": redact(url), "extra-index": " ".join(redact(u) for u in extras),
         "resolved-at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": refresh_command(spec.source),
     }
@@ -401,17 +418,10 @@ def _same(old: Lock, new: Lock, body: str) -> bool:
 
 
 def _replace(target: Path, text: str) -> None:
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(text.encode("utf-8"))  # "\n" on every OS: the same bytes, the same hash, no git noise
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        paths.write_text_atomic(target, text)  # "\n" on every OS: the same bytes, the same hash, no git noise
     except OSError as exc:
         raise EnvBuildError(f"{target}: cannot write the lock ({exc})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _summary(old: Lock | None, new: Lock) -> str:
@@ -439,7 +449,7 @@ def check_installable(lock: Path | str, platform_name: str, python: str, *,
     ``colorama`` on Windows) or a package without a wheel for it fails: :class:`EnvBuildError`."""
     with tempfile.TemporaryDirectory(prefix="mlops_kit-dry-run-") as target:  # uv puts a .lock file in it
         result = proc.run(dry_run_command(lock, platform_name, python, Path(target)),
-                          env=_uv_env(None) if env is None else env, check=False)
+                          env=_resolution_env(None) if env is None else env, check=False)
     if result.returncode != 0:
         raise EnvBuildError(f"{lock}: does not install on {platform_name} (Python {python}): {_uv_reason(result)}")
 
@@ -447,7 +457,7 @@ def check_installable(lock: Path | str, platform_name: str, python: str, *,
 def dry_run_command(lock: Path | str, platform_name: str, python: str, target: Path) -> list[str]:
     """``uv pip install --dry-run --require-hashes`` of ``lock`` for another platform; ``--target`` (an empty
     folder: nothing is installed there, uv only takes a lock file in it) spares making a venv."""
-    return [_uv(), "pip", "install", "--dry-run", "--require-hashes", "--no-config", "--python-platform",
+    return [installers.uv_bin(), "pip", "install", "--dry-run", "--require-hashes", "--no-config", "--python-platform",
             platform_name, "--python-version", python, "--python", sys.executable,
             "--target", os.fspath(target), "-r", os.fspath(lock)]
 
@@ -467,53 +477,29 @@ class Installed:
 
 
 def install_from_lock(
-    spec: StageSpec, python: Path | str, *, installer: str = "uv", index: IndexLike | None = None,
-    echo: Echo = _echo_stderr,
+    spec: StageSpec, venv_dir: Path, *, lock: Lock | None = None, installer: str = "uv",
+    index: IndexSettings | None = None, echo: Echo = console.progress,
 ) -> Installed:
-    """Make the venv of ``python`` hold exactly the spec's lock: check it is fresh (else :class:`BadInput`,
-    nothing touched), install with hashes required, remove what the lock does not list, verify the freeze."""
-    lock = check_fresh(spec)
-    environment = marker_environment(python)
+    """Make the venv hold exactly the spec's lock: ``lock`` as the caller checked it, else the spec's own, checked
+    fresh here (else :class:`BadInput`, nothing touched); install with hashes required, remove what the lock
+    does not list, verify the freeze."""
+    lock = lock or check_fresh(spec)
+    environment = marker_environment(paths.venv_python(venv_dir))
     _check_python(lock, environment)
     pins = pins_for_this_platform(lock, environment)
-    env = _installer_env(installer, index)
+    env = installers.installer_env(installer, index or IndexSettings())
     echo(f"installing {len(pins)} locked package(s) from {lock.path} with {installer} (hashes required)")
-    _run_install(install_command(lock.path, python, installer), lock, env, echo)
-    extras = sorted(set(_parse_freeze(freeze(python, installer, env))) - set(pins))
+    _install(venv_dir, lock, installer, env, echo)
+    extras = sorted(set(_parse_freeze(installers.freeze(venv_dir, installer=installer, env=env))) - set(pins))
     if extras:
         echo(f"removing {len(extras)} package(s) not in the lock: {', '.join(extras)}")
-        _step(uninstall_command(python, installer, extras), f"removing {', '.join(extras)}", env)
-    final = freeze(python, installer, env)
+        installers.uninstall(venv_dir, extras, installer=installer, env=env)
+    final = installers.freeze(venv_dir, installer=installer, env=env)
     differences = verify_installed(final, pins)
     if differences:
-        raise EnvBuildError(f"{python}: the venv does not match {lock.path} after installing: "
+        raise EnvBuildError(f"{venv_dir}: the venv does not match {lock.path} after installing: "
                             f"{'; '.join(differences[:5])}" + (" ..." if len(differences) > 5 else ""))
     return Installed(lock, final, pins, tuple(extras))
-
-
-def install_command(lock: Path | str, python: Path | str, installer: str = "uv") -> list[str]:
-    """uv: ``uv pip sync --require-hashes`` (installs the lock and removes other packages, except the seed
-    packages pip/setuptools/wheel); pip: ``pip install --require-hashes --no-deps -r`` (markers honoured;
-    nothing resolved). Index settings go in the environment (:func:`_installer_env`)."""
-    if installer == "uv":
-        return [_uv(), "pip", "sync", "--require-hashes", "--python", os.fspath(python), os.fspath(lock)]
-    if installer == "pip":
-        return [os.fspath(python), "-m", "pip", "install", "--require-hashes", "--no-deps", "--no-input",
-                "--disable-pip-version-check", "-r", os.fspath(lock)]
-    raise ValueError(f"unknown installer {installer!r}")
-
-
-def uninstall_command(python: Path | str, installer: str, names: Sequence[str]) -> list[str]:
-    if installer == "uv":
-        return [_uv(), "pip", "uninstall", "--python", os.fspath(python), *names]
-    return [os.fspath(python), "-m", "pip", "uninstall", "-y", "--disable-pip-version-check", *names]
-
-
-def freeze(python: Path | str, installer: str = "uv", env: Mapping[str, str] | None = None) -> str:
-    """The venv's ``name==version`` lines (pip's ``--all``: pip, setuptools and wheel included, as uv does)."""
-    cmd = ([_uv(), "pip", "freeze", "--python", os.fspath(python)] if installer == "uv" else
-           [os.fspath(python), "-m", "pip", "freeze", "--all", "--disable-pip-version-check"])
-    return _step(cmd, "freezing the venv", env).stdout
 
 
 class _HashWatch:
@@ -532,25 +518,17 @@ class _HashWatch:
             self.bad.append(match[1])
 
 
-def _run_install(cmd: list[str], lock: Lock, env: Mapping[str, str], echo: Echo) -> None:
+def _install(venv_dir: Path, lock: Lock, installer: str, env: Mapping[str, str], echo: Echo) -> None:
     watch = _HashWatch(echo)
-    result = proc.run(cmd, env=env, stream=True, check=False, echo=watch)
-    if result.returncode == 0:
-        return
-    bad = watch.bad
-    if bad:
-        raise EnvBuildError(f"{lock.path}: hash mismatch for {', '.join(bad)}: the downloaded file "
+    try:
+        installers.install_locked(venv_dir, lock.path, installer=installer, env=env, echo=watch)
+    except EnvBuildError:
+        if not watch.bad:
+            raise
+        raise EnvBuildError(f"{lock.path}: hash mismatch for {', '.join(watch.bad)}: the downloaded file "
                             "is not the one locked (the lock was edited, or the index serves another file); "
                             f"nothing was installed; if the change is intended re-lock with: "
-                            f"{lock.refresh}")
-    raise EnvBuildError(f"installing {lock.path} failed: {_masked(proc.CommandError(result).args[0])}")
-
-
-def _step(cmd: list[str], what: str, env: Mapping[str, str] | None) -> proc.Result:
-    try:
-        return proc.run(cmd, env=env, timeout=600)
-    except proc.CommandError as exc:
-        raise EnvBuildError(f"{what} failed: {_masked(str(exc))}") from None
+                            f"{lock.refresh}") from None
 
 
 def _check_python(lock: Lock, environment: Mapping[str, str]) -> None:
@@ -571,7 +549,7 @@ def marker_environment(python: Path | str) -> dict[str, str]:
         result = proc.run([os.fspath(python), "-I", "-c", _MARKER_PROBE], timeout=120)
         return json.loads(result.stdout.strip().splitlines()[-1])
     except (proc.CommandError, ValueError, IndexError) as exc:
-        raise EnvBuildError(f"{python}: cannot read its platform and version ({_masked(str(exc))})") from None
+        raise EnvBuildError(f"{python}: cannot read its platform and version ({redact(str(exc))})") from None
 
 
 def pins_for_this_platform(lock: Lock, environment: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -629,37 +607,16 @@ def _same_version(a: str, b: str) -> bool:
 # ---------------------------------------------------------------------------------------------------- uv
 
 
-def _uv() -> str:
-    import uv
-
-    return uv.find_uv_bin()
-
-
 def _uv_version(uv: str, env: Mapping[str, str]) -> str:
     out = proc.run([uv, "--version"], env=env, timeout=60).stdout.split()
     return out[1] if len(out) > 1 else "unknown"
 
 
-def _uv_env(index: IndexLike | None, *, resolving: bool = False) -> dict[str, str]:
-    return _installer_env("uv", index, resolving=resolving)
-
-
-def _installer_env(installer: str, index: IndexLike | None, *, resolving: bool = False) -> dict[str, str]:
-    """Our environment with the index settings spelled the installer's way (``index`` None: left as is).
-    Hash checking can never be switched off from outside; a resolution ignores ambient resolver settings."""
-    env = {k: v for k, v in os.environ.items() if k != "UV_NO_VERIFY_HASHES"}
-    if resolving:
-        for name in _RESOLUTION_ENV:
-            env.pop(name, None)
-    if index is None or not (index.url or index.extra_urls):
-        return env
-    for stale in _INDEX_ENV:
-        env.pop(stale, None)
-    names = ("UV_DEFAULT_INDEX", "UV_INDEX") if installer == "uv" else ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL")
-    if index.url:
-        env[names[0]] = index.url
-    if index.extra_urls:
-        env[names[1]] = " ".join(index.extra_urls)
+def _resolution_env(index: IndexSettings | None) -> dict[str, str]:
+    """uv's environment for a resolution: the index settings, without ambient resolver settings."""
+    env = installers.installer_env("uv", index or IndexSettings())
+    for name in _RESOLUTION_ENV:
+        env.pop(name, None)
     return env
 
 
@@ -669,8 +626,4 @@ def _uv_reason(result: proc.Result) -> str:
              for line in (result.stderr or result.stdout).splitlines()]
     lines = [line for line in lines if line and not line.startswith(("Using ", "Resolved ", "hint:"))]
     reason = " ".join(lines) or f"uv exited with {result.returncode}"
-    return _masked(reason if len(reason) <= 600 else reason[:597] + "...")
-
-
-def _masked(text: str) -> str:
-    return _CREDENTIALS.sub("***@", text)
+    return redact(reason if len(reason) <= 600 else reason[:597] + "...")
