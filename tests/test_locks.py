@@ -7,6 +7,7 @@ on Python 3.10 and 3.12 and compare their freeze with the lock; a lock is never 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import statistics
@@ -19,10 +20,11 @@ import pytest
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from helpers import UV_CACHE
-from mlops_kit import installers, locks, paths
+from helpers import REPO_ROOT, UV_CACHE, run_script
+from mlops_kit import audit, envs, installers, locks, paths
 from mlops_kit.errors import BadInput, EnvBuildError
 from mlops_kit.installers import IndexSettings
+from mlops_kit.interpreters import inspect_interpreter
 from mlops_kit.spec import StageSpec, load_spec, parse_python_request
 
 MINORS = ("3.10", "3.12")
@@ -57,14 +59,10 @@ def pin(name: str, version: str, marker: str = "", hashes: int = 2) -> str:
     return "\n".join(lines) + "\n    # via -r spec.yaml\n"
 
 
-def make_venv(base: Path, where: Path, *, seed: bool = False, with_pip_tool: bool = False) -> Path:
-    """A new empty venv (``uv venv``; ``--seed`` adds pip/setuptools/wheel; ``with_pip_tool``: ``python -m venv``
-    as the pip fallback makes them). Returns its folder."""
-    if with_pip_tool:
-        subprocess.run([str(base), "-m", "venv", str(where)], check=True, capture_output=True)
-    else:
-        subprocess.run([installers.uv_bin(), "venv", "-q", *(["--seed"] if seed else []), "--python", str(base),
-                        str(where)], check=True, capture_output=True)
+def make_venv(base: Path, where: Path, *, seed: bool = False) -> Path:
+    """A new empty venv made with ``uv venv`` (``seed``: with pip, setuptools and wheel). Returns its folder."""
+    subprocess.run([installers.uv_bin(), "venv", "-q", *(["--seed"] if seed else []), "--python", str(base),
+                    str(where)], check=True, capture_output=True)
     return where
 
 
@@ -118,6 +116,28 @@ def locked(tmp_path_factory: pytest.TempPathFactory, pythons: dict[str, Path]) -
             locks.write_lock(spec, echo=lambda _m: None)
             specs[minor] = spec
         yield specs
+
+
+@pytest.fixture(scope="module")
+def pip_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pip-cache")
+
+
+@pytest.fixture()
+def pip_cache(pip_cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """One pip cache for this module's pip installs (each test has its own HOME: pip would download again), and
+    no byte-compiling (pip's PIP_NO_COMPILE=0 means --no-compile): CPU time a CI machine need not spend here."""
+    monkeypatch.setenv("PIP_CACHE_DIR", str(pip_cache_dir))
+    monkeypatch.setenv("PIP_NO_COMPILE", "0")
+    return pip_cache_dir
+
+
+def build(spec: StageSpec, base: Path, root: Path, **kw: object) -> envs.EnvResult:
+    """``envs.ensure_env`` as create_venv.py calls it (no kernel registered; quiet unless ``echo`` is given)."""
+    found = inspect_interpreter(base, source="pyenv")
+    assert found is not None, base
+    options: dict = {"kernel_scope": "none", "echo": lambda _m: None, **kw}
+    return envs.ensure_env(spec, venv_root=root, interpreter=found, **options)
 
 
 # ---------------------------------------------------------------------------------------------------- fast
@@ -298,15 +318,48 @@ def test_an_unreachable_index_with_credentials_writes_nothing_and_leaks_nothing(
 @pytest.mark.parametrize("minor", MINORS)
 def test_lock_then_build_gives_a_venv_whose_freeze_is_the_lock(
         minor: str, locked: dict[str, StageSpec], pythons: dict[str, Path], tmp_path: Path) -> None:
-    spec = locked[minor]
+    """Through the env builder: exactly the lock, recorded in env.json and copied into the audit bundle; the same
+    lock reuses the venv."""
+    spec = copy_stage(locked[minor], tmp_path / "specs")
     lock = locks.check_fresh(spec)
     assert lock.python == minor and lock.header["index"] == "https://pypi.org/simple"
-    venv = make_venv(pythons[minor], tmp_path / "venv")
-    done = locks.install_from_lock(spec, venv, echo=lambda _m: None)
-    installed = dict(line.split("==") for line in done.freeze.split())
-    assert {canonicalize_name(n): v for n, v in installed.items()} == dict(done.pins)
-    assert done.pins["packaging"] == OLD_PACKAGING and {"six", "pip", "ipykernel", "ipython"} <= set(done.pins)
-    subprocess.run([str(paths.venv_python(venv)), "-c", "import ipykernel, six, pip"], check=True)
+    lines: list[str] = []
+    result = build(spec, pythons[minor], tmp_path / "venvs", echo=lines.append)
+    record = result.record
+    assert result.action == "built" and not any("unpinned" in line for line in lines)
+    pins = locks.pins_for_this_platform(lock, locks.marker_environment(result.python))
+    frozen = dict(line.split("==") for line in record.freeze_file.read_text().split())
+    assert {canonicalize_name(n): v for n, v in frozen.items()} == pins
+    assert pins["packaging"] == OLD_PACKAGING and {"six", "pip", "ipykernel", "ipython"} <= set(pins)
+    assert (record.lock.sha256, record.lock.python, record.lock.pins, record.lock.verified, record.lock.removed) == (
+        lock.sha256, minor, len(pins), True, [])
+    assert record.lock.path == str(lock.path) and record.lock_file.read_bytes() == lock.path.read_bytes()
+    assert json.loads(record.env_file.read_text())["lock"]["sha256"] == lock.sha256
+    subprocess.run([str(result.python), "-c", "import ipykernel, six, pip"], check=True)
+    started = time.perf_counter()
+    again = build(spec, pythons[minor], tmp_path / "venvs")
+    print(f"reuse of a locked venv: {time.perf_counter() - started:.3f}s")
+    assert again.action == "reused" and again.record == record
+
+
+@pytest.mark.slow
+def test_a_changed_lock_rebuilds_and_an_explicit_freeze_file_wins_over_the_lock(
+        locked: dict[str, StageSpec], pythons: dict[str, Path], tmp_path: Path) -> None:
+    spec = copy_stage(locked["3.12"], tmp_path / "specs")
+    first = build(spec, pythons["3.12"], tmp_path / "venvs")
+    path = locks.lock_path(spec.source)
+    path.write_text(path.read_text() + "# reviewed\n")  # other bytes, same pins: still fresh, another lock
+    second = build(spec, pythons["3.12"], tmp_path / "venvs")
+    assert (second.action, second.reason) == ("rebuilt", f"lock changed ({path})")
+    assert second.record.lock.sha256 == locks.read_lock(path).sha256 != first.record.lock.sha256
+    lines: list[str] = []
+    frozen = build(spec, pythons["3.12"], tmp_path / "venvs", from_freeze=second.record.freeze_file,
+                   echo=lines.append)
+    assert frozen.action == "rebuilt" and "no longer installed from a lock" in frozen.reason
+    assert f"--from-freeze {second.record.freeze_file} wins over the lock {path}: installing the freeze file's " \
+           "pins" in lines
+    assert frozen.record.lock is None and frozen.record.from_freeze is not None
+    assert not frozen.record.lock_file.exists() and audit.LOCK_TXT not in [p.name for p in frozen.record.bundle]
 
 
 @pytest.mark.slow
@@ -321,10 +374,27 @@ def test_a_seeded_venv_loses_what_is_not_locked_but_keeps_pip(
 
 
 @pytest.mark.slow
-def test_the_pip_fallback_installs_exactly_the_lock(
-        locked: dict[str, StageSpec], pythons: dict[str, Path], tmp_path: Path) -> None:
-    venv = make_venv(pythons["3.10"], tmp_path / "venv", with_pip_tool=True)
-    done = locks.install_from_lock(locked["3.10"], venv, installer="pip", echo=lambda _m: None)
+def test_the_pip_fallback_refuses_a_flipped_hash_then_installs_exactly_the_lock(
+        locked: dict[str, StageSpec], pythons: dict[str, Path], tmp_path: Path, pip_cache: Path) -> None:
+    """``--installer pip`` (its venv made by ``python -m venv``: pip and, on 3.10, setuptools in it): ``pip install
+    --require-hashes --no-deps``. A flipped hash installs nothing (exit 4); the good lock installs, setuptools is
+    removed (not locked), the freeze verified. One venv for both (``python -m venv`` is the slow part); the uv
+    path is shown through create_venv.py below."""
+    stage = copy_stage(locked["3.10"], tmp_path / "stage")
+    lock = locks.lock_path(stage.source)
+    good = lock.read_bytes()
+    flip_hashes(lock, "six")
+    venv = tmp_path / "venv"
+    subprocess.run([str(pythons["3.10"]), "-m", "venv", str(venv)], check=True, capture_output=True)
+    before = freeze(venv, "pip")
+    with pytest.raises(EnvBuildError) as info:
+        locks.install_from_lock(stage, venv, installer="pip", echo=lambda _m: None)
+    message = str(info.value)
+    assert info.value.exit_code == 4 and "\n" not in message
+    assert message.startswith(f"{lock}: hash mismatch for six==1.17.0"), message
+    assert freeze(venv, "pip") == before  # nothing installed from the tampered lock
+    lock.write_bytes(good)
+    done = locks.install_from_lock(stage, venv, installer="pip", echo=lambda _m: None)
     assert "setuptools" in done.removed and done.pins["packaging"] == OLD_PACKAGING
     assert locks.verify_installed(freeze(venv, "pip"), done.pins) == []
 
@@ -363,31 +433,19 @@ def test_relock_keeps_other_pins_and_upgrade_package_moves_only_that_one(
     before = locks.pins_for_this_platform(locks.read_lock(locks.lock_path(first.source)))
     spec = write_spec(tmp_path, first.source.stem, "3.12", ["six", "packaging", "attrs"])  # unpin, add one
     messages: list[str] = []
-    lock = locks.write_lock(spec, echo=messages.append)
+    lock = locks.write_lock(spec, check_platforms=(), echo=messages.append)  # platform checks: tested above
     after = locks.pins_for_this_platform(lock)
     assert after.pop("attrs") and after == before  # packaging stays at the old pin although newer ones exist
     assert messages[-1].startswith(f"{lock.path}: updated: +attrs ")
     upgraded = locks.pins_for_this_platform(locks.write_lock(spec, upgrade_packages=["packaging"],
-                                                             echo=lambda _m: None))
+                                                             check_platforms=(), echo=lambda _m: None))
     assert Version(upgraded.pop("packaging")) > Version(OLD_PACKAGING)
     assert {k: v for k, v in after.items() if k != "packaging"} == {k: v for k, v in upgraded.items()
                                                                     if k != "attrs"}
     data = lock.path.read_bytes()
-    locks.write_lock(spec, echo=messages.append)
+    locks.write_lock(spec, check_platforms=(), echo=messages.append)
     assert lock.path.read_bytes() == data and "unchanged" in messages[-1]  # no churn in git
     assert locks.check_fresh(spec)
-
-
-@pytest.mark.slow
-def test_a_failed_resolution_keeps_the_old_lock_and_leaves_no_temp_file(
-        locked: dict[str, StageSpec], tmp_path: Path) -> None:
-    stage = copy_stage(locked["3.12"], tmp_path)
-    data = locks.lock_path(stage.source).read_bytes()
-    impossible = write_spec(tmp_path, stage.source.stem, "3.12", ["six==0.0.999"])
-    with pytest.raises(EnvBuildError, match=r"resolving for Python 3\.12 failed: .*six.*nothing was written"):
-        locks.write_lock(impossible, echo=lambda _m: None)
-    assert locks.lock_path(stage.source).read_bytes() == data
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([stage.source.name, locks.lock_path(stage.source).name])
 
 
 @pytest.mark.slow
@@ -407,28 +465,105 @@ def test_a_stale_lock_or_an_older_python_installs_nothing(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("installer", ["uv", "pip"])
-def test_a_flipped_hash_fails_the_install_and_the_next_good_install_succeeds(
-        installer: str, locked: dict[str, StageSpec], pythons: dict[str, Path], tmp_path: Path) -> None:
-    stage = copy_stage(locked["3.12"], tmp_path / "stage")
-    good = locks.lock_path(stage.source).read_bytes()
-    flip_hashes(locks.lock_path(stage.source), "six")
-    venv = make_venv(pythons["3.12"], tmp_path / "venv", with_pip_tool=installer == "pip")
-    before = freeze(venv, installer)
-    with pytest.raises(EnvBuildError) as info:
-        locks.install_from_lock(stage, venv, installer=installer, echo=lambda _m: None)
-    message = str(info.value)
-    assert info.value.exit_code == 4 and "\n" not in message
-    assert message.startswith(f"{locks.lock_path(stage.source)}: hash mismatch for six==1.17.0"), message
-    assert freeze(venv, installer) == before  # nothing installed from the tampered lock
-    locks.lock_path(stage.source).write_bytes(good)
-    done = locks.install_from_lock(stage, venv, installer=installer, echo=lambda _m: None)
-    assert locks.verify_installed(done.freeze, done.pins) == []
-
-
-@pytest.mark.slow
 def test_index_credentials_reach_neither_the_lock_nor_its_header(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, "stage", "3.12", ["six"])
     index = IndexSettings("https://user:s3cret@pypi.org/simple", (), "environment")
     lock = locks.write_lock(spec, index=index, check_platforms=(), echo=lambda _m: None)
     assert "s3cret" not in lock.path.read_text() and lock.header["index"] == "https://***@pypi.org/simple"
+
+
+# ---------------------------------------------------------------------------------------------------- create_venv.py
+
+
+def error_lines(stderr: str) -> list[str]:
+    assert "Traceback" not in stderr, stderr
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+def test_the_example_specs_committed_locks_are_fresh_and_carry_windows_dependencies() -> None:
+    """What CI and pre-commit run: milliseconds per spec, no network."""
+    started = time.perf_counter()
+    done = run_script("create_venv.py", "--spec", str(REPO_ROOT / "specs"), "--check-lock", cwd=REPO_ROOT)
+    elapsed = time.perf_counter() - started
+    print(f"create_venv.py --check-lock specs/ (3 specs, whole process): {elapsed:.2f}s")
+    assert done.returncode == 0 and error_lines(done.stderr) == [] and done.stdout == "", done.stderr
+    specs = sorted((REPO_ROOT / "specs").glob("*.yaml"))
+    assert len(specs) == 3 and done.stderr.count(": fresh (") == 3
+    for path in specs:
+        lock = locks.read_lock(locks.lock_path(path))
+        assert lock.header["spec"] == f"specs/{path.name}" and lock.header["checked-on"] == "windows linux macos"
+        colorama = [pin for pin in lock.pins if pin.name == "colorama"]
+        assert colorama and "sys_platform == 'win32'" in colorama[0].marker and colorama[0].hashes
+
+
+@pytest.mark.slow
+def test_lock_several_specs_one_failing_keeps_its_old_lock_and_check_lock_lists_each_stale_one(
+        locked: dict[str, StageSpec], tmp_path: Path) -> None:
+    folder = tmp_path / "specs"
+    grows = copy_stage(locked["3.12"], folder)  # a.yaml gets attrs: re-locked, keeping the other pins
+    grows = write_spec(folder, grows.source.stem, "3.12", ["six", f"packaging=={OLD_PACKAGING}", "attrs"])
+    broken = write_spec(folder, "broken", "3.12", ["six==0.0.999"])  # cannot resolve; has an old (stale) lock
+    shutil.copyfile(locks.lock_path(grows.source), locks.lock_path(broken.source))
+    write_spec(folder, "unlocked", "3.12", ["six"])
+    broken_lock = locks.lock_path(broken.source).read_bytes()
+
+    before = run_script("create_venv.py", "--spec", str(folder), "--check-lock")
+    assert before.returncode == 2 and len(error_lines(before.stderr)) == 3, before.stderr
+    assert "no lock" in before.stderr and before.stderr.count("stale lock") == 2
+
+    done = run_script("create_venv.py", "--lock", "--spec", str(grows.source), "--spec", str(broken.source))
+    assert done.returncode == 4 and done.stdout == "", done.stderr
+    [line] = error_lines(done.stderr)
+    assert line.startswith(f"error: {broken.source}: resolving for Python 3.12 failed"), line
+    assert "nothing was written" in line
+    assert f"{locks.lock_path(grows.source)}: updated: +attrs " in done.stderr
+    assert locks.lock_path(broken.source).read_bytes() == broken_lock
+    pins = locks.pins_for_this_platform(locks.check_fresh(grows))
+    assert pins["packaging"] == OLD_PACKAGING and "attrs" in pins
+    assert sorted(p.name for p in folder.iterdir()) == [  # no temp file left behind
+        "broken.lock.txt", "broken.yaml", f"{grows.source.stem}.lock.txt", grows.source.name, "unlocked.yaml"]
+
+    after = run_script("create_venv.py", "--spec", str(folder), "--check-lock", "--quiet")
+    assert after.returncode == 2 and after.stdout == ""
+    named = [line.split(": ")[1] for line in error_lines(after.stderr)]
+    assert named == [str(broken.source), str(folder / "unlocked.yaml")]
+
+
+@pytest.mark.slow
+def test_create_venv_installs_the_lock_stale_is_exit_2_and_a_flipped_hash_exit_4_until_fixed(
+        locked: dict[str, StageSpec], tmp_path: Path) -> None:
+    good = copy_stage(locked["3.12"], tmp_path / "specs")
+    stale = copy_stage(locked["3.12"], tmp_path / "other")
+    stale.source.write_text(stale.source.read_text().replace("  - six\n", "  - six\n  - attrs\n"))
+    root, audit_dir = tmp_path / "venvs", tmp_path / "artifacts" / "audit"
+    args = ["--venv-root", str(root), "--kernel-scope", "none"]
+
+    refused = run_script("create_venv.py", "--spec", str(good.source), "--spec", str(stale.source), *args)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert error_lines(refused.stderr) == [
+        f"error: {stale.source}: stale lock {locks.lock_path(stale.source)} (packages or index settings changed since "
+        f"it was locked at {locks.read_lock(locks.lock_path(stale.source)).header['resolved-at']}); refresh it with: "
+        f"python scripts/create_venv.py --spec {stale.source.as_posix()} --lock"]
+    assert not root.exists()  # nothing built, not even the good spec's venv
+
+    first = run_script("create_venv.py", "--spec", str(good.source), "--audit-dir", str(audit_dir), *args)
+    assert first.returncode == 0, first.stderr
+    venv = Path(first.stdout.strip())
+    lock = locks.lock_path(good.source)
+    assert f"from {lock} with uv (hashes required)" in first.stderr and "unpinned" not in first.stderr
+    assert (audit_dir / audit.LOCK_TXT).read_bytes() == lock.read_bytes()
+    assert json.loads((audit_dir / "env.json").read_text())["lock"]["verified"] is True
+    again = run_script("create_venv.py", "--spec", str(good.source), *args)
+    assert again.returncode == 0 and again.stderr.strip() == f"reusing {venv} (spec and interpreter unchanged)"
+
+    committed = lock.read_bytes()
+    flip_hashes(lock, "six")
+    tampered = run_script("create_venv.py", "--spec", str(good.source), *args)
+    assert tampered.returncode == 4 and tampered.stdout == ""
+    line = tampered.stderr.strip().splitlines()[-1]  # ours; uv's own streamed output has "error:" lines too
+    assert line.startswith(f"error: {lock}: hash mismatch for six==") and "marked incomplete" in line, line
+    assert (venv / ".mlops_kit").is_file() and not (venv / "audit" / "env.json").exists()  # never used
+    lock.write_bytes(committed)
+    fixed = run_script("create_venv.py", "--spec", str(good.source), *args)
+    assert fixed.returncode == 0 and "a previous build did not finish" in fixed.stderr, fixed.stderr
+    assert audit.read_env(venv).lock.sha256 == locks.read_lock(lock).sha256
