@@ -107,7 +107,8 @@ def build_parser() -> cli.ArgParser:
     parser.add_argument("--lock", action="store_true",
                         help="write each spec's lock (specs/<stage>.lock.txt: exact versions and sha256 hashes for "
                              "Windows, Linux and macOS); builds nothing unless --build is given too")
-    parser.add_argument("--build", action="store_true", help="with --lock: then build the venvs from the new locks")
+    parser.add_argument("--build", action="store_true",
+                        help="with --lock: then build the venvs from the new locks (if every lock was written)")
     parser.add_argument("--upgrade", action="store_true",
                         help="with --lock: re-resolve every package (default: keep the pins the spec still allows)")
     parser.add_argument("--upgrade-package", action="append", default=[], metavar="NAME",
