@@ -52,7 +52,8 @@ def assert_one_line_error(done: subprocess.CompletedProcess[str], code: int, *ne
 def test_help_explains_and_lists_exit_codes() -> None:
     done = run_script("create_venv.py", "--help")
     assert done.returncode == 0
-    for needle in ("ML_VENV_ROOT", "PowerShell", "cmd", "--from-freeze", "--kernel-scope", "exit codes:",
+    for needle in ("ML_VENV_ROOT", "PowerShell", "cmd", "--from-freeze", "--kernel-scope", "--lock", "--check-lock",
+                   "specs/ --lock --build", "exit codes:",
                    "4    environment build or install failed"):
         assert needle in done.stdout
 
@@ -69,6 +70,12 @@ def test_help_explains_and_lists_exit_codes() -> None:
     (["--spec", "{spec}", "--audit-dir", "{tmp}/freeze.txt"], 2, ["--audit-dir", "is not a folder"]),
     (["--spec", "{spec}", "--python", "{tmp}/no-exec-bit"], 2, ["--python", "no-exec-bit"]),
     (["--spec", "{tmp}/secret.yaml"], 2, ["field 'index_url'", "PIP_INDEX_URL"]),
+    (["--spec", "{spec}", "--upgrade"], 2, ["--upgrade goes with --lock"]),
+    (["--spec", "{spec}", "--build"], 2, ["--build goes with --lock"]),
+    (["--spec", "{spec}", "--check-lock", "--lock"], 2, ["--check-lock only checks"]),
+    (["--spec", "{spec}", "--lock", "--from-freeze", "{tmp}/freeze.txt"], 2, ["--from-freeze and --lock"]),
+    (["--spec", "{tmp}", "--python", "{tmp}/not-python"], 2, ["--python applies to one spec, 3 given"]),
+    (["--spec", "{tmp}/empty"], 2, ["empty: a folder with no *.yaml stage specs"]),
 ])
 def test_bad_input_one_line_no_traceback(tmp_path: Path, spec_file: Path, args: list[str], code: int,
                                          needles: list[str]) -> None:
@@ -78,6 +85,7 @@ def test_bad_input_one_line_no_traceback(tmp_path: Path, spec_file: Path, args: 
     (tmp_path / "py399.yaml").write_text(SPEC.replace('"3.12"', '"3.99"'))
     (tmp_path / "no-exec-bit").write_text("not a program\n")
     (tmp_path / "secret.yaml").write_text(SPEC + "index_url: https://me:t0ken@mirror.corp/simple\n")
+    (tmp_path / "empty").mkdir()
     argv = [a.format(tmp=tmp_path, spec=spec_file, not_python=not_python) for a in args]
     done = run_script("create_venv.py", *argv, "--venv-root", str(tmp_path / "venvs"))
     assert_one_line_error(done, code, *needles)

@@ -6,6 +6,7 @@ real papermill, a real MLflow server on 127.0.0.1; results are read back with Ml
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -109,6 +110,7 @@ def test_three_rehearsals_of_the_example_at_once_against_one_server(
         assert run.data.tags["mlflow.source.name"] == f"notebooks/{name}.ipynb"
         paths = _artifacts(mlflow_server, run.info.run_id)
         assert _has(paths, f"{name}_out.ipynb") and _has(paths, "pip_freeze.txt"), (name, paths)
+        assert "environment/spec.lock.txt" in paths, (name, paths)  # the committed lock it was installed from
         assert _has(paths, "metrics.json"), (name, paths)
 
     assert stages["ingest"].data.metrics["rows"] == 569
@@ -136,6 +138,9 @@ def test_three_rehearsals_of_the_example_at_once_against_one_server(
         wanted = load_spec(REPO_ROOT / "specs" / f"{name}.yaml").python.text
         assert env["python"]["version"].startswith(wanted + "."), "each stage runs on its own Python"
         assert (job / "audit" / name / "pip_freeze.txt").read_text(encoding="utf-8").strip()
+        lock = REPO_ROOT / "specs" / f"{name}.lock.txt"
+        assert (job / "audit" / name / "spec.lock.txt").read_bytes() == lock.read_bytes()
+        assert env["lock"]["verified"] and env["lock"]["sha256"] == hashlib.sha256(lock.read_bytes()).hexdigest()
     assert (store / "train" / "1" / "train" / "train_outputs" / "model.joblib").is_file()
     # each job worked in its own copy: the train job only got the features folder, not ingest's raw table
     train_copy = state / "work" / "ml-example" / "1" / "train" / "train"
