@@ -6,23 +6,34 @@ Thin CLI over :mod:`mlops_kit.gocd` (reading the XML), :mod:`mlops_kit.pipeline`
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mlops_kit import cli, console, gocd, pipeline, pipeline_report  # noqa: E402
-from mlops_kit.errors import PipelineFailed  # noqa: E402
+from mlops_kit.errors import BadInput, PipelineFailed, Terminated  # noqa: E402
 
 DESCRIPTION = """\
 Run the pipeline defined in a GoCD config XML locally, exactly as GoCD would: stages in order (stopping after a
-failed one), the jobs of each stage, their tasks in order with GoCD's runif rules, the environment variables of
-the pipeline/stage/job levels, the GO_* variables GoCD provides (GO_PIPELINE_COUNTER goes up by one per local run),
-and artifacts published by one stage and fetched by the next through a local artifact store.
+failed one), the jobs of each stage IN PARALLEL (the stage fails once all of them finished if one failed), their
+tasks in order with GoCD's runif rules, the environment variables of the pipeline/stage/job levels, the GO_*
+variables GoCD provides (GO_PIPELINE_COUNTER goes up by one per local run), and artifacts published by one stage and
+fetched by the next through a local artifact store. Each job's output is prefixed [stage/job] and also kept in its
+console log (<state>/artifacts/<pipeline>/<counter>/<stage>/1/<job>/cruise-output/console.log, where GoCD keeps it).
+
+Before anything runs, the XML is checked against the rules GoCD's server applies when it loads a config (names
+unique case-insensitively, what a <fetchartifact> may name, paths, job timeout values), with GoCD's messages.
 
 By default each job runs in its OWN fresh copy of the repository (git's tracked and untracked-but-not-ignored
 files, uncommitted edits included), as if on a different agent: a later stage only sees what the XML publishes
-and fetches. --shared-workdir runs all jobs in one folder instead.
+and fetches. --shared-workdir runs all jobs in one folder instead (as on one agent: the jobs of a stage then run
+one after the other).
+
+Job timeout, as on GoCD: a job whose console shows nothing for <job timeout="N"> minutes (else --job-timeout, the
+server-wide default) is cancelled: its running task's whole process tree is stopped (kernels included), no further
+task runs, nothing is published; the job shows as "timed out" and its stage as cancelled.
 
 An <exec command="python"> finds this toolkit's Python: its folder is put first on the jobs' PATH, as the
 operator does on a GoCD agent. Values in the XML meant for the GoCD agents are replaced for local runs:
@@ -30,8 +41,10 @@ operator does on a GoCD agent. Values in the XML meant for the GoCD agents are r
   ML_VENV_ROOT         --venv-root, else $ML_VENV_ROOT, else the toolkit's per-user default
   (any variable)       --env NAME=VALUE
 Everything a run creates lives under <repo>/.pipeline/ (working copies, artifacts, counters); delete it freely.
-This is a rehearsal tool, not a scheduler: GoCD remains the engine. Jobs of a stage run one after the other (GoCD
-may run them in parallel); <resources> are only shown. Refused before anything runs, with the element and line:
+The newest --keep runs of each pipeline are kept, older ones pruned (only folders this tool created; never a run in
+progress, this one's or a concurrent rehearsal's).
+This is a rehearsal tool, not a scheduler: GoCD remains the engine; <resources> are only shown. Refused before
+anything runs, with the element and line:
 <ant>/<nant>/<rake>/plugin tasks, <oncancel>, external artifacts, a manual <approval> after the first stage,
 templates, runInstanceCount, elastic agents, materials other than one <git> (which the local repository stands
 in for). A <timer> is ignored (a local run is a manual trigger); #{param} parameters are substituted.
@@ -57,8 +70,48 @@ def build_parser() -> cli.ArgParser:
     parser.add_argument("--shared-workdir", action="store_true",
                         help="run all jobs in one working folder instead of one fresh copy per job")
     parser.add_argument("--state-dir", type=Path, help="where runs are kept (default: <repo>/.pipeline)")
+    parser.add_argument("--job-timeout", type=_minutes, default=0.0, metavar="MINUTES",
+                        help="cancel a job after this many minutes without console output, for jobs whose XML has "
+                             "no timeout (GoCD's server-wide default; fractions allowed; 0 or 'never': no limit, "
+                             "the default)")
+    parser.add_argument("--cancel-grace", type=_seconds, default=10.0, metavar="SECONDS",
+                        help="a cancelled job's processes get SIGTERM, then this long to end before they are killed "
+                             "(default: 10); after Ctrl-C, also how long running tasks get to end on their own")
+    parser.add_argument("--keep", type=_keep, default=5, metavar="N",
+                        help="keep the newest N runs' working copies and artifacts per pipeline, prune older ones "
+                             "(default: 5; 'all': never prune)")
     parser.add_argument("--dry-run", action="store_true", help="check the XML and print the plan; run nothing")
     return parser
+
+
+def _minutes(text: str) -> float:
+    if text.strip().lower() == "never":
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadInput(f"--job-timeout {text!r}: expected a number of minutes, or 'never'") from None
+    if not math.isfinite(value) or value < 0:
+        raise BadInput(f"--job-timeout {text!r}: expected a finite number of minutes >= 0, or 'never'")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise BadInput(f"--cancel-grace {text!r}: expected a finite number of seconds >= 0")
+    return value
+
+
+def _keep(text: str) -> int | None:
+    if text.strip().lower() == "all":
+        return None
+    if not text.strip().isdigit() or int(text) < 1:
+        raise BadInput(f"--keep {text!r}: expected a number of runs >= 1, or 'all'")
+    return int(text)
 
 
 def _main(argv: list[str]) -> int:
@@ -72,14 +125,18 @@ def _main(argv: list[str]) -> int:
     overrides = pipeline.local_overrides(source, tracking_uri=args.tracking_uri, venv_root=args.venv_root,
                                          env=args.env)
     settings = pipeline.LocalSettings(source=source, state_dir=(args.state_dir or source / ".pipeline").resolve(),
-                                      shared_workdir=args.shared_workdir, overrides=overrides)
+                                      shared_workdir=args.shared_workdir, overrides=overrides,
+                                      job_timeout=args.job_timeout, kill_grace=args.cancel_grace, keep=args.keep)
     console.write(f"[local] config {config}\n[local] repository {source}\n")
     result = pipeline.run_pipeline(chosen, settings, echo=console.write)
     print("\n" + pipeline_report.summary(result), flush=True)
     print(pipeline_report.where_results_are(chosen, result, settings), flush=True)
+    if result.interrupted:  # SIGTERM is errors.Terminated (cli.run installs it), exit 143; Ctrl-C exit 130
+        raise Terminated() if result.terminated else KeyboardInterrupt()
     failed = result.first_failure()
     if failed is not None:
-        raise PipelineFailed(f"pipeline {result.pipeline} #{result.counter} failed in {failed.stage}/{failed.job} "
+        verb = "failed" if failed.status == "failed" else failed.status
+        raise PipelineFailed(f"pipeline {result.pipeline} #{result.counter}: {failed.stage}/{failed.job} {verb} "
                              f"at {failed.failed_task}; results of the stages before it are kept in "
                              f"{result.artifacts_root}")
     return 0

@@ -70,11 +70,8 @@ def fresh_interpreter_cache() -> Iterator[None]:
 
 
 @pytest.fixture()
-def git_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """A PATH with no git on it (but the toolkit's interpreter still reachable)."""
-    bindir = tmp_path / "nogit-bin"
-    bindir.mkdir()
-    for tool in ("python", "python3"):
-        (bindir / tool).symlink_to(TOOLKIT_PYTHON)
-    monkeypatch.setenv("PATH", str(bindir))
-    assert shutil.which("git", path=str(bindir)) is None
+def git_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PATH with no git on it: only the toolkit interpreter's own folder (``.venv/bin`` or ``.venv\\Scripts``)."""
+    folder = str(TOOLKIT_PYTHON.parent)
+    monkeypatch.setenv("PATH", folder)
+    assert shutil.which("git", path=folder) is None

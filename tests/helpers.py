@@ -15,21 +15,39 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
+import pytest
+
 from mlops_kit.runrecord import RunRecord
 from mlops_kit.spec import StageSpec, parse_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO_ROOT / "scripts"
 TOOLKIT_PYTHON = Path(sys.executable)
-REAL_PYENV_ROOT = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+WINDOWS = os.name == "nt"
+REAL_PYENV_ROOT = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv" / ("pyenv-win" if WINDOWS else ""))
 UV_CACHE = Path(os.environ.get("UV_CACHE_DIR") or REPO_ROOT / ".cache" / "uv")
+# Popen keywords starting a process in a group of its own, so the whole group can be signalled or killed.
+NEW_PROCESS_GROUP: dict = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if WINDOWS  # type: ignore[attr-defined]
+                           else {"start_new_session": True})
+# Tests that need POSIX as such (each with its reason), skipped on Windows; everything else runs on both.
+POSIX_SIGNALS = pytest.mark.skipif(WINDOWS, reason="sends SIGINT/SIGTERM to a process group: Windows has no SIGTERM "
+                                   "(GoCD's Windows agent kills the job tree, covered by the kill -9 tests) and "
+                                   "delivers Ctrl-C per console")
+POSIX_FAKES = pytest.mark.skipif(WINDOWS, reason="the stand-ins for Windows-only programs (py launcher, pyenv-win, "
+                                 "winget, pymanager, choco) are POSIX shell scripts and symlinks; on Windows the real "
+                                 "programs exist and are not faked")
+POSIX_SYMLINKS = pytest.mark.skipif(WINDOWS, reason="replaces a venv interpreter by a dangling symlink (symlinks need "
+                                    "extra rights on Windows)")
 
 
 def pyenv_pythons() -> dict[str, Path]:
-    """``{"3.10": path, ...}``: the newest real CPython per minor (3.8+) installed with pyenv on this machine."""
+    """``{"3.10": path, ...}``: the newest real CPython per minor (3.8+) installed with pyenv (Linux/macOS:
+    ``versions/<v>/bin/python``) or pyenv-win (Windows: ``versions\\<v>\\python.exe``) on this machine."""
     found: dict[str, tuple[tuple[int, ...], Path]] = {}
-    for exe in sorted((REAL_PYENV_ROOT / "versions").glob("*/bin/python")):
-        parts = exe.parent.parent.name.split(".")
+    pattern = "*/python.exe" if WINDOWS else "*/bin/python"
+    for exe in sorted((REAL_PYENV_ROOT / "versions").glob(pattern)):
+        folder = exe.parent if WINDOWS else exe.parent.parent
+        parts = folder.name.split(".")
         if len(parts) != 3 or not all(p.isdigit() for p in parts) or (int(parts[0]), int(parts[1])) < (3, 8):
             continue
         key = f"{parts[0]}.{parts[1]}"
@@ -74,7 +92,7 @@ def start_mlflow_server(root: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # MLflow 3's job runner: ~8 processes, ~2 GB, unused here
     with open(log, "wb") as out:
         server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root,
-                                  start_new_session=True)
+                                  **NEW_PROCESS_GROUP)
     try:
         wait_healthy(url, server, log)
         yield url, server
@@ -82,13 +100,38 @@ def start_mlflow_server(root: Path) -> Iterator[tuple[str, subprocess.Popen]]:
         stop_process_group(server)
 
 
-def stop_process_group(server: subprocess.Popen) -> None:
+def stop_process_group(process: subprocess.Popen) -> None:
+    """Stop a process started with :data:`NEW_PROCESS_GROUP` and everything it started: politely, then for sure."""
+    if WINDOWS:
+        kill_tree(process.pid)
+        process.wait(timeout=20)
+        return
     try:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=20)
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
     except (ProcessLookupError, subprocess.TimeoutExpired):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGKILL)
+        kill_tree(process.pid)
+
+
+def kill_tree(pid: int) -> None:
+    """What ``kill -9`` of a whole job does: the process group on POSIX, ``taskkill /T /F`` (the process and its
+    children) on Windows. Nothing can catch it."""
+    if WINDOWS:
+        subprocess.run(["taskkill", "/T", "/F", "/PID", str(pid)], capture_output=True, check=False)
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def failing_program(path: Path) -> Path:
+    """A program that exits 1 without printing (a POSIX shell script, a batch file on Windows)."""
+    if WINDOWS:
+        path = path.with_suffix(".cmd")
+        path.write_text("@exit /b 1\r\n", encoding="ascii")
+        return path
+    path.write_text("#!/bin/sh\nexit 1\n", encoding="ascii")
+    path.chmod(0o755)
+    return path
 
 
 def run_script(name: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,

@@ -34,6 +34,32 @@ def stage_xml(name: str, tasks: str, *, artifacts: str = "", job: str | None = N
             f'<artifacts>{artifacts}</artifacts></job></jobs></stage>')
 
 
+def job_xml(name: str, tasks: str, *, artifacts: str = "", attrs: str = "") -> str:
+    return f'<job name="{name}"{attrs}><tasks>{tasks}</tasks><artifacts>{artifacts}</artifacts></job>'
+
+
+def stage_jobs_xml(name: str, *jobs: str, extra: str = "") -> str:
+    """A stage with several jobs (see :func:`job_xml`): GoCD runs them in parallel."""
+    return f'<stage name="{name}">{extra}<jobs>{"".join(jobs)}</jobs></stage>'
+
+
+# A task shaped like a notebook run: it starts a child in a NEW session (as jupyter_client starts a kernel), which
+# starts a grandchild; each writes its pid to <folder>/<role>.pid and sleeps without a word (600 s).
+PROCESS_TREE = """\
+import os, subprocess, sys, time
+from pathlib import Path
+out, role = Path(sys.argv[1]), sys.argv[2]
+out.mkdir(parents=True, exist_ok=True)
+(out / f"{role}.pid").write_text(str(os.getpid()))
+child = {"task": "kernel", "kernel": "grandchild"}.get(role)
+if child:
+    subprocess.Popen([sys.executable, __file__, str(out), child], start_new_session=(role == "task"))
+print(role, "up", flush=True)
+time.sleep(600)
+"""
+TREE_ROLES = ("task", "kernel", "grandchild")
+
+
 def py_task(code: str, runif: str = "") -> str:
     """An exec task running ``python -c code`` (``python`` found on the job's PATH, as on an agent)."""
     code = code.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

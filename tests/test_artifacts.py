@@ -32,3 +32,21 @@ def test_publish_copies_folders_and_fails_a_passing_job_on_a_missing_source(tmp_
     assert any("cannot match any resource" in line for line in lines)
     assert artifacts.publish_artifacts(job, workdir=tmp_path / "w", target=tmp_path / "s2", job_passed=False,
                                       echo=lines.append) is True  # failed job: stays failed, not 'more failed'
+
+
+def test_what_gocd_leaves_to_run_time_fails_the_job_with_gocds_words(tmp_path: Path) -> None:
+    """Artifact src is matched under the working directory only; a dest leading out of the job's artifact folder is
+    refused as GoCD's server refuses the upload."""
+    write_tree(tmp_path, ["w/out/x.txt", "secret.txt"])
+    for artifact, said in ((gocd.Artifact("../secret.txt", "", 1), "The rule [../secret.txt] cannot match any "
+                                                                     "resource under"),
+                           (gocd.Artifact(str(tmp_path / "secret.txt"), "", 1), "cannot match any resource"),
+                           (gocd.Artifact("out/x.txt", "../../up", 1), "Artifact path [../../up/x.txt] is illegal. "
+                                                                       "Path must be inside the artifact directory.")):
+        lines: list[str] = []
+        job = gocd.Job("j", (), (artifact,), (), (), 1)
+        target = tmp_path / "store" / "s" / "1" / "j"
+        assert not artifacts.publish_artifacts(job, workdir=tmp_path / "w", target=target, job_passed=True,
+                                               echo=lines.append)
+        assert any(said in line for line in lines), lines
+    assert not (tmp_path / "store" / "secret.txt").exists() and not (tmp_path / "store" / "s" / "up").exists()

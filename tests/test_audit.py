@@ -44,7 +44,7 @@ def test_read_env_record_and_copy_audit(tmp_path: Path) -> None:
     assert record.to_json()["python"] == written["python"] | {"implementation": "cpython"}  # defaults filled in
     assert {k: v for k, v in record.to_json().items() if k != "python"} == {k: v for k, v in written.items()
                                                                             if k != "python"} | {
-        "sys_platform": "", "index": {}, "spec_source": "", "from_freeze": None}
+        "sys_platform": "", "index": {}, "spec_source": "", "from_freeze": None, "lock": None}
     assert record.freeze_file == tmp_path / "venv" / "audit" / "pip_freeze.txt"
     assert "is missing" in envs.health_check(tmp_path / "venv", record)
     dest = audit.copy_bundle(record, tmp_path / "a" / "b")
@@ -56,3 +56,21 @@ def test_read_env_record_and_copy_audit(tmp_path: Path) -> None:
     moved = tmp_path / "moved"
     (tmp_path / "venv").rename(moved)
     assert "moved (venvs are not relocatable)" in envs.health_check(moved, audit.read_env(moved))
+
+
+def test_a_locked_venvs_bundle_carries_the_lock_before_env_json(tmp_path: Path) -> None:
+    """The lock's copy is part of what --audit-dir copies and run_notebook logs (environment/), env.json last."""
+    record = fake_finished_venv(tmp_path / "venv")
+    data = json.loads(record.env_file.read_text())
+    data["lock"] = {"path": "/repo/specs/demo.lock.txt", "sha256": "f" * 64, "python": "3.12", "spec_hash": "s",
+                    "resolved_at": "2026-01-01T00:00:00+00:00", "pins": 30, "removed": ["setuptools"]}
+    record.env_file.write_text(json.dumps(data))
+    (record.audit_dir / audit.LOCK_TXT).write_text("# lock\n")
+    locked = audit.read_env(tmp_path / "venv")
+    assert locked.lock == audit.LockInfo("/repo/specs/demo.lock.txt", "f" * 64, "3.12", "s",
+                                         "2026-01-01T00:00:00+00:00", 30, True, ["setuptools"])
+    assert [p.name for p in locked.bundle] == ["pip_freeze.txt", "spec.yaml", "spec.lock.txt", "env.json"]
+    assert [p.name for p in record.bundle] == ["pip_freeze.txt", "spec.yaml", "env.json"]  # no lock: no copy
+    assert locked.to_json()["lock"]["verified"] is True
+    dest = audit.copy_bundle(locked, tmp_path / "artifacts")
+    assert sorted(p.name for p in dest.iterdir()) == ["env.json", "pip_freeze.txt", "spec.lock.txt", "spec.yaml"]

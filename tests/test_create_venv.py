@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from helpers import SCRIPTS, TOOLKIT_PYTHON, kernel_registered, run_script
-from mlops_kit import audit, envs
+from helpers import (
+    NEW_PROCESS_GROUP,
+    SCRIPTS,
+    TOOLKIT_PYTHON,
+    failing_program,
+    kernel_registered,
+    kill_tree,
+    run_script,
+)
+from mlops_kit import audit, envs, paths
 
 SPEC = """\
 stage: ingest
@@ -45,7 +52,8 @@ def assert_one_line_error(done: subprocess.CompletedProcess[str], code: int, *ne
 def test_help_explains_and_lists_exit_codes() -> None:
     done = run_script("create_venv.py", "--help")
     assert done.returncode == 0
-    for needle in ("ML_VENV_ROOT", "PowerShell", "cmd", "--from-freeze", "--kernel-scope", "exit codes:",
+    for needle in ("ML_VENV_ROOT", "PowerShell", "cmd", "--from-freeze", "--kernel-scope", "--lock", "--check-lock",
+                   "specs/ --lock --build", "exit codes:",
                    "4    environment build or install failed"):
         assert needle in done.stdout
 
@@ -56,23 +64,29 @@ def test_help_explains_and_lists_exit_codes() -> None:
     (["--spec", "{spec}", "--kernel-scope", "global"], 2, ["--kernel-scope"]),
     (["--spec", "{spec}", "--bogus"], 2, ["unrecognized arguments: --bogus"]),
     (["--spec", "{spec}", "--from-freeze", "{tmp}/freeze.txt"], 2, ["freeze.txt: line 2:", "not pinned"]),
-    (["--spec", "{spec}", "--python", "{tmp}/not-python"], 2, ["--python", "not-python"]),
+    (["--spec", "{spec}", "--python", "{not_python}"], 2, ["--python", "not-python"]),
     (["--spec", "{tmp}/typo.yaml"], 2, ["typo.yaml: field 'pakages'", "did you mean 'packages'"]),
     (["--spec", "{tmp}/py399.yaml"], 3, ["3.99"]),
     (["--spec", "{spec}", "--audit-dir", "{tmp}/freeze.txt"], 2, ["--audit-dir", "is not a folder"]),
     (["--spec", "{spec}", "--python", "{tmp}/no-exec-bit"], 2, ["--python", "no-exec-bit"]),
     (["--spec", "{tmp}/secret.yaml"], 2, ["field 'index_url'", "PIP_INDEX_URL"]),
+    (["--spec", "{spec}", "--upgrade"], 2, ["--upgrade goes with --lock"]),
+    (["--spec", "{spec}", "--build"], 2, ["--build goes with --lock"]),
+    (["--spec", "{spec}", "--check-lock", "--lock"], 2, ["--check-lock only checks"]),
+    (["--spec", "{spec}", "--lock", "--from-freeze", "{tmp}/freeze.txt"], 2, ["--from-freeze and --lock"]),
+    (["--spec", "{tmp}", "--python", "{tmp}/not-python"], 2, ["--python applies to one spec, 3 given"]),
+    (["--spec", "{tmp}/empty"], 2, ["empty: a folder with no *.yaml stage specs"]),
 ])
 def test_bad_input_one_line_no_traceback(tmp_path: Path, spec_file: Path, args: list[str], code: int,
                                          needles: list[str]) -> None:
     (tmp_path / "freeze.txt").write_text("six==1.16.0\ntomli\n")
-    (tmp_path / "not-python").write_text("#!/bin/sh\nexit 1\n")
-    (tmp_path / "not-python").chmod(0o755)
+    not_python = failing_program(tmp_path / "not-python")
     (tmp_path / "typo.yaml").write_text(SPEC.replace("packages:", "pakages:"))
     (tmp_path / "py399.yaml").write_text(SPEC.replace('"3.12"', '"3.99"'))
     (tmp_path / "no-exec-bit").write_text("not a program\n")
     (tmp_path / "secret.yaml").write_text(SPEC + "index_url: https://me:t0ken@mirror.corp/simple\n")
-    argv = [a.format(tmp=tmp_path, spec=spec_file) for a in args]
+    (tmp_path / "empty").mkdir()
+    argv = [a.format(tmp=tmp_path, spec=spec_file, not_python=not_python) for a in args]
     done = run_script("create_venv.py", *argv, "--venv-root", str(tmp_path / "venvs"))
     assert_one_line_error(done, code, *needles)
     assert not (tmp_path / "venvs").exists()  # nothing created on bad input
@@ -118,11 +132,11 @@ def test_killed_mid_install_is_rebuilt(tmp_path: Path, spec_file: Path) -> None:
     root = tmp_path / "venvs"
     venv = root / "ingest-venv"
     cmd = [str(TOOLKIT_PYTHON), str(SCRIPTS / "create_venv.py"), "--spec", str(spec_file), "--venv-root", str(root)]
-    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **NEW_PROCESS_GROUP)
     deadline = time.monotonic() + 120
     while not (venv / envs.MARKER).exists() and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    os.killpg(child.pid, signal.SIGKILL)  # the whole group: create_venv.py and the uv it started
+    kill_tree(child.pid)  # the whole job: create_venv.py and the uv it started
     child.wait(timeout=30)
     assert (venv / envs.MARKER).exists() and not (venv / "audit" / "env.json").exists()
     done = run_script("create_venv.py", "--spec", str(spec_file), "--venv-root", str(root))
@@ -190,7 +204,7 @@ def test_three_concurrent_force_runs_rebuild_once(tmp_path: Path, spec_file: Pat
 def test_venv_python_that_cannot_start_is_rebuilt_not_a_crash(tmp_path: Path, spec_file: Path) -> None:
     args = ["--spec", str(spec_file), "--venv-root", str(tmp_path / "venvs"), "--kernel-scope", "none"]
     assert run_script("create_venv.py", *args).returncode == 0
-    python = tmp_path / "venvs" / "ingest-venv" / "bin" / "python"
+    python = paths.venv_python(tmp_path / "venvs" / "ingest-venv")
     python.unlink()
     python.write_text("not a program\n")  # no exec bit: PermissionError when started
     done = run_script("create_venv.py", *args)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import kernel_registered, make_spec
+from helpers import POSIX_SYMLINKS, kernel_registered, make_spec
 from mlops_kit import audit, envs, installers, kernel, paths
 from mlops_kit.errors import BadInput, EnvBuildError
 from mlops_kit.interpreters import Interpreter, inspect_interpreter
@@ -89,12 +89,12 @@ def test_build_on_real_pythons_audit_bundle(tmp_path: Path, pythons: dict[str, P
     echo = Recorder()
     result = envs.ensure_env(spec, venv_root=tmp_path / "venvs", interpreter=base, echo=echo)
     venv = tmp_path / "venvs" / "stage-venv"
-    assert (result.action, result.venv_dir, result.python) == ("built", venv, venv / "bin" / "python")
+    assert (result.action, result.venv_dir, result.python) == ("built", venv, paths.venv_python(venv))
     assert "building" in echo.text and "Installed" in echo.text  # installer output streamed through echo
     data = json.loads((venv / "audit" / "env.json").read_text())
     assert CONTRACT_KEYS <= set(data)
     assert data["python"]["version"] == base.version_text and data["installer"]["name"] == "uv"
-    assert data["venv_python"] == str(venv / "bin" / "python") and data["kernel_name"] == "stage-venv"
+    assert data["venv_python"] == str(paths.venv_python(venv)) and data["kernel_name"] == "stage-venv"
     assert data["toolkit"]["git_sha"] != "" and data["created_at"].endswith("+00:00")
     assert (venv / "audit" / "spec.yaml").read_text() == spec.text
     freeze = (venv / "audit" / "pip_freeze.txt").read_text()
@@ -156,6 +156,7 @@ def test_changed_interpreter_rebuilds(built, pythons: dict[str, Path], tmp_path:
 
 
 @pytest.mark.slow
+@POSIX_SYMLINKS
 def test_health_check_failure_rebuilds_with_reason(built) -> None:
     spec, base, root = built
     venv = root / "stage-venv"
@@ -168,7 +169,7 @@ def test_health_check_failure_rebuilds_with_reason(built) -> None:
     assert result.action == "rebuilt"
     assert result.reason == (f"health check failed: its interpreter reports Python {base.version_text}, "
                              "recorded 3.12.0 (base Python upgraded?)")
-    python = venv / "bin" / "python"
+    python = paths.venv_python(venv)
     python.unlink()
     python.symlink_to(root / "removed-base" / "python3.12")  # the base Python was uninstalled
     result = envs.ensure_env(spec, venv_root=root, interpreter=base, echo=Recorder())
@@ -180,7 +181,7 @@ def test_health_check_failure_rebuilds_with_reason(built) -> None:
 def test_interpreter_that_cannot_start_rebuilds_instead_of_crashing(built) -> None:
     """A venv python replaced by a non-executable file (PermissionError on start): health check -> rebuild."""
     spec, base, root = built
-    python = root / "stage-venv" / "bin" / "python"
+    python = paths.venv_python(root / "stage-venv")
     python.unlink()
     python.write_text("not a program\n")
     python.chmod(0o644)
@@ -265,7 +266,7 @@ def test_pip_installer_path(built, tmp_path: Path) -> None:
 def test_kernel_re_registered_on_cache_hit_and_scope_none(built) -> None:
     spec, base, root = built
     kdir = kernel.kernel_dir("stage-venv", "user")
-    assert json.loads((kdir / "kernel.json").read_text())["argv"][0] == str(root / "stage-venv" / "bin" / "python")
+    assert json.loads((kdir / "kernel.json").read_text())["argv"][0] == str(paths.venv_python(root / "stage-venv"))
     for child in kdir.iterdir():
         child.unlink()
     kdir.rmdir()

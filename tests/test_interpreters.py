@@ -17,6 +17,7 @@ from fakes.windows import (
     write_script,
 )
 
+from helpers import POSIX_FAKES
 from mlops_kit import interpreters, paths
 from mlops_kit.errors import EXIT_BAD_INPUT, EXIT_PYTHON_NOT_FOUND, BadInput, PythonNotFound
 from mlops_kit.interpreters import find_python, inspect_interpreter, parse_py_list
@@ -31,7 +32,7 @@ def version_of(path: Path) -> tuple[int, int, int]:
     return tuple(int(p) for p in path.parent.parent.name.split("."))  # type: ignore[return-value]
 
 
-pytestmark = pytest.mark.usefixtures("fresh_interpreter_cache")
+pytestmark = [pytest.mark.usefixtures("fresh_interpreter_cache"), POSIX_FAKES]
 
 
 @pytest.fixture()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from fakes.installers import calls, catalog_of, make_installer, version_of
 
+from helpers import POSIX_FAKES
 from mlops_kit import paths, pyinstall
 from mlops_kit.errors import EXIT_PYTHON_NOT_FOUND, PythonNotFound
 from mlops_kit.pyinstall import install_python, install_target, survey
@@ -21,7 +22,7 @@ def req(text: str):
     return parse_python_request(text)
 
 
-pytestmark = pytest.mark.usefixtures("fresh_interpreter_cache")
+pytestmark = [pytest.mark.usefixtures("fresh_interpreter_cache"), POSIX_FAKES]
 
 
 @pytest.fixture()

@@ -4,7 +4,6 @@ a real MLflow server read back with ``MlflowClient``; a notebook's own MLflow ca
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -19,7 +18,7 @@ import nbformat
 import pytest
 from mlflow import MlflowClient
 
-from helpers import SCRIPTS, TOOLKIT_PYTHON, free_port
+from helpers import NEW_PROCESS_GROUP, POSIX_SIGNALS, SCRIPTS, TOOLKIT_PYTHON, free_port, kill_tree
 from helpers_notebook import NOTEBOOKS, env_with, one_error_line, private_mlflow_server, run_nb
 
 pytestmark = pytest.mark.slow
@@ -349,6 +348,7 @@ def test_p_needs_name_and_value(tmp_path: Path, venv_small: Path) -> None:
     assert done.returncode == 2 and "expected 2 arguments" in one_error_line(done.stderr)
 
 
+@POSIX_SIGNALS
 def test_ctrl_c_ends_the_run_killed_with_notebook_kept(tmp_path: Path, venv_small: Path) -> None:
     """Also: the local store served meanwhile (the notebook mentions mlflow) is stopped."""
     output = tmp_path / "out.ipynb"
@@ -388,6 +388,7 @@ def test_unexpected_error_before_cells_ends_the_run_failed(tmp_path: Path, venv_
 SERVED_LOG = ".mlflow_server.log"
 DEAD_PROXY = "http://127.0.0.1:9"  # a proxy set for the internet must not be asked for the local server
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
+LINUX_PROC = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds processes in /proc")
 # which stage venv logs a scikit-learn model (mlflow 1.29's package brings no scikit-learn)
 MLFLOW_VENVS = {"venv_mlflow2": True, "venv_mlflow": True, "venv_mlflow129": False}
 
@@ -415,7 +416,7 @@ def _served_store(output: Path) -> tuple[int, int] | None:
 
 
 def _running(pid: int) -> bool:
-    """Process ``pid`` exists and is not a zombie (Linux /proc)."""
+    """Process ``pid`` exists and is not a zombie (Linux /proc; without /proc only the port is checked)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
@@ -503,6 +504,7 @@ def test_server_that_cannot_start_is_exit_6_and_the_run_failed(tmp_path: Path, v
     assert not output.exists()
 
 
+@LINUX_PROC
 def test_killed_runner_leaves_no_server_and_no_process(tmp_path: Path, venv_small: Path, isolated_home: Path) -> None:
     """``kill -9`` of run_notebook: its tracking worker (serving the store) and the kernel leave by themselves."""
     output = tmp_path / "out.ipynb"
@@ -518,8 +520,7 @@ def test_killed_runner_leaves_no_server_and_no_process(tmp_path: Path, venv_smal
         assert _server_gone(*served), served
         assert not _ours(isolated_home)  # the kernel: its connection file is in this test's Jupyter runtime folder
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGKILL)
+        kill_tree(child.pid)
 
 
 def _ours(home: Path) -> list[str]:
@@ -544,7 +545,7 @@ def _start_sleeping_run(tmp_path: Path, venv: Path, output: Path,
     child = subprocess.Popen([str(TOOLKIT_PYTHON), str(SCRIPTS / "run_notebook.py"), "--venv", str(venv),
                               "--notebook", str(nb), "--output", str(output)],
                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)
+                             **NEW_PROCESS_GROUP)
     deadline = time.monotonic() + 120
     while not output.is_file() and time.monotonic() < deadline:  # papermill saves it as the first cell starts
         time.sleep(0.2)
@@ -552,6 +553,7 @@ def _start_sleeping_run(tmp_path: Path, venv: Path, output: Path,
     return child
 
 
+@POSIX_SIGNALS
 def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path, venv_small: Path) -> None:
     """GoCD cancels a job on a Linux agent with SIGTERM: the run ends KILLED, notebook and manifest kept."""
     import signal
@@ -571,11 +573,10 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path, venv_small: Path) -> Non
 
 def test_kill_9_leaves_a_manifest_that_closes_the_run(tmp_path: Path, venv_small: Path) -> None:
     """Nothing catches kill -9: the manifest written at the start lets --log-existing end the run KILLED."""
-    import signal
 
     output = tmp_path / "out.ipynb"
     child = _start_sleeping_run(tmp_path, venv_small, output)
-    os.killpg(child.pid, signal.SIGKILL)
+    kill_tree(child.pid)
     child.communicate(timeout=60)
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (run,) = _runs(store, "mlops_kit")
@@ -590,7 +591,6 @@ def test_kill_9_leaves_a_manifest_that_closes_the_run(tmp_path: Path, venv_small
 
 def test_the_next_run_of_an_output_closes_a_vanished_run_and_two_at_once_are_refused(
         tmp_path: Path, venv_small: Path) -> None:
-    import signal
 
     output = tmp_path / "out.ipynb"
     child = _start_sleeping_run(tmp_path, venv_small, output)
@@ -598,7 +598,7 @@ def test_the_next_run_of_an_output_closes_a_vanished_run_and_two_at_once_are_ref
                     str(output), cwd=tmp_path)
     assert second.returncode == 2 and "another run_notebook.py is writing this output" in one_error_line(
         second.stderr)
-    os.killpg(child.pid, signal.SIGKILL)
+    kill_tree(child.pid)
     child.communicate(timeout=60)
     done = run_nb("--venv", str(venv_small), "--notebook", str(NOTEBOOKS / "no_params.ipynb"), "--output",
                   str(output), cwd=tmp_path)

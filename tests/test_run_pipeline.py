@@ -6,6 +6,7 @@ real papermill, a real MLflow server on 127.0.0.1; results are read back with Ml
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO_ROOT, run_script
+from helpers import REPO_ROOT, SCRIPTS, TOOLKIT_PYTHON, run_script
 from mlops_kit.spec import load_spec
 
 pytestmark = pytest.mark.slow
@@ -33,16 +34,25 @@ def _client(uri: str):  # type: ignore[no-untyped-def]
     return MlflowClient(uri)
 
 
-def _runs(uri: str, experiment: str) -> tuple[object, dict[str, object]]:
-    """(the pipeline's parent run, {stage: nested run})."""
+def _families(uri: str, experiment: str) -> list[tuple[object, dict[str, object]]]:
+    """[(a pipeline run's parent, {stage: its nested run})], by GO_PIPELINE_COUNTER; every run is one of these."""
     client = _client(uri)
     found = client.get_experiment_by_name(experiment)
     assert found is not None, f"no MLflow experiment {experiment!r}"
     runs = client.search_runs([found.experiment_id])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert len(parents) == 1, [r.info.run_name for r in parents]
-    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
-    return parents[0], children
+    parents = sorted((r for r in runs if "mlflow.parentRunId" not in r.data.tags),
+                     key=lambda r: int(r.data.tags["GO_PIPELINE_COUNTER"]))
+    families = [(p, {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id})
+                for p in parents]
+    assert sum(len(children) for _, children in families) + len(parents) == len(runs), "no run outside a family"
+    return families
+
+
+def _runs(uri: str, experiment: str) -> tuple[object, dict[str, object]]:
+    """(the pipeline's parent run, {stage: nested run}) of the experiment's one pipeline run."""
+    families = _families(uri, experiment)
+    assert len(families) == 1, [p.info.run_name for p, _ in families]
+    return families[0]
 
 
 def _artifacts(uri: str, run_id: str, path: str | None = None) -> list[str]:
@@ -57,19 +67,41 @@ def _has(paths: list[str], suffix: str) -> bool:
     return any(p == suffix or p.endswith("/" + suffix) for p in paths)
 
 
-def test_example_pipeline_end_to_end(mlflow_server: str, venv_root: Path, tmp_path: Path) -> None:
+def _rehearse_at_once(count: int, *args: str, logs: Path) -> list[tuple[int, str]]:
+    """``count`` rehearsals started together (as a team's agents would): [(exit code, output)]."""
+    logs.mkdir(parents=True, exist_ok=True)
+    cmd = [str(TOOLKIT_PYTHON), str(SCRIPTS / "run_pipeline.py"), *args]
+    runs = []
+    for i in range(count):
+        with open(logs / f"{i}.log", "wb") as out:
+            runs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT))
+    codes = [run.wait(timeout=1800) for run in runs]
+    return [(code, (logs / f"{i}.log").read_text(encoding="utf-8", errors="replace")) for i, code in enumerate(codes)]
+
+
+def test_three_rehearsals_of_the_example_at_once_against_one_server(
+        mlflow_server: str, venv_root: Path, tmp_path: Path) -> None:
+    """Issue 11: three pipeline instances at once (one state folder: counters 1-3, --keep 1 must not prune a live
+    one), one tracking server, the same experiment: three parents, nine stage runs, each under its own parent."""
     state = tmp_path / "state"
     # the session's MLflow server is shared with other test modules: an experiment of our own
-    done = run_script("run_pipeline.py", "--tracking-uri", mlflow_server, "--venv-root", str(venv_root),
-                      "--state-dir", str(state), "--env", "MLFLOW_EXPERIMENT_NAME=ml-example-e2e", cwd=REPO_ROOT)
-    assert done.returncode == 0, done.stdout[-6000:] + done.stderr
-    assert "results:" in done.stdout and "Train (py3.12)" in done.stdout
+    done = _rehearse_at_once(3, "--tracking-uri", mlflow_server, "--venv-root", str(venv_root), "--state-dir",
+                             str(state), "--env", "MLFLOW_EXPERIMENT_NAME=ml-example-e2e", "--keep", "1",
+                             logs=tmp_path / "logs")
+    for code, out in done:
+        assert code == 0, out[-6000:]
+        assert "results:" in out and "Train (py3.12)" in out
+    families = _families(mlflow_server, "ml-example-e2e")
+    assert [p.data.tags["GO_PIPELINE_COUNTER"] for p, _ in families] == ["1", "2", "3"]
+    for parent, stages in families:
+        counter = parent.data.tags["GO_PIPELINE_COUNTER"]
+        assert parent.info.status == "FINISHED" and sorted(stages) == sorted(STAGES)
+        assert parent.data.tags["mlops_kit.pipeline_key"].startswith(f"ml-example/{counter} local-"), \
+            "apart from GoCD's run of that number"
+        assert all(run.data.tags["GO_PIPELINE_COUNTER"] == counter for run in stages.values())
 
-    parent, stages = _runs(mlflow_server, "ml-example-e2e")
-    assert parent.info.status == "FINISHED"
-    assert parent.data.tags["mlops_kit.pipeline_key"].startswith("ml-example/1 local-"), "apart from GoCD's run #1"
+    parent, stages = families[0]
     head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
-    assert sorted(stages) == sorted(STAGES)
     for name, run in stages.items():
         assert run.info.status == "FINISHED", name
         assert run.data.tags["GO_PIPELINE_NAME"] == "ml-example" and run.data.tags["GO_PIPELINE_COUNTER"] == "1"
@@ -78,6 +110,7 @@ def test_example_pipeline_end_to_end(mlflow_server: str, venv_root: Path, tmp_pa
         assert run.data.tags["mlflow.source.name"] == f"notebooks/{name}.ipynb"
         paths = _artifacts(mlflow_server, run.info.run_id)
         assert _has(paths, f"{name}_out.ipynb") and _has(paths, "pip_freeze.txt"), (name, paths)
+        assert "environment/spec.lock.txt" in paths, (name, paths)  # the committed lock it was installed from
         assert _has(paths, "metrics.json"), (name, paths)
 
     assert stages["ingest"].data.metrics["rows"] == 569
@@ -105,6 +138,9 @@ def test_example_pipeline_end_to_end(mlflow_server: str, venv_root: Path, tmp_pa
         wanted = load_spec(REPO_ROOT / "specs" / f"{name}.yaml").python.text
         assert env["python"]["version"].startswith(wanted + "."), "each stage runs on its own Python"
         assert (job / "audit" / name / "pip_freeze.txt").read_text(encoding="utf-8").strip()
+        lock = REPO_ROOT / "specs" / f"{name}.lock.txt"
+        assert (job / "audit" / name / "spec.lock.txt").read_bytes() == lock.read_bytes()
+        assert env["lock"]["verified"] and env["lock"]["sha256"] == hashlib.sha256(lock.read_bytes()).hexdigest()
     assert (store / "train" / "1" / "train" / "train_outputs" / "model.joblib").is_file()
     # each job worked in its own copy: the train job only got the features folder, not ingest's raw table
     train_copy = state / "work" / "ml-example" / "1" / "train" / "train"

@@ -3,8 +3,14 @@ start/finish against the real MLflow server (no kernel)."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 from mlflow import MlflowClient
@@ -110,21 +116,145 @@ def test_a_failed_stage_keeps_the_parent_failed(mlflow_server: str) -> None:
     assert client.get_run(failed.parent_run_id).info.status == "FAILED"
 
 
-@pytest.mark.slow
-def test_parallel_stages_converge_on_one_parent(mlflow_server: str) -> None:
-    from concurrent.futures import ThreadPoolExecutor
+def _lifecycle(record: runrecord.RunRecord, status: str, start: threading.Barrier | None = None) -> None:
+    """One stage run from start to end, as run_notebook drives it (``start``: begin together with the others)."""
+    if start is not None:
+        start.wait(timeout=60)
+    tracking.apply_ids(record, tracking.start_run(record))
+    record.status, record.end_time = status, int(time.time() * 1000)
+    tracking.finish_run(record)
 
+
+def _family(uri: str, key: str, experiment: str = "unit tracking") -> tuple[list, list, int]:
+    """(active parents, stage runs, candidates ever created) of pipeline instance ``key``."""
+    from mlflow.entities import ViewType
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    query = f"tags.`mlops_kit.pipeline_key` = '{key}'"
+    runs = client.search_runs([exp.experiment_id], query)
+    every = client.search_runs([exp.experiment_id], query, run_view_type=ViewType.ALL)
+    role = "mlops_kit.role"
+    return ([r for r in runs if r.data.tags.get(role) == "pipeline"],
+            [r for r in runs if r.data.tags.get(role) != "pipeline"],
+            sum(r.data.tags.get(role) == "pipeline" for r in every))
+
+
+def _assert_one_parent(uri: str, key: str, records: list[runrecord.RunRecord], status: str) -> int:
+    parents, stages, candidates = _family(uri, key)
+    assert len(parents) == 1, [p.info.run_id for p in parents]
+    parent = parents[0].info.run_id
+    assert sorted(r.info.run_id for r in stages) == sorted(r.run_id for r in records), "every stage run, none lost"
+    assert all(r.data.tags["mlflow.parentRunId"] == parent for r in stages)
+    assert parent in {r.parent_run_id for r in records}, "the last stage to finish names the final parent"
+    assert parents[0].info.status == status
+    return candidates
+
+
+def _concurrent(uri: str, key: str, statuses: list[str], uris: list[str] | None = None) -> list[runrecord.RunRecord]:
+    records = [run_record((uris or [uri])[i % len(uris or [uri])], pipeline_key=key, run_name=f"job{i}",
+                          tags={"mlops_kit.role": "stage", "GO_PIPELINE_NAME": "race"}) for i in range(len(statuses))]
+    start = threading.Barrier(len(records))
+    with ThreadPoolExecutor(len(records)) as pool:
+        list(pool.map(lambda pair: _lifecycle(*pair, start), zip(records, statuses, strict=True)))
+    return records
+
+
+@pytest.mark.slow
+def test_concurrent_stage_runs_end_with_exactly_one_parent(mlflow_server: str) -> None:
+    """Issue 11, point 4: eight stage runs of one pipeline instance started together, one of them failing."""
     key = f"race-pipe/{time.time_ns()}"
-    records = [run_record(mlflow_server, pipeline_key=key, run_name=f"job{i}", tags={"mlops_kit.role": "stage"})
-               for i in range(3)]
-    with ThreadPoolExecutor(3) as pool:
-        ids = list(pool.map(tracking.start_run, records))
-    assert len({i["parent_run_id"] for i in ids}) == 1
-    client = MlflowClient(mlflow_server)
-    exp = client.get_experiment_by_name("unit tracking")
-    active = client.search_runs([exp.experiment_id], f"tags.`mlops_kit.pipeline_key` = '{key}'")
-    parents = [r.info.run_id for r in active if r.data.tags.get("mlops_kit.role") == "pipeline"]
-    assert parents == [ids[0]["parent_run_id"]]
+    records = _concurrent(mlflow_server, key, ["FINISHED"] * 7 + ["FAILED"])
+    _assert_one_parent(mlflow_server, key, records, "FAILED")
+
+
+@contextlib.contextmanager
+def slow_proxy(url: str, delay: float) -> Iterator[str]:
+    """A TCP proxy on 127.0.0.1 in front of ``url`` that holds every chunk ``delay`` seconds, each way: a slow server
+    (or network) as its clients see it. Loopback only; stopped with every connection on exit."""
+    target = urlsplit(url)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop, sockets = threading.Event(), []
+
+    def pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                time.sleep(delay)
+                dst.sendall(data)
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection((target.hostname, target.port))
+            sockets.extend((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        acceptor.join(timeout=5)
+        listener.close()
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.mark.slow
+def test_convergence_with_a_delayed_server(mlflow_server: str) -> None:
+    """Half of the stage runs reach the same server through a proxy that delays every exchange."""
+    key = f"slow-pipe/{time.time_ns()}"
+    with slow_proxy(mlflow_server, 0.05) as slow:
+        records = _concurrent(mlflow_server, key, ["FINISHED"] * 6, uris=[mlflow_server, slow])
+    _assert_one_parent(mlflow_server, key, records, "FINISHED")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attempt", [1, 2])
+def test_a_candidate_created_after_other_stages_finished_is_repaired(
+        mlflow_server: str, monkeypatch: pytest.MonkeyPatch, attempt: int) -> None:
+    """The worst timing, forced: stage 'late' reads the family (empty) and stalls; stage 'early' runs start to end
+    (creating its parent); stage 'next' starts after 'early' finished and joins that parent; only then does 'late'
+    go on and create a second candidate. Whichever has the smaller id wins: one parent, all three nested."""
+    stalled, go_on = threading.Event(), threading.Event()
+
+    def pause(point: str) -> None:
+        if point == "searched" and threading.current_thread().name == "late":
+            stalled.set()
+            assert go_on.wait(timeout=60)
+
+    monkeypatch.setattr(tracking, "_pause", pause)
+    key = f"late-pipe/{attempt}/{time.time_ns()}"
+    early, after, late = (run_record(mlflow_server, pipeline_key=key, run_name=n) for n in ("early", "next", "late"))
+    failure: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _catch(failure, _lifecycle, late, "FAILED"), name="late")
+    thread.start()
+    assert stalled.wait(timeout=60)
+    _lifecycle(early, "FINISHED")
+    _lifecycle(after, "FINISHED")
+    assert early.parent_run_id == after.parent_run_id, "a stage starting after another finished joins its parent"
+    go_on.set()
+    thread.join(timeout=120)
+    assert not failure, failure
+    assert _assert_one_parent(mlflow_server, key, [early, after, late], "FAILED") == 2, "two candidates were made"
+
+
+def _catch(failure: list[BaseException], function: Callable[..., None], *args: object) -> None:
+    try:
+        function(*args)
+    except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+        failure.append(exc)
 
 
 @pytest.mark.slow

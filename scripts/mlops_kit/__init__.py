@@ -7,9 +7,9 @@ concern (its first docstring line says which):
   ``console`` (what a person sees), ``redact`` (secrets never shown), ``proc`` (the one subprocess helper),
   ``paths`` (the platform seam, venv layout, atomic writes), ``inputs`` (reading a file the user named),
   ``git`` (everything asked of git);
-* stage environments: ``spec`` (stage YAML), ``interpreters`` (finding Pythons), ``pyinstall`` (installing one),
-  ``installers`` (uv/pip commands, indexes, freeze), ``envs`` (build, cache, lock, health check), ``audit`` (the
-  env.json record and audit bundle), ``kernel`` (Jupyter kernelspecs);
+* stage environments: ``spec`` (stage YAML), ``locks`` (stage lock files), ``interpreters`` (finding Pythons),
+  ``pyinstall`` (installing one), ``installers`` (uv/pip commands, indexes, freeze), ``envs`` (build, cache,
+  build lock, health check), ``audit`` (the env.json record and audit bundle), ``kernel`` (Jupyter kernelspecs);
 * notebook runs: ``params`` (notebook parameters), ``notebook`` (papermill execution), ``runrecord`` (what a run
   logs, its manifest), ``tracking`` (the MLflow calls), ``worker`` (the process they run in), ``stage_run`` (one
   stage run end to end);

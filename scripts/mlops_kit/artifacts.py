@@ -1,6 +1,12 @@
 """GoCD's artifact rules, locally: what a job publishes (``<artifact src dest>``, ant-style wildcards) and what a
 later job fetches (``<fetchartifact>``), in a local store laid out like the server's
 (``<store>/<stage>/1/<job>/<path>``).
+
+What GoCD's server does not check when it loads a config fails here at run time, as on an agent, with GoCD's words:
+an artifact ``src`` is matched under the working directory only (``../x`` or ``/abs/x`` match nothing: "The rule
+[...] cannot match any resource under [...]"), an artifact ``dest`` leading out of the job's artifact folder is
+refused like the server refuses the upload ("Artifact path [...] is illegal..."), a fetched path the other job did
+not publish fails the fetch ("Giving up fetching resource...": GoCD retries 4 times first; a local copy does not).
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ def run_fetch(task: gocd.FetchTask, *, workdir: Path, store: Path, echo: Echo) -
     source = store / task.stage / "1" / task.job / task.source
     target_dir = workdir / task.dest if task.dest else workdir
     if task.is_dir and not source.is_dir() or not task.is_dir and not source.is_file():
-        echo(f"[go] artifact not found: {task.describe()} (looked for {source})\n")
+        echo(f"[go] Giving up fetching resource '{task.stage}/1/{task.job}/{task.source}': "
+             f"{task.describe()} found nothing (looked for {source})\n")
         return False
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / posixpath.basename(task.source)
@@ -54,7 +61,8 @@ def artifact_targets(artifact: gocd.Artifact, workdir: Path) -> list[tuple[Path,
     """
     if not artifact.has_wildcard:
         path = workdir / artifact.src
-        return [(path, artifact.published_path() or path.name)] if path.exists() else []
+        inside = path.resolve().is_relative_to(workdir.resolve())  # GoCD scans under the working directory only
+        return [(path, artifact.published_path() or path.name)] if inside and path.exists() else []
     regex = ant_regex(posixpath.normpath(artifact.src))
     segments = posixpath.normpath(artifact.src).split("/")
     prefix = "/".join(s for s in segments[: next(i for i, s in enumerate(segments) if "*" in s or "?" in s)])
@@ -76,6 +84,11 @@ def publish_artifacts(job: gocd.Job, *, workdir: Path, target: Path, job_passed:
         pairs = artifact_targets(artifact, workdir)
         if not pairs:
             echo(f"[go] The rule [{artifact.src}] cannot match any resource under [{workdir}]\n")
+            ok = False
+            continue
+        illegal = [dest for _, dest in pairs if not (target / dest).resolve().is_relative_to(target.resolve())]
+        if illegal:
+            echo(f"[go] Artifact path [{illegal[0]}] is illegal. Path must be inside the artifact directory.\n")
             ok = False
             continue
         for path, dest in pairs:

@@ -1,4 +1,5 @@
-"""The audit bundle of a stage venv (``<venv>/audit/``): the ``env.json`` record, the freeze and the spec as used.
+"""The audit bundle of a stage venv (``<venv>/audit/``): the ``env.json`` record, the freeze, the spec as used and,
+for a venv installed from a lock, a copy of that lock (``spec.lock.txt``, the very bytes whose hash env.json holds).
 
 :class:`EnvRecord` is the one field list of ``env.json``: it is written with :meth:`EnvRecord.to_json` and read
 back with :meth:`EnvRecord.from_json` (keys a newer toolkit added are ignored, so old and new agents can share a
@@ -23,6 +24,7 @@ AUDIT = "audit"
 ENV_JSON = "env.json"
 FREEZE_TXT = "pip_freeze.txt"
 SPEC_YAML = "spec.yaml"
+LOCK_TXT = "spec.lock.txt"
 _LOCAL = {"json": False}  # field metadata: not part of env.json
 
 
@@ -56,6 +58,21 @@ class FreezeSource:
 
 
 @dataclass(frozen=True)
+class LockInfo:
+    """The lock a venv was installed from: ``verified`` means its freeze was compared with the lock's pins for
+    this platform and matched; ``removed``, what the install took out because the lock does not list it."""
+
+    path: str
+    sha256: str
+    python: str
+    spec_hash: str
+    resolved_at: str
+    pins: int
+    verified: bool = True
+    removed: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class EnvRecord:
     """What ``audit/env.json`` says about a finished venv."""
 
@@ -77,6 +94,7 @@ class EnvRecord:
     index: dict[str, Any] = field(default_factory=dict)
     spec_source: str = ""
     from_freeze: FreezeSource | None = None
+    lock: LockInfo | None = None
     schema: int = SCHEMA
     venv_dir: Path = field(default=Path(), compare=False, metadata=_LOCAL)  # where it was read from
 
@@ -97,9 +115,14 @@ class EnvRecord:
         return self.audit_dir / SPEC_YAML
 
     @property
+    def lock_file(self) -> Path:
+        return self.audit_dir / LOCK_TXT
+
+    @property
     def bundle(self) -> tuple[Path, ...]:
-        """The bundle's files, ``env.json`` last (copies keep it the completion marker)."""
-        return (self.freeze_file, self.spec_file, self.env_file)
+        """The bundle's files (the lock's copy when installed from one), ``env.json`` last (copies keep it the
+        completion marker). What ``--audit-dir`` copies and run_notebook logs under ``environment/``."""
+        return (self.freeze_file, self.spec_file, *([self.lock_file] if self.lock else []), self.env_file)
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.metadata != _LOCAL}
@@ -146,11 +169,13 @@ def read_env(venv_dir: Path | str) -> EnvRecord:
         raise BadInput(f"{path}: unreadable venv record ({type(exc).__name__}: {exc}); rebuild with --force") from None
 
 
-def write_bundle(record: EnvRecord, *, freeze: str, spec_text: str) -> None:
-    """Freeze and spec first, ``env.json`` last (atomically): the venv counts as built only once it exists."""
+def write_bundle(record: EnvRecord, *, freeze: str, spec_text: str, lock_data: bytes | None = None) -> None:
+    """Freeze, spec and lock first, ``env.json`` last (atomically): the venv counts as built only once it exists."""
     record.audit_dir.mkdir(exist_ok=True)
     record.freeze_file.write_text(freeze, encoding="utf-8")
     record.spec_file.write_text(spec_text, encoding="utf-8")
+    if lock_data is not None:
+        record.lock_file.write_bytes(lock_data)
     paths.write_json_atomic(record.env_file, record.to_json())
 
 

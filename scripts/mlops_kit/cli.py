@@ -37,13 +37,8 @@ class ArgParser(argparse.ArgumentParser):
         raise errors.BadInput(f"{self.prog}: {message} (see --help)")
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (how GoCD cancels a job on a Linux agent, and what ``kill`` sends): everything that handles Ctrl-C
-    (the notebook executed so far written, the run ended KILLED, the manifest kept) handles it too."""
-
-
 def _terminate(_signum: int, _frame: Any) -> None:
-    raise Terminated()
+    raise errors.Terminated()
 
 
 def run(main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> int:
@@ -55,7 +50,7 @@ def run(main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> 
     except errors.ToolkitError as exc:
         console.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return exc.exit_code
-    except Terminated:
+    except errors.Terminated:
         console.error("terminated (SIGTERM)")
         return errors.EXIT_TERMINATED
     except KeyboardInterrupt:

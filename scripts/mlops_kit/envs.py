@@ -5,9 +5,15 @@ made, and the audit bundle (:mod:`mlops_kit.audit`); ``env.json`` is written las
 completion marker. A venv with the marker but no ``env.json`` (killed mid-install, failed install, power cut) is
 rebuilt; a folder without the marker is not ours and is refused, never touched.
 
+Locks: a spec with a lock next to it (``specs/<stage>.lock.txt``, :mod:`mlops_kit.locks`) is installed exactly
+from it (hashes required, nothing resolved, freeze verified); the lock is checked fresh before the build lock is
+taken or anything is emptied (stale or malformed: exit 2, nothing built). Without a lock the spec's packages are
+resolved at build time, and the build says it is unpinned. An explicit ``--from-freeze`` wins over a lock.
+
 Cache key: the spec's content hash (packages, Python request, index settings), the resolved interpreter (path
-and version), the installer, the ``--from-freeze`` file's content, the stage and kernel display name (both are
-recorded in ``env.json`` and the kernelspec). Same key and a passing :func:`health_check` -> reuse, no install.
+and version), the installer, the ``--from-freeze`` file's content, the lock's sha256 (when installed from one),
+the stage and kernel display name (both are recorded in ``env.json`` and the kernelspec). Same key and a passing
+:func:`health_check` -> reuse, no install.
 
 Concurrency: a :mod:`filelock` lock per venv name in ``<venv_root>/.locks/``; the "is it already valid?" check
 is redone after the lock is taken, so of N builders one builds and the others wait, then reuse. With ``--force``
@@ -15,9 +21,11 @@ a waiter reuses a venv whose ``env.json`` was replaced while it waited (another 
 N forced runs rebuild once. A valid venv whose kernel is missing gets it re-registered without the lock
 (the user's own Jupyter folder needs no write access to a machine-wide venv root).
 
-Build order: create, install (:mod:`mlops_kit.installers`), :func:`health_check`, freeze, audit files, kernel,
-``env.json``: a venv that fails its check never gets a kernel. A ``--from-freeze`` file inside the venv (its own
-``audit/pip_freeze.txt``) is left in place while the folder is emptied, so a failed rebuild never loses it.
+Build order: create, install (:mod:`mlops_kit.installers`, or :func:`mlops_kit.locks.install_from_lock`),
+:func:`health_check`, freeze, audit files (the lock's copy too), kernel, ``env.json``: a venv that fails its
+check (or its lock's verification) never gets a kernel or an ``env.json``, so it is never used. A
+``--from-freeze`` file inside the venv (its own ``audit/pip_freeze.txt``) is left in place while the folder is
+emptied, so a failed rebuild never loses it.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ import filelock
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from . import __version__, audit, git, installers, kernel, paths, proc
+from . import __version__, audit, git, installers, kernel, locks, paths, proc
 from .audit import EnvRecord
 from .console import Echo, progress
 from .errors import BadInput, EnvBuildError
@@ -102,6 +110,7 @@ class _Plan:
     freeze: FrozenPins | None
     kernel_scope: str
     index: IndexSettings
+    lock: locks.Lock | None
 
     @property
     def kernel_name(self) -> str:
@@ -114,6 +123,7 @@ class _Plan:
             "kernel_display_name": self.spec.kernel_display_name, "installer": self.installer,
             "python": [str(self.interpreter.path), self.interpreter.version_text],
             "freeze": self.freeze.sha256 if self.freeze else None,
+            **({"lock": self.lock.sha256} if self.lock else {}),  # absent, not None: unlocked venvs keep their key
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -148,7 +158,16 @@ def _make_plan(spec: StageSpec, venv_root: Path, interpreter: Interpreter, insta
     venv_dir = Path(os.path.abspath(venv_root)) / spec.venv_name
     interp = dataclasses.replace(interpreter, path=Path(os.path.abspath(interpreter.path)))
     freeze = installers.read_freeze(from_freeze) if from_freeze is not None else None
-    return _Plan(spec, interp, installer, venv_dir, freeze, kernel_scope, installers.index_settings(spec))
+    return _Plan(spec, interp, installer, venv_dir, freeze, kernel_scope, installers.index_settings(spec),
+                 lock_for(spec, from_freeze))
+
+
+def lock_for(spec: StageSpec, from_freeze: Path | None = None) -> locks.Lock | None:
+    """The spec's lock, checked fresh (stale or malformed: :class:`BadInput` before anything is touched), or
+    ``None``: no lock next to the spec, or an explicit ``--from-freeze``, which wins over it."""
+    if from_freeze is not None or not locks.lock_path(spec.source).exists():
+        return None
+    return locks.check_fresh(spec)
 
 
 def refuse_unowned(venv_dir: Path) -> None:
@@ -223,6 +242,10 @@ def _changes(record: EnvRecord, plan: _Plan) -> str:
         out.append("no longer built from a freeze file" if plan.freeze is None else
                    f"now built from the freeze file {plan.freeze.path}" if recorded_freeze is None else
                    f"freeze file changed ({plan.freeze.path})")
+    old_lock, new_lock = (record.lock.sha256 if record.lock else None), (plan.lock.sha256 if plan.lock else None)
+    if old_lock != new_lock:
+        out.append(f"lock changed ({plan.lock.path})" if old_lock and plan.lock else
+                   f"now installed from the lock {plan.lock.path}" if plan.lock else "no longer installed from a lock")
     if (record.stage, record.kernel_display_name) != (spec.stage, spec.kernel_display_name):
         out.append("stage or kernel display name changed")
     if not out and record.spec_hash != spec.content_hash():
@@ -310,21 +333,39 @@ def _build(plan: _Plan, echo: Echo) -> tuple[EnvRecord, Path | None]:
     env = installers.installer_env(plan.installer, plan.index)
     try:
         installer_version = installers.create_venv(venv_dir, plan.interpreter.path, prompt=plan.spec.venv_name,
-                                                   installer=plan.installer, env=env, echo=echo)
-        requirements = _requirements(plan, echo)
-        echo(f"installing {len(requirements)} requirement(s) with {plan.installer}{plan.index.describe()}")
-        installers.install(venv_dir, requirements, installer=plan.installer, env=env, echo=echo)
-        record = _record(plan, installer_version)
+                                                   installer=plan.installer, env=env, echo=echo,
+                                                   seed=plan.lock is None)
+        installed = _install(plan, env, echo)
+        record = _record(plan, installer_version, installed)
         reason = health_check(venv_dir, record)  # before the kernel: never register a kernel for a broken venv
         if reason:
             raise EnvBuildError(f"{venv_dir}: built but unusable: {reason}")
-        freeze = installers.freeze(venv_dir, installer=plan.installer, env=env)
+        freeze = installed.freeze if installed else installers.freeze(venv_dir, installer=plan.installer, env=env)
     except EnvBuildError as exc:
         raise EnvBuildError(f"{exc} ({venv_dir} is left marked incomplete and will be rebuilt on the next run)") \
             from None
     kdir = _register(plan)
-    audit.write_bundle(record, freeze=freeze, spec_text=plan.spec.text)
+    audit.write_bundle(record, freeze=freeze, spec_text=plan.spec.text,
+                       lock_data=plan.lock.data if plan.lock else None)
     return record, kdir
+
+
+def _install(plan: _Plan, env: dict[str, str], echo: Echo) -> locks.Installed | None:
+    """Exactly the lock (verified) when the spec has one; else resolve the spec's packages (or the freeze file's
+    pins) as before locks existed, saying that the build is not pinned and how to pin it."""
+    if plan.lock is not None:
+        return locks.install_from_lock(plan.spec, plan.venv_dir, lock=plan.lock, installer=plan.installer,
+                                       index=plan.index, echo=echo)
+    lock = locks.lock_path(plan.spec.source)
+    if plan.freeze is None:
+        echo(f"unpinned build ({plan.spec.source} has no lock: versions are resolved today); pin it with: "
+             f"{locks.refresh_command(plan.spec.source)}")
+    elif lock.exists():
+        echo(f"--from-freeze {plan.freeze.path} wins over the lock {lock}: installing the freeze file's pins")
+    requirements = _requirements(plan, echo)
+    echo(f"installing {len(requirements)} requirement(s) with {plan.installer}{plan.index.describe()}")
+    installers.install(plan.venv_dir, requirements, installer=plan.installer, env=env, echo=echo)
+    return None
 
 
 def _requirements(plan: _Plan, echo: Echo) -> list[str]:
@@ -379,7 +420,7 @@ def _delete_children(folder: Path, kept: set[str]) -> None:
             child.unlink()
 
 
-def _record(plan: _Plan, installer_version: str) -> EnvRecord:
+def _record(plan: _Plan, installer_version: str, installed: locks.Installed | None) -> EnvRecord:
     spec, interp = plan.spec, plan.interpreter
     return EnvRecord(
         stage=spec.stage, venv_name=spec.venv_name, venv_path=str(plan.venv_dir),
@@ -394,8 +435,17 @@ def _record(plan: _Plan, installer_version: str) -> EnvRecord:
         spec_source=str(Path(os.path.abspath(spec.source))),
         from_freeze=(audit.FreezeSource(str(Path(os.path.abspath(plan.freeze.path))), plan.freeze.sha256)
                      if plan.freeze else None),
-        venv_dir=plan.venv_dir,
+        lock=_lock_info(installed), venv_dir=plan.venv_dir,
     )
+
+
+def _lock_info(installed: locks.Installed | None) -> audit.LockInfo | None:
+    if installed is None:
+        return None
+    lock = installed.lock
+    return audit.LockInfo(path=str(Path(os.path.abspath(lock.path))), sha256=lock.sha256, python=lock.python,
+                          spec_hash=lock.spec_hash, resolved_at=lock.header["resolved-at"], pins=len(installed.pins),
+                          removed=list(installed.removed))
 
 
 def _utc_now() -> str:

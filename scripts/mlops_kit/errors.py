@@ -31,6 +31,12 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
 )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (how GoCD cancels a job on a Linux agent, and what ``kill`` sends): everything that handles Ctrl-C
+    (the notebook executed so far written, the run ended KILLED, the manifest kept, a rehearsal's jobs cancelled)
+    handles it too; only the exit code differs (143)."""
+
+
 class ToolkitError(Exception):
     """A failure the user can fix; its message is the single line shown to them."""
 

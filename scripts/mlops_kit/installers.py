@@ -9,7 +9,10 @@ corporate mirrors in the spec or in GoCD environment variables. With extra index
 dependency confusion), whereas pip takes the best version across all indexes; set
 ``UV_INDEX_STRATEGY=unsafe-best-match`` to get pip's behaviour from uv (uv reads it, we pass the environment on).
 
-pip is always seeded into the venv (``uv venv --seed``), so ``%pip install`` works from Jupyter.
+pip is always in the venv, so ``%pip install`` works from Jupyter: seeded (``uv venv --seed``) for a resolving
+install, pinned with the other packages for an install from a lock (:func:`install_locked`: the venv is made
+without seed packages, the lock brings pip). ``UV_NO_VERIFY_HASHES`` is never passed on: a lock's hashes are
+always checked.
 """
 
 from __future__ import annotations
@@ -69,8 +72,9 @@ def index_settings(spec: StageSpec, environ: Mapping[str, str] | None = None) ->
 
 
 def installer_env(installer: str, index: IndexSettings) -> dict[str, str]:
-    """The installer's environment: ours, with the index settings spelled the way that installer reads them."""
-    env = dict(os.environ)
+    """The installer's environment: ours, with the index settings spelled the way that installer reads them
+    (hash checking cannot be switched off from outside)."""
+    env = {k: v for k, v in os.environ.items() if k != "UV_NO_VERIFY_HASHES"}
     if index.origin == "installer default":
         return env
     names = ("UV_DEFAULT_INDEX", "UV_INDEX") if installer == "uv" else ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL")
@@ -144,12 +148,13 @@ def _step(what: str, cmd: Sequence[Any], env: Mapping[str, str], echo: Echo, *, 
 
 
 def create_venv(venv_dir: Path, base_python: Path, *, prompt: str, installer: str, env: Mapping[str, str],
-                echo: Echo) -> str:
-    """Create the venv with pip in it; return the installer's version."""
+                echo: Echo, seed: bool = True) -> str:
+    """Create the venv (uv: with pip/setuptools/wheel only if ``seed``; a lock brings its own pip); return the
+    installer's version."""
     if installer == "uv":
         uv = uv_bin()
-        _step("creating the venv", [uv, "venv", "--seed", "--allow-existing", "--no-project", "--python",
-                                    base_python, "--prompt", prompt, venv_dir], env, echo)
+        _step("creating the venv", [uv, "venv", *(["--seed"] if seed else []), "--allow-existing", "--no-project",
+                                    "--python", base_python, "--prompt", prompt, venv_dir], env, echo)
         return _version_of([uv, "--version"], env)
     _step("creating the venv", [base_python, "-m", "venv", "--prompt", prompt, venv_dir], env, echo)
     return _version_of([paths.venv_python(venv_dir), "-m", "pip", "--version"], env)
@@ -169,6 +174,29 @@ def install(venv_dir: Path, requirements: Sequence[str], *, installer: str, env:
     else:
         cmd = [python, "-m", "pip", "install", "--disable-pip-version-check", *requirements]
     _step(f"installing packages with {installer}", cmd, env, echo)
+
+
+def locked_install_command(venv_dir: Path, lock: Path, installer: str) -> list[Any]:
+    """Exactly the lock, hashes required, nothing resolved. uv: ``uv pip sync`` (also removes what the lock does
+    not list, except seed packages); pip: ``pip install --require-hashes --no-deps -r`` (markers honoured)."""
+    python = paths.venv_python(venv_dir)
+    if installer == "uv":
+        return [uv_bin(), "pip", "sync", "--require-hashes", "--python", python, lock]
+    return [python, "-m", "pip", "install", "--require-hashes", "--no-deps", "--no-input",
+            "--disable-pip-version-check", "-r", lock]
+
+
+def install_locked(venv_dir: Path, lock: Path, *, installer: str, env: Mapping[str, str], echo: Echo) -> None:
+    """Install the lock file into the venv (output streamed through ``echo``)."""
+    _step(f"installing {lock} with {installer}", locked_install_command(venv_dir, lock, installer), env, echo)
+
+
+def uninstall(venv_dir: Path, names: Sequence[str], *, installer: str, env: Mapping[str, str]) -> None:
+    """Remove ``names`` from the venv (what a lock does not list)."""
+    python = paths.venv_python(venv_dir)
+    cmd = ([uv_bin(), "pip", "uninstall", "--python", python, *names] if installer == "uv" else
+           [python, "-m", "pip", "uninstall", "-y", "--disable-pip-version-check", *names])
+    _step(f"removing {', '.join(names)}", cmd, env, silent, stream=False)
 
 
 def freeze(venv_dir: Path, *, installer: str, env: Mapping[str, str]) -> str:

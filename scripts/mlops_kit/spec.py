@@ -15,13 +15,14 @@ import urllib.parse
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
+from . import paths
 from .errors import BadInput
 from .inputs import read_input
 from .redact import redact
@@ -88,6 +89,19 @@ def load_spec(path: Path | str) -> StageSpec:
     """Read and validate ``path``; raise :class:`BadInput` naming the file and field on any problem."""
     path = Path(path)
     return parse_spec(read_input(path, "spec file"), source=path)
+
+
+def spec_files(given: Sequence[Path | str]) -> list[Path]:
+    """The spec files meant by ``--spec`` arguments: a file as given, a folder's ``*.yaml`` (sorted, not
+    recursive); each file once. A folder without specs is :class:`BadInput`."""
+    out: dict[str, Path] = {}
+    for entry in map(Path, given):
+        found = sorted(entry.glob("*.yaml")) if entry.is_dir() else [entry]
+        if not found:
+            raise BadInput(f"{entry}: a folder with no *.yaml stage specs in it")
+        for path in found:
+            out.setdefault(paths.norm(path), path)
+    return list(out.values())
 
 
 def parse_spec(text: str, *, source: Path) -> StageSpec:

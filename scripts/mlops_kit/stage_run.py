@@ -230,7 +230,7 @@ def _record(request: NotebookRunRequest, stage: str, env: audit.EnvRecord, run: 
                if code.commit != "unknown" else {}),
             **({runrecord.PIPELINE_KEY_TAG: key} if key else {}), **gocd}
     files = [[str(run.output), ""], [str(run.html), ""], [str(run.params_copy), "params"],
-             *[[str(p), "environment"] for p in (env.spec_file, env.freeze_file, env.env_file)]]
+             *[[str(p), "environment"] for p in env.bundle]]  # spec, freeze, the lock's copy if any, env.json
     if request.params_file and not params_file_has_secrets:  # else only the masked copy above
         files.append([str(Path(os.path.abspath(request.params_file))), "params"])
     return runrecord.RunRecord(

@@ -5,8 +5,38 @@ process loads papermill and starts the kernel; nothing here imports mlflow at mo
 to the store becomes one :class:`TrackingError` line naming the URI (passwords masked). MLflow's HTTP retries are
 cut to seconds (unless ``MLFLOW_HTTP_REQUEST_*`` are set): a dead server must cost seconds, not minutes.
 
-Parent runs: the first stage of a pipeline instance creates the parent (tag ``mlops_kit.pipeline_key``); stages
-starting at the same moment (parallel GoCD jobs) converge on one parent, see :func:`_parent_run`.
+Parent runs: every stage run of a pipeline instance (GoCD's jobs, on any number of agents, and a rehearsal's) carries
+the instance's key (tag ``mlops_kit.pipeline_key``) and ends up nested under exactly one parent run, whatever the
+timing, without a sleep. The store offers no lock and no unique insert for runs, so:
+
+1. *Candidates.* A stage that finds no parent for its key creates one (role ``pipeline``). Several stages starting
+   together may each create one. The **winner** is the active candidate with the smallest run id: every client
+   computes the same one from the same read, whatever its clock.
+2. *Repair* (:func:`_settle`), at the start of a stage run and again at its end: read the whole family (candidates
+   and stage runs of the key, one query), point every stage run at the winner (``mlflow.parentRunId``, allowed on a
+   finished run), delete the other candidates, set the parent's status to the family's verdict (any KILLED: KILLED,
+   else any FAILED: FAILED, else any still RUNNING: RUNNING, else FINISHED; so never back to FINISHED once a stage
+   failed); then **read again**, and stop only when a read shows the family settled (one candidate, every stage run
+   under it, its status the verdict). A newly visible candidate simply restarts the repair.
+
+Why it converges, with no sleep (relies on read-your-writes, which MLflow's SQL stores give: ``create_run`` commits
+the run with its tags in one transaction, and a write returns once committed; one ``mlflow server``, or several on
+one database, is fine; a read replica behind a cache would not be):
+
+* The smallest candidate ever created is never deleted (deleting one takes a read showing a smaller active one), so
+  once a candidate exists every read shows one, and candidates are only created by stages whose read came before
+  the first creation: finitely many. After the last one, every read names the same winner.
+* Every write a stage makes (its run, a candidate, a tag, a deletion, a status, its own end) is followed by a read of
+  its own, and a stage returns only after a read showing the family settled. Take the last write to the family: the
+  read its writer makes after it sees the final state; that writer wrote nothing more, so that read was settled, so
+  the final state is: one parent, every stage run nested, the right status. A slow client only delays its own
+  writes; each of them is still followed by its own read, so a late candidate or a stale tag is repaired by the
+  stage that wrote it, if by no one else.
+* Rounds are bounded (:data:`_MAX_ROUNDS`): a store breaking read-your-writes is one TrackingError, not a loop.
+
+The parent id a stage's manifest records is the parent as that stage last saw it: a stage that finished before a
+late candidate won keeps the old id there, while its ``mlflow.parentRunId`` tag (the truth, what the UI shows) was
+repaired. ``--log-existing`` settles the family again before it uses it.
 """
 
 from __future__ import annotations
@@ -16,6 +46,7 @@ import os
 import re
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 from urllib.parse import urlsplit
@@ -26,8 +57,8 @@ from .redact import redact, strip_credentials
 from .runrecord import MAX_TAG_VALUE, PIPELINE_KEY_TAG, ROLE_TAG, RunRecord, Target, clip, load_manifest, save_manifest
 
 BATCH = 100
-SETTLE_SECONDS = 0.5  # after creating a parent run: time for a stage started at the same moment to show up
-_FAILED_STATES = ("FAILED", "KILLED")
+_MAX_ROUNDS = 50  # repair rounds before a family that does not settle is an error (see the module docstring)
+_PARENT_TAG = "mlflow.parentRunId"
 _QUIET_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
 
@@ -80,7 +111,8 @@ def _experiment_id(client: Any, target: Target) -> str:
     exp = client.get_experiment_by_name(target.experiment)
     if exp is None:
         try:
-            return client.create_experiment(target.experiment, artifact_location=target.artifact_location)
+            return client.create_experiment(target.experiment, artifact_location=target.artifact_location,
+                                            tags={"mlflow.experimentKind": "custom_model_development"})
         except Exception:  # noqa: BLE001 - another stage created it meanwhile
             exp = client.get_experiment_by_name(target.experiment)
             if exp is None:
@@ -91,34 +123,89 @@ def _experiment_id(client: Any, target: Target) -> str:
     return exp.experiment_id
 
 
-def _find_parents(client: Any, experiment_id: str, key: str) -> list[Any]:
-    """Active parent runs of pipeline instance ``key``, in run-id order (the same order for every stage)."""
-    query = f"tags.`{PIPELINE_KEY_TAG}` = '{key}' and tags.`{ROLE_TAG}` = 'pipeline'"
-    runs = client.search_runs([experiment_id], filter_string=query, max_results=50)
-    return sorted(runs, key=lambda r: r.info.run_id)
+def _pause(point: str) -> None:
+    """A seam for tests: called at the points where a slow client would pause (``searched``: a stage read the
+    family before creating a candidate)."""
 
 
-def _parent_run(client: Any, experiment_id: str, record: RunRecord) -> str:
-    """The pipeline instance's parent run: found by tag, else created.
+@dataclass(frozen=True)
+class _Family:
+    """One read of a pipeline instance: its active candidate parents (smallest run id first) and its stage runs."""
 
-    Two stages starting together may both create one: each waits :data:`SETTLE_SECONDS`, looks again and keeps
-    the parent with the smallest run id (no clock involved, so agents with skewed clocks agree); the other
-    deletes its own.
-    """
+    parents: list[Any]
+    stages: list[Any]
+
+    @property
+    def verdict(self) -> str:
+        """The parent's status from its stages': a failure stands (KILLED before FAILED), else RUNNING while any
+        stage runs, else FINISHED."""
+        statuses = {run.info.status for run in self.stages}
+        return next((s for s in ("KILLED", "FAILED", "RUNNING", "SCHEDULED") if s in statuses), "FINISHED")
+
+
+def _read_family(client: Any, experiment_id: str, key: str) -> _Family:
+    """Every active run of pipeline instance ``key``, in one query (all pages)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=f"tags.`{PIPELINE_KEY_TAG}` = '{key}'",
+                                  max_results=1000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            break
+    parents = sorted((r for r in runs if r.data.tags.get(ROLE_TAG) == "pipeline"), key=lambda r: r.info.run_id)
+    return _Family(parents, [r for r in runs if r.data.tags.get(ROLE_TAG) != "pipeline"])
+
+
+def _create_parent(client: Any, experiment_id: str, record: RunRecord) -> str:
+    """A candidate parent for the record's pipeline instance (see the module docstring)."""
+    tags = {PIPELINE_KEY_TAG: record.pipeline_key, ROLE_TAG: "pipeline",
+            **{k: v for k, v in record.tags.items() if k.startswith("GO_PIPELINE")}}
+    return client.create_run(experiment_id, run_name=record.pipeline_run_name or record.pipeline_key,
+                             tags=tags).info.run_id
+
+
+def _parent_guess(client: Any, experiment_id: str, record: RunRecord) -> str:
+    """The parent a new stage run is created under: the winner of one read, or a new candidate."""
+    assert record.pipeline_key is not None
+    family = _read_family(client, experiment_id, record.pipeline_key)
+    _pause("searched")
+    return family.parents[0].info.run_id if family.parents else _create_parent(client, experiment_id, record)
+
+
+def _settle(client: Any, experiment_id: str, record: RunRecord) -> str:
+    """Repair the family until one read shows it settled; returns the parent's run id (see the module docstring)."""
+    from mlflow.exceptions import MlflowException
+
     key = record.pipeline_key
     assert key is not None
-    parents = _find_parents(client, experiment_id, key)
-    if not parents:
-        tags = {PIPELINE_KEY_TAG: key, ROLE_TAG: "pipeline",
-                **{k: v for k, v in record.tags.items() if k.startswith("GO_PIPELINE")}}
-        mine = client.create_run(experiment_id, run_name=record.pipeline_run_name or key, tags=tags).info.run_id
-        time.sleep(SETTLE_SECONDS)
-        parents = _find_parents(client, experiment_id, key) or [client.get_run(mine)]
-        if parents[0].info.run_id != mine:
-            client.delete_run(mine)
-    if parents[0].info.status not in _FAILED_STATES:  # a failed sibling's verdict stands
-        client.update_run(parents[0].info.run_id, status="RUNNING")
-    return parents[0].info.run_id
+    for _ in range(_MAX_ROUNDS):
+        family = _read_family(client, experiment_id, key)
+        if not family.parents:  # only if someone deleted them all (by hand): start again
+            _create_parent(client, experiment_id, record)
+            continue
+        winner = family.parents[0]
+        strays = [r for r in family.stages if r.data.tags.get(_PARENT_TAG) != winner.info.run_id]
+        if not strays and len(family.parents) == 1 and winner.info.status == family.verdict:
+            return winner.info.run_id
+        try:
+            for run in strays:
+                client.set_tag(run.info.run_id, _PARENT_TAG, winner.info.run_id)
+            for loser in family.parents[1:]:
+                client.delete_run(loser.info.run_id)
+            if winner.info.status != family.verdict:
+                _set_status(client, winner.info.run_id, family.verdict)
+        except MlflowException:  # a run another stage deleted meanwhile: the next read shows why
+            continue
+    raise TrackingError(f"MLflow tracking store {redact(record.tracking_uri)}: the parent run of {key!r} did not "
+                        f"settle after {_MAX_ROUNDS} rounds (does the store return what was just written?)")
+
+
+def _set_status(client: Any, run_id: str, status: str) -> None:
+    if status in ("RUNNING", "SCHEDULED"):
+        client.update_run(run_id, status=status)
+    else:
+        client.set_terminated(run_id, status=status)
 
 
 def start_run(record: RunRecord, manifest: str | None = None) -> dict[str, str | None]:
@@ -131,16 +218,20 @@ def start_run(record: RunRecord, manifest: str | None = None) -> dict[str, str |
         client = _client(uri)
         experiment_id = _experiment_id(client, record.target)
     with _guard(uri, "creating the run"):
-        parent = _parent_run(client, experiment_id, record) if record.pipeline_key else None
+        key = record.pipeline_key
         tags = {k: v for k, v in record.tags.items() if k != "mlflow.runName"}  # run_name sets it
-        tags.update({"mlflow.parentRunId": parent} if parent else {})
+        if key:
+            tags.update({PIPELINE_KEY_TAG: key, _PARENT_TAG: _parent_guess(client, experiment_id, record)})
+            tags.setdefault(ROLE_TAG, "stage")
         run = client.create_run(experiment_id, start_time=record.start_time, tags=tags, run_name=record.run_name)
-        ids = {"run_id": run.info.run_id, "experiment_id": experiment_id, "parent_run_id": parent}
-        if manifest is not None:
+        ids = {"run_id": run.info.run_id, "experiment_id": experiment_id, "parent_run_id": tags.get(_PARENT_TAG)}
+        if manifest is not None:  # first thing once the run exists
             apply_ids(record, ids)
             save_manifest(record, Path(manifest))
+        ids["parent_run_id"] = _settle(client, experiment_id, record) if key else None
         _log_params(client, run.info.run_id, record.params)
         if manifest is not None:
+            apply_ids(record, ids)
             record.params_logged = True
             save_manifest(record, Path(manifest))
     return ids
@@ -172,16 +263,9 @@ def finish_run(record: RunRecord) -> None:
             tags = [RunTag(f"mlops_kit.{k}", clip(str(v), MAX_TAG_VALUE)) for k, v in record.failure.items()]
             client.log_batch(record.run_id, tags=tags, synchronous=True)
         client.set_terminated(record.run_id, status=record.status, end_time=record.end_time)
-        if record.parent_run_id:
-            _end_parent(client, record.parent_run_id, record.status)
-
-
-def _end_parent(client: Any, parent_id: str, status: str) -> None:
-    """The parent takes the stage's status, but never goes from FAILED/KILLED back to FINISHED: a sibling that
-    passed after another failed must not hide the failure."""
-    if status == "FINISHED" and client.get_run(parent_id).info.status in _FAILED_STATES:
-        return
-    client.set_terminated(parent_id, status=status)
+        if record.pipeline_key:
+            record.parent_run_id = _settle(client, record.experiment_id or _experiment_id(client, record.target),
+                                           record)
 
 
 def _log_files(client: Any, record: RunRecord) -> None:
