@@ -429,3 +429,18 @@ def test_a_timed_out_notebook_job_leaves_no_kernel_behind(tmp_path: Path, venv_s
 def test_bad_rehearsal_options_are_one_line_exit_2(tmp_path: Path, args: tuple[str, ...], expected: str) -> None:
     code, _, err = _run(tmp_path, cruise_xml(stage_xml("a", py_task("pass"))), *args)
     assert code == 2 and expected in err and err.count("\n") == 1, err
+
+
+def test_token_only_urls_never_reach_the_log_the_console_log_or_the_closing_note(tmp_path: Path) -> None:
+    """A token alone in a URL's user part is a secret: masked in the 'overriding' lines, the job's console log and
+    the closing note (issue 10)."""
+    xml = cruise_xml(stage_xml("s", py_task("print('ok')")), pipeline_extra=(
+        '<environmentvariables><variable name="MIRROR"><value>https://gh0token@git.example/x</value></variable>'
+        '</environmentvariables>'))
+    code, out, err = _run(tmp_path, xml, "--tracking-uri", "https://tr4cktoken@mlflow.example:5000",
+                          "--env", "MIRROR=https://0verride@git.example/y")
+    assert code == 0, out + err
+    logs = "".join(p.read_text(encoding="utf-8") for p in (tmp_path / "my repo" / ".pipeline").rglob("console.log"))
+    for secret in ("gh0token", "tr4cktoken", "0verride"):
+        assert secret not in out + err + logs, secret
+    assert "https://***@mlflow.example:5000" in out and "https://***@git.example/y" in out

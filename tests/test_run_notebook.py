@@ -215,11 +215,12 @@ def test_credentials_in_the_tracking_uri_are_never_shown_or_stored(tmp_path: Pat
     manifest = tracking_manifest(output).read_text()
     assert "s3cr3t" not in manifest and json.loads(manifest)["tracking_uri"] == mlflow_server
     assert len(_runs(mlflow_server, "e2e credentials")) == 1
-    down = f"http://ana:s3cr3t@127.0.0.1:{free_port()}"
-    done = run_nb("--venv", str(venv_small), "--notebook", str(NOTEBOOKS / "no_params.ipynb"), "--output",
-                  str(tmp_path / "o2.ipynb"), "--tracking-uri", down)
-    assert done.returncode == 6 and "s3cr3t" not in done.stderr
-    assert "http://***@127.0.0.1" in one_error_line(done.stderr)
+    for userinfo, secret in (("ana:s3cr3t", "s3cr3t"), ("t0kenonly", "t0kenonly")):  # a token alone is a secret too
+        down = f"http://{userinfo}@127.0.0.1:{free_port()}"
+        done = run_nb("--venv", str(venv_small), "--notebook", str(NOTEBOOKS / "no_params.ipynb"), "--output",
+                      str(tmp_path / "o2.ipynb"), "--tracking-uri", down)
+        assert done.returncode == 6 and secret not in done.stdout + done.stderr
+        assert "http://***@127.0.0.1" in one_error_line(done.stderr)
 
 
 def test_server_dying_mid_run_keeps_results_and_log_existing_uploads(tmp_path: Path, venv_small: Path,
