@@ -9,10 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mlops_kit import cli, stage_run  # noqa: E402
+from mlops_kit import cli  # noqa: E402
+
+if TYPE_CHECKING:
+    from mlops_kit import stage_run
 
 DESCRIPTION = """\
 Run a stage notebook with papermill on its venv's interpreter (built by create_venv.py) and log an MLflow run.
@@ -115,6 +119,8 @@ def build_parser() -> cli.ArgParser:
 
 def request_from(args: argparse.Namespace) -> stage_run.NotebookRunRequest:
     """The parsed options as a typed request: the module never sees argparse."""
+    from mlops_kit import stage_run  # here, not at the top: the tracking worker re-imports this script (spawn)
+
     return stage_run.NotebookRunRequest(
         venv=args.venv, spec=args.spec, venv_root=args.venv_root, notebook=args.notebook, output=args.output,
         params_file=args.params_file, param_overrides=tuple((name, value) for name, value in args.param),
@@ -125,6 +131,8 @@ def request_from(args: argparse.Namespace) -> stage_run.NotebookRunRequest:
 
 
 def _main(argv: list[str]) -> int:
+    from mlops_kit import stage_run
+
     return stage_run.run(request_from(build_parser().parse_args(argv)))
 
 

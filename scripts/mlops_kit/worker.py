@@ -11,6 +11,9 @@ The worker:
   still needs the worker to end the run as KILLED);
 * leaves as soon as the main process is gone (``kill -9`` of the runner): a thread waits on the parent's sentinel;
 * prints to stderr only: stdout is the runner's (its last line names the executed notebook);
+* re-imports the entry script as ``__mp_main__`` (what the ``spawn`` start method does on every platform), so an
+  entry point imports its heavy modules inside ``main`` (``run_notebook.py`` imports ``stage_run`` there): 0.03 s
+  instead of 0.25 s of the worker's start;
 * skips the interpreter's teardown when it exits (``os._exit`` from an atexit hook): unloading mlflow's thousands of
   modules costs ~0.7 s that the runner would otherwise wait for.
 """
