@@ -146,7 +146,7 @@ class Tree:
         return out
 
 
-def hash_tree(path: Path, *, excluded: Sequence[Path] = (), max_files: int = MAX_FILES) -> Tree:
+def hash_tree(path: Path, *, excluded: Sequence[Path | str] = (), max_files: int = MAX_FILES) -> Tree:
     """Hash a file or a folder (see the module docstring); problems are an ``error``, never an exception."""
     if path.is_file():
         try:

@@ -463,3 +463,22 @@ def warm_finish(uri: str, run_id: str) -> None:
         from mlflow.entities import Metric, RunTag  # noqa: F401
 
         _client(uri).list_artifacts(run_id)
+
+
+# --- for the worker calls of other modules (mlops_kit.recorded: a replay reads runs and writes its own) ----------
+
+
+def open_client(uri: str) -> Any:
+    """The shared MlflowClient of ``uri`` (quiet retries), after the seconds-long reachability check."""
+    preflight(uri)
+    return _client(uri)
+
+
+def guard(uri: str, what: str) -> contextlib.AbstractContextManager[None]:
+    """Any failure talking to the store becomes one TrackingError line naming the URI and ``what``."""
+    return _guard(uri, what)
+
+
+def experiment_id(client: Any, target: Target) -> str:
+    """The target's experiment, created like run_notebook creates it (artifacts next to a local SQLite store)."""
+    return _experiment_id(client, target)
