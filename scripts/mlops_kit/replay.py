@@ -44,6 +44,7 @@ params, inputs, executed notebook and output folder).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -51,6 +52,7 @@ import os
 import posixpath
 import re
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,6 +124,7 @@ def replay(request: ReplayRequest) -> int:
         raise BadInput(f"--rtol {request.rtol:g}: must be 0 or more")
     target = resolve_target(request.tracking_uri, request.experiment)
     tracker = worker.Tracker()  # imports mlflow while this process loads the rest
+    threading.Thread(target=_warm_up, name="mlops_kit-replay-warm-up", daemon=True).start()
     try:
         workdir = _workdir(request)
         first = tracker.call(recorded.read_run, target.uri, request.run_id, str(workdir / "record"))
@@ -139,6 +142,14 @@ def replay(request: ReplayRequest) -> int:
         return _run_all(stages, report, target, tracker, request, workdir)
     finally:
         tracker.close()
+
+
+def _warm_up() -> None:
+    """While the worker imports mlflow and reads the run: find the interpreters and import papermill (what the
+    stage run needs next), so the replay costs about what the run cost."""
+    with contextlib.suppress(Exception):
+        interpreters.discover()
+        import papermill  # noqa: F401
 
 
 def _workdir(request: ReplayRequest) -> Path:
@@ -351,7 +362,7 @@ def _replay_stage(stage: _Stage, upstream: dict[str, Path | None], target: Targe
         return result
     built = _environment(stage, request, folder)
     output_dir = folder / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', stage.name)}_outputs"
-    replay_id = _execute(stage, built, folder, output_dir, target, request, parent, result)
+    replay_id = _execute(stage, built, folder, output_dir, target, request, parent, result, tracker)
     result.replay_run_id = replay_id
     if result.verdict != rr.FAILED:
         upstream[run.run_id] = output_dir
@@ -499,7 +510,7 @@ def _compare_env(stage: _Stage, built: envs.EnvResult) -> rr.EnvRow:
 
 
 def _execute(stage: _Stage, built: envs.EnvResult, folder: Path, output_dir: Path, target: Target,
-             request: ReplayRequest, parent: str | None, result: rr.StageReport) -> str | None:
+             request: ReplayRequest, parent: str | None, result: rr.StageReport, tracker: worker.Tracker) -> str | None:
     """Step 5: run_notebook's machinery on the recorded notebook and parameters; returns the replay run's id."""
     params_file = folder / "params.yaml"
     params_file.write_text(params_mod.yaml_text(stage.values), encoding="utf-8")
@@ -513,7 +524,7 @@ def _execute(stage: _Stage, built: envs.EnvResult, folder: Path, output_dir: Pat
         cell_timeout=request.cell_timeout, cwd=_kernel_folder(stage, request, folder, result.notes),
         tags=((recorded.REPLAY_OF_TAG, stage.run.run_id), (recorded.ROLE_TAG, REPLAY_ROLE)), parent_run_id=parent)
     try:
-        stage_run.run(run_request)
+        stage_run.run(run_request, tracker)  # the replay's worker: mlflow is imported there already
     except NotebookFailed as exc:
         result.verdict = rr.FAILED
         result.notes.append(str(exc))

@@ -71,12 +71,14 @@ class _Run:
     masked: dict[str, Any]
 
 
-def run(request: NotebookRunRequest) -> int:
-    """Run the stage notebook and log it (or, with ``log_existing``, upload an earlier run); returns the exit code."""
+def run(request: NotebookRunRequest, tracker: worker.Tracker | None = None) -> int:
+    """Run the stage notebook and log it (or, with ``log_existing``, upload an earlier run); returns the exit code.
+    ``tracker``: a tracking worker the caller started (a replay's, mlflow already imported) and closes itself."""
     if request.log_existing is not None:
         return _log_existing(request.log_existing, request.tracking_uri, request.experiment)
     target = runrecord.resolve_target(request.tracking_uri, request.experiment)
-    tracker = worker.Tracker()  # imports mlflow while the inputs are checked and papermill loads
+    own = tracker is None
+    tracker = tracker or worker.Tracker()  # imports mlflow while the inputs are checked and papermill loads
     try:
         checked = _checked_inputs(request, target)  # bad input: exit 2, whatever the state of the store
         try:
@@ -89,7 +91,8 @@ def run(request: NotebookRunRequest) -> int:
             _close_vanished_run(checked.files, tracker)
             return _execute_and_log(request, checked, target, tracker)
     finally:
-        tracker.close()
+        if own:
+            tracker.close()
 
 
 @dataclass
