@@ -148,6 +148,18 @@ def test_a_masked_parameter_needs_p(chain: dict[str, Any], tmp_path: Path) -> No
     assert len(_replays_of(chain["uri"], chain["use"])) == before
 
 
+def test_a_notebook_failing_in_the_replay_is_exit_5_and_its_report_is_logged(chain: dict[str, Any],
+                                                                              tmp_path: Path) -> None:
+    done = _replay(chain, chain["use"], tmp_path / "fails", "-p", "api_token", "")  # the notebook asserts it
+    assert done.returncode == 5, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "api_token is required" in one_error_line(done.stderr) and "NOTEBOOK FAILED" in done.stdout
+    (failed,) = [r for r in _replays_of(chain["uri"], chain["use"])
+                 if r.data.tags.get("mlops_kit.replay_verdict") == "notebook failed"]
+    assert failed.info.status == "FAILED"
+    report = _artifact_json(chain["uri"], failed.info.run_id, "replay/report.json", tmp_path)
+    assert report["verdict"] == "notebook failed" and report["inputs"][0]["ok"]
+
+
 def test_unseeded_random_numbers_are_not_reproduced(chain: dict[str, Any], tmp_path: Path) -> None:
     done = _replay(chain, chain["unseeded"], tmp_path / "unseeded")
     assert done.returncode == 8, done.stdout[-3000:] + done.stderr[-3000:]

@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,11 @@ _Rule = tuple[str, "str | None"]  # (normalized path or folder, file name prefix
 
 
 # ---------------------------------------------------------------------------------------------------- names
+
+
+def base_name(path: str) -> str:
+    """The last part of a path recorded on any platform (a Windows agent's record replayed on Linux too)."""
+    return re.split(r"[\\/]", path.rstrip("\\/"))[-1] or path
 
 
 def param_name(path: Sequence[Any]) -> str:
@@ -353,7 +359,7 @@ def dataset_inputs(record: Mapping[str, Any]) -> list[Any]:
     for item in record.get("inputs", []):
         if not item.get("sha256"):
             continue
-        name = f"{param_name(item['param'])}: {Path(item['path']).name or item['path']}"
+        name = f"{param_name(item['param'])}: {base_name(item['path'])}"
         profile = {"size": item["size"], "files": len(item["files"]), "sha256": item["sha256"]}
         tags = {"mlflow.data.context": "input", "mlops_kit.param": param_name(item["param"]),
                 "mlops_kit.path": item["path"], "mlops_kit.sha256": item["sha256"], "mlops_kit.kind": item["kind"]}

@@ -413,7 +413,7 @@ def _place(stage: _Stage, item: dict[str, Any], number: int, upstream: dict[str,
     produced = [f for f in item["files"] if f.get("producer")]
     if not produced:
         return Path(item["path"]), "its recorded path", True
-    base = Path(item["path"]).name or "input"
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", lineage.base_name(item["path"])) or "input"
     target = folder / "inputs" / f"{number + 1}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}" / base
     sources = set()
     for f in item["files"]:
