@@ -34,12 +34,14 @@ outputs/ (files already there from earlier runs too: use a fresh folder per run)
 
 Metrics: a JSON object {"name": number, ...} that the notebook writes to <output_dir>/metrics.json during the run
 is logged as MLflow metrics (nested objects become a.b names; non-numbers are skipped with a warning). A notebook
-can also call mlflow.log_metric() itself: MLFLOW_RUN_ID, MLFLOW_TRACKING_URI and MLFLOW_EXPERIMENT_ID point its
-kernel at this run (needs mlflow or mlflow-skinny in the venv and a tracking server; a SQLite store needs the same
-mlflow version in the venv as here).
+can also call mlflow itself (log_metric, log_param, set_tag, log_artifact, log_model, ...) with any mlflow or
+mlflow-skinny in its venv: MLFLOW_RUN_ID, MLFLOW_TRACKING_URI and MLFLOW_EXPERIMENT_ID point its kernel at this
+run. A tracking server is used directly; a local store (SQLite, file store) is served to the kernel over HTTP on
+127.0.0.1 while the notebook runs (MLflow's own server code, started only when a code cell mentions mlflow).
 
 Written next to --output: <name>.html (the executed notebook as HTML), <name>.params.yaml (the parameters used,
-secret-looking values masked) and <name>.mlops_run.json (the run manifest). The executed notebook is written even
+secret-looking values masked), <name>.mlops_run.json (the run manifest) and, when a local store was served,
+<name>.mlflow_server.log. The executed notebook is written even
 when a cell fails, the kernel dies or a cell times out (exit 5; the run is marked FAILED with the cell and error).
 
 MLflow: tracking URI --tracking-uri, else MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the current folder
@@ -109,7 +111,8 @@ def build_parser() -> cli.ArgParser:
     p.add_argument("--cell-timeout", type=float, metavar="S",
                    help="fail a cell running longer (whole seconds, rounded up; default: no limit)")
     p.add_argument("--start-timeout", type=float, default=60, metavar="S",
-                   help="seconds to wait for the kernel to start (default: 60)")
+                   help="seconds to wait for the kernel (and a served local MLflow store) to start "
+                        "(default: 60)")
     p.add_argument("--cwd", type=Path, metavar="DIR", help="the kernel's working folder (default: the current one)")
     return p
 

@@ -51,10 +51,27 @@ def build_venv(root: Path, *, stage: str, minor: str, packages: list[str]) -> Pa
 
 @pytest.fixture(scope="session")
 def venv_mlflow(tmp_path_factory: pytest.TempPathFactory, pythons: dict[str, Path]) -> Path:
-    """Python 3.12 stage venv with mlflow-skinny (so a notebook can log metrics itself)."""
+    """Python 3.12 stage venv with mlflow-skinny and the scikit-learn flavour's needs (pandas; skops for 3.x's
+    default model format): a notebook logs metrics and a model itself, a small venv's way (no SQLite in skinny)."""
     assert "3.12" in pythons
     return build_venv(tmp_path_factory.getbasetemp() / "nb-venvs", stage="train", minor="3.12",
-                      packages=["mlflow-skinny"])
+                      packages=["mlflow-skinny", "scikit-learn", "pandas", "skops"])
+
+
+@pytest.fixture(scope="session")
+def venv_mlflow2(tmp_path_factory: pytest.TempPathFactory, pythons: dict[str, Path]) -> Path:
+    """Python 3.10 stage venv with an older major mlflow (its full package brings scikit-learn and matplotlib)."""
+    assert "3.10" in pythons
+    return build_venv(tmp_path_factory.getbasetemp() / "nb-venvs", stage="report", minor="3.10",
+                      packages=["mlflow==2.17.2"])
+
+
+@pytest.fixture(scope="session")
+def venv_mlflow129(tmp_path_factory: pytest.TempPathFactory, pythons: dict[str, Path]) -> Path:
+    """The seed's ingest case: Python 3.8 with mlflow==1.29.0 (no scikit-learn)."""
+    assert "3.8" in pythons
+    return build_venv(tmp_path_factory.getbasetemp() / "nb-venvs", stage="score", minor="3.8",
+                      packages=["mlflow==1.29.0"])
 
 
 @pytest.fixture(scope="session")
@@ -87,4 +104,4 @@ private_mlflow_server = start_mlflow_server  # a server only one test uses (so i
 
 
 __all__ = ["NOTEBOOKS", "REPO_ROOT", "build_venv", "env_with", "one_error_line", "private_mlflow_server", "run_nb",
-           "venv_mlflow", "venv_small"]
+           "venv_mlflow", "venv_mlflow2", "venv_mlflow129", "venv_small"]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from helpers import REPO_ROOT, run_script
-from mlops_kit import pipeline_report
+from mlops_kit import pipeline, pipeline_report
 
 
 def test_dry_run_prints_the_plan_of_the_example() -> None:
@@ -21,3 +22,13 @@ def test_closing_note_names_the_toolkits_own_mlflow_and_jupyter() -> None:
         shown = pipeline_report._toolkit_command(name, REPO_ROOT)
         assert Path(shown).name == name and (Path(shown) if Path(shown).is_absolute() else REPO_ROOT / shown).is_file()
     assert pipeline_report._toolkit_command("no-such-tool", REPO_ROOT) == "no-such-tool"
+
+
+def test_closing_note_links_the_runs_in_mlflows_model_training_view(tmp_path: Path) -> None:
+    """MLflow 3's UI opens on its GenAI view, which shows no runs: the note links the experiment's runs page."""
+    result = pipeline.RunResult("p", 3, "3", "abc", [], tmp_path / "artifacts")
+    assert pipeline_report._runs_page(result) == "#/experiments?workflowType=machine_learning"
+    manifest = tmp_path / "artifacts" / "train" / "1" / "train" / "notebooks" / "train_out.mlops_run.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps({"experiment_id": "7"}), encoding="utf-8")
+    assert pipeline_report._runs_page(result) == "#/experiments/7/runs?workflowType=machine_learning"

@@ -1,19 +1,24 @@
 """End to end: ``scripts/run_notebook.py`` on real venvs (built by create_venv.py), real kernels, real papermill,
-a real MLflow server read back with ``MlflowClient``."""
+a real MLflow server read back with ``MlflowClient``; a notebook's own MLflow calls on the default SQLite store
+(served by the tracking worker) from stage venvs with other mlflow versions."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import nbformat
 import pytest
 from mlflow import MlflowClient
 
-from helpers import NEW_PROCESS_GROUP, POSIX_SIGNALS, free_port, kill_tree
+from helpers import NEW_PROCESS_GROUP, POSIX_SIGNALS, SCRIPTS, TOOLKIT_PYTHON, free_port, kill_tree
 from helpers_notebook import NOTEBOOKS, env_with, one_error_line, private_mlflow_server, run_nb
 
 pytestmark = pytest.mark.slow
@@ -82,6 +87,7 @@ def test_server_run_logs_params_tags_metrics_artifacts(tmp_path: Path, venv_mlfl
     assert "hunter2" not in logged_nb.read_text() and "hunter2" not in output.read_text()
     assert (output.parent / "train_outputs" / "plots" / "square.png").is_file()
     assert json.loads(tracking_manifest(output).read_text())["logged"] is True
+    assert _served_store(output) is None  # a tracking server is used directly, even by a notebook using mlflow
 
 
 def tracking_manifest(output: Path) -> Path:
@@ -105,6 +111,8 @@ def test_default_sqlite_store_and_venv_interpreter(tmp_path: Path, venv_small: P
     assert run.data.params["python_version"].startswith("3.10.") and run.data.params["stage"] == "ingest"
     assert (cwd / "out" / "ingest_outputs").is_dir()  # default output folder: <output dir>/<stage>_outputs
     assert done.stdout.strip().splitlines()[-1] == str(cwd / "out" / "check.ipynb")
+    assert _served_store(cwd / "out" / "check.ipynb") is None  # no mention of mlflow: no server started
+    assert "mlflow_server" not in tracking_manifest(cwd / "out" / "check.ipynb").read_text()
 
 
 def test_failing_notebook_is_written_logged_and_failed(tmp_path: Path, venv_small: Path, mlflow_server: str) -> None:
@@ -128,14 +136,16 @@ def test_failing_notebook_is_written_logged_and_failed(tmp_path: Path, venv_smal
                                                      ("dies", [], "kernel-died")])
 def test_timeout_and_dead_kernel_fail_with_notebook_written(tmp_path: Path, venv_small: Path, name: str,
                                                             extra: list[str], kind: str) -> None:
+    """Also: the local store served meanwhile (the notebook mentions mlflow) is stopped."""
     output = tmp_path / "new" / "nested folder" / f"{name}_out.ipynb"  # created, though --output-dir is elsewhere
-    done = run_nb("--venv", str(venv_small), "--notebook", str(NOTEBOOKS / f"{name}.ipynb"), "--output", str(output),
-                  "--output-dir", str(tmp_path / "outs"), *extra, cwd=tmp_path)
+    done = run_nb("--venv", str(venv_small), "--notebook", str(_mentioning_mlflow(name, tmp_path)), "--output",
+                  str(output), "--output-dir", str(tmp_path / "outs"), *extra, cwd=tmp_path)
     assert done.returncode == 5, done.stderr
     assert kind in one_error_line(done.stderr)
     assert output.is_file() and "An Exception was encountered" in output.read_text()
     (run,) = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "mlops_kit")
     assert run.info.status == "FAILED" and run.data.tags["mlops_kit.failure_kind"] == kind
+    _assert_server_gone(output)
 
 
 def test_malformed_output_is_a_failed_run_not_a_crash(tmp_path: Path, venv_small: Path, mlflow_server: str) -> None:
@@ -340,20 +350,9 @@ def test_p_needs_name_and_value(tmp_path: Path, venv_small: Path) -> None:
 
 @POSIX_SIGNALS
 def test_ctrl_c_ends_the_run_killed_with_notebook_kept(tmp_path: Path, venv_small: Path) -> None:
-    import signal
-    import time
-
-    from helpers import SCRIPTS, TOOLKIT_PYTHON
-
+    """Also: the local store served meanwhile (the notebook mentions mlflow) is stopped."""
     output = tmp_path / "out.ipynb"
-    child = subprocess.Popen([str(TOOLKIT_PYTHON), str(SCRIPTS / "run_notebook.py"), "--venv", str(venv_small),
-                              "--notebook", str(NOTEBOOKS / "sleeps.ipynb"), "--output", str(output)],
-                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             **NEW_PROCESS_GROUP)
-    deadline = time.monotonic() + 120
-    while not output.is_file() and time.monotonic() < deadline:  # papermill saves it as the first cell starts
-        time.sleep(0.2)
-    time.sleep(1.5)
+    child = _start_sleeping_run(tmp_path, venv_small, output, _mentioning_mlflow("sleeps", tmp_path / "nb"))
     os.killpg(child.pid, signal.SIGINT)  # Ctrl-C reaches the whole console group
     _, stderr = child.communicate(timeout=120)
     assert child.returncode == 130, stderr
@@ -361,6 +360,7 @@ def test_ctrl_c_ends_the_run_killed_with_notebook_kept(tmp_path: Path, venv_smal
     (run,) = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "mlops_kit")
     assert run.info.status == "KILLED" and run.data.tags["mlops_kit.failure_kind"] == "interrupted"
     assert json.loads(tracking_manifest(output).read_text())["status"] == "KILLED"
+    _assert_server_gone(output)
 
 
 def test_unexpected_error_before_cells_ends_the_run_failed(tmp_path: Path, venv_small: Path,
@@ -383,17 +383,167 @@ def test_unexpected_error_before_cells_ends_the_run_failed(tmp_path: Path, venv_
     assert json.loads(tracking_manifest(output).read_text())["logged"] is True
 
 
+# --- a notebook's own MLflow calls on the default store: served by the tracking worker -------------------------
+
+SERVED_LOG = ".mlflow_server.log"
+DEAD_PROXY = "http://127.0.0.1:9"  # a proxy set for the internet must not be asked for the local server
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
+LINUX_PROC = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds processes in /proc")
+# which stage venv logs a scikit-learn model (mlflow 1.29's package brings no scikit-learn)
+MLFLOW_VENVS = {"venv_mlflow2": True, "venv_mlflow": True, "venv_mlflow129": False}
+
+
+def _mentioning_mlflow(name: str, folder: Path) -> Path:
+    """A copy of test notebook ``name`` whose code mentions mlflow (a comment is enough): the runner then serves
+    the local store while it runs, even for a venv without mlflow."""
+    nb = nbformat.read(str(NOTEBOOKS / f"{name}.ipynb"), as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("# the notebook would call mlflow here"))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.ipynb"
+    nbformat.write(nb, str(path))
+    return path
+
+
+def _served_store(output: Path) -> tuple[int, int] | None:
+    """Port and process of the store served for the run that wrote ``output`` (from its log); None: none was."""
+    log = output.with_name(output.stem + SERVED_LOG)
+    if not log.exists():
+        return None
+    text = log.read_text(encoding="utf-8")
+    found = re.search(r"serving .+ at http://127\.0\.0\.1:(\d+) \(.*process (\d+)\)", text)
+    assert found, text
+    return int(found[1]), int(found[2])
+
+
+def _running(pid: int) -> bool:
+    """Process ``pid`` exists and is not a zombie (Linux /proc; without /proc only the port is checked)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _server_gone(port: int, pid: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0 and not _running(pid)
+
+
+def _assert_server_gone(output: Path, *, stopped: bool = True) -> None:
+    """The store served for that run is gone: its port refuses and its process (the tracking worker) has exited;
+    with ``stopped``, the runner stopped it itself (its log says so) before writing the run's final status."""
+    served = _served_store(output)
+    assert served is not None, "no local store was served"
+    assert _server_gone(*served), served
+    if stopped:
+        assert "stopped serving" in output.with_name(output.stem + SERVED_LOG).read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("venv_fixture", list(MLFLOW_VENVS))
+def test_notebook_logs_itself_on_the_default_store(tmp_path: Path, venv_fixture: str,
+                                                   request: pytest.FixtureRequest) -> None:
+    """mlflow 2.x, mlflow-skinny (no SQLite support at all) and the seed's 1.29 on Python 3.8 cannot open the
+    toolkit's SQLite store themselves; served over HTTP, everything they log lands in the stage run."""
+    venv = request.getfixturevalue(venv_fixture)
+    output = tmp_path / "out" / "logs_out.ipynb"
+    env = {k: v for k, v in env_with(**dict.fromkeys(PROXY_VARS, DEAD_PROXY)).items() if k.lower() != "no_proxy"}
+    done = run_nb("--venv", str(venv), "--notebook", str(NOTEBOOKS / "logs_itself.ipynb"), "--output", str(output),
+                  cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (run,) = _runs(uri, "mlops_kit")
+    run_id = run.info.run_id
+    seen = json.loads(next(output.parent.glob("*_outputs/seen.json")).read_text())
+    assert seen["tracking_uri"].startswith("http://127.0.0.1:") and seen["run_id"] == run_id
+    client = MlflowClient(uri)
+    assert run.info.status == "FINISHED"
+    assert [m.value for m in client.get_metric_history(run_id, "nb_metric")] == [0.5, 0.75]
+    assert run.data.metrics == {"nb_metric": 0.75, "from_runner": 1.0}  # the notebook's and metrics.json
+    assert run.data.params["nb_param"] == f"p-{seen['version']}" and run.data.params["stage"] in venv.name
+    assert run.data.tags["nb_tag"] == f"t-{seen['version']}" and run.data.tags["mlops_kit.role"] == "stage"
+    arts = _artifacts(client, run_id)
+    assert {"logs_out.ipynb", "logs_out.html", "logs_out.mlflow_server.log", "environment/env.json",
+            "params/logs_out.params.yaml", "outputs/seen.json", "outputs/metrics.json",  # the runner's
+            "note.txt", "notes/note.txt", "dicts/d.json"} <= arts  # the notebook's
+    assert ("figures/line.png" in arts) == bool(seen.get("log_figure"))
+    assert bool(seen.get("sklearn_model")) is MLFLOW_VENVS[venv_fixture]
+    if "model_id" in seen:  # mlflow 3.x: a logged model linked to the run, its files in the local store
+        model = client.get_logged_model(seen["model_id"])
+        assert model.source_run_id == run_id and model.artifact_location.startswith((tmp_path / "mlruns").as_uri())
+    elif seen.get("sklearn_model"):
+        assert "model/MLmodel" in arts
+    own = client.get_run(seen["own_run_id"])  # an experiment the notebook created: artifacts stay local too
+    assert client.get_experiment(own.info.experiment_id).artifact_location.startswith((tmp_path / "mlruns").as_uri())
+    _assert_server_gone(output)
+
+
+def test_failing_cell_after_log_metric_keeps_it_and_stops_the_server(tmp_path: Path, venv_mlflow: Path) -> None:
+    output = tmp_path / "out" / "fails_out.ipynb"
+    done = run_nb("--venv", str(venv_mlflow), "--notebook", str(NOTEBOOKS / "logs_itself.ipynb"), "--output",
+                  str(output), "-p", "fail_after_metric", "true", cwd=tmp_path)
+    assert done.returncode == 5, done.stderr[-3000:]
+    assert "failing after log_metric" in one_error_line(done.stderr)
+    (run,) = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "mlops_kit")
+    assert run.info.status == "FAILED"  # written after the kernel's mlflow ended the run FINISHED at its exit
+    assert run.data.metrics == {"nb_metric": 0.75} and run.data.tags["mlops_kit.failure_kind"] == "cell-error"
+    assert "fails_out.mlflow_server.log" in _artifacts(MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}"),
+                                                       run.info.run_id)
+    _assert_server_gone(output)
+
+
+def test_server_that_cannot_start_is_exit_6_and_the_run_failed(tmp_path: Path, venv_small: Path) -> None:
+    output = tmp_path / "out" / "x.ipynb"
+    (tmp_path / "out" / f"x{SERVED_LOG}").mkdir(parents=True)  # its log cannot be written: it cannot start
+    done = run_nb("--venv", str(venv_small), "--notebook", str(_mentioning_mlflow("no_params", tmp_path)),
+                  "--output", str(output), cwd=tmp_path)
+    assert done.returncode == 6, done.stderr
+    line = one_error_line(done.stderr)
+    assert "cannot write its log" in line and f"x{SERVED_LOG}" in line and "nothing was executed" in line
+    (run,) = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "mlops_kit")
+    assert run.info.status == "FAILED" and run.data.tags["mlops_kit.failure_kind"] == "tracking-server"
+    assert json.loads(tracking_manifest(output).read_text())["status"] == "FAILED"
+    assert not output.exists()
+
+
+@LINUX_PROC
+def test_killed_runner_leaves_no_server_and_no_process(tmp_path: Path, venv_small: Path, isolated_home: Path) -> None:
+    """``kill -9`` of run_notebook: its tracking worker (serving the store) and the kernel leave by themselves."""
+    output = tmp_path / "out.ipynb"
+    child = _start_sleeping_run(tmp_path, venv_small, output, _mentioning_mlflow("sleeps", tmp_path / "nb"))
+    try:
+        served = _served_store(output)
+        assert served is not None and not _server_gone(*served)
+        os.kill(child.pid, signal.SIGKILL)  # the runner only: its worker and kernel are left to themselves
+        child.communicate(timeout=30)
+        deadline = time.monotonic() + 30
+        while not (_server_gone(*served) and not _ours(isolated_home)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _server_gone(*served), served
+        assert not _ours(isolated_home)  # the kernel: its connection file is in this test's Jupyter runtime folder
+    finally:
+        kill_tree(child.pid)
+
+
+def _ours(home: Path) -> list[str]:
+    """Command lines of running processes that name a path under ``home`` (Linux /proc)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(home) in text and _running(int(cmdline.parent.name)):
+            found.append(text)
+    return found
+
+
 # --- failure paths that must end clean (issue 10) ----------------------------------------------------------------
 
 
-def _start_sleeping_run(tmp_path: Path, venv: Path, output: Path) -> subprocess.Popen:
+def _start_sleeping_run(tmp_path: Path, venv: Path, output: Path,
+                        nb: Path = NOTEBOOKS / "sleeps.ipynb") -> subprocess.Popen:
     """run_notebook.py on a notebook that sleeps in its second cell; returns once that cell runs."""
-    import time
-
-    from helpers import SCRIPTS, TOOLKIT_PYTHON
-
     child = subprocess.Popen([str(TOOLKIT_PYTHON), str(SCRIPTS / "run_notebook.py"), "--venv", str(venv),
-                              "--notebook", str(NOTEBOOKS / "sleeps.ipynb"), "--output", str(output)],
+                              "--notebook", str(nb), "--output", str(output)],
                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              **NEW_PROCESS_GROUP)
     deadline = time.monotonic() + 120

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 from . import gocd, pipeline
 from .errors import BadInput
 from .redact import redact
+from .runrecord import MANIFEST_SUFFIX
 from .spec import load_spec
 
 
@@ -41,18 +43,35 @@ def where_results_are(chosen: gocd.Pipeline, result: pipeline.RunResult, setting
              "console.log",
              f"  MLflow runs ({tracking}), parent run per pipeline counter, one nested run per stage:"]
     mlflow, jupyter = _toolkit_command("mlflow", settings.source), _toolkit_command("jupyter", settings.source)
+    page = _runs_page(result)
     if tracking == pipeline.local_tracking_uri(settings.source):
         lines.append(f"      cd {settings.source}")
-        lines.append(f"      {mlflow} ui --backend-store-uri sqlite:///mlflow.db      then open http://127.0.0.1:5000")
+        lines.append(f"      {mlflow} ui --backend-store-uri sqlite:///mlflow.db      then open "
+                     f"http://127.0.0.1:5000/{page}")
     elif tracking.startswith("sqlite:"):
-        lines.append(f"      {mlflow} ui --backend-store-uri {tracking}      then open http://127.0.0.1:5000")
+        lines.append(f"      {mlflow} ui --backend-store-uri {tracking}      then open http://127.0.0.1:5000/{page}")
     else:
-        lines.append(f"      open the tracking server's web UI ({tracking})")
+        lines.append(f"      open {tracking.rstrip('/')}/{page}" if tracking.startswith("http") else
+                     f"      open the tracking server's web UI ({tracking})")
     kernels = _kernel_names(chosen, settings.source)
     if kernels:
         lines.append(f"  Jupyter kernels of the stage venvs ({jupyter} lab, then Kernel > Change Kernel): "
                      + ", ".join(f'"{k}"' for k in kernels))
     return "\n".join(lines)
+
+
+def _runs_page(result: pipeline.RunResult) -> str:
+    """The UI page of the experiment's runs, in MLflow 3's "Model training" view (its default view is GenAI's, which
+    shows no runs): ``#/experiments/<id>/runs?workflowType=machine_learning``, the id read from a published run
+    manifest of this rehearsal; without one, the experiments list."""
+    for manifest in sorted(result.artifacts_root.glob(f"*/1/*/*/*{MANIFEST_SUFFIX}")):
+        try:
+            experiment_id = json.loads(manifest.read_text(encoding="utf-8")).get("experiment_id")
+        except (OSError, ValueError):
+            continue
+        if experiment_id:
+            return f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    return "#/experiments?workflowType=machine_learning"
 
 
 def _toolkit_command(name: str, source: Path) -> str:

@@ -9,11 +9,14 @@ No run stays RUNNING for ever: the manifest is written as soon as the run exists
 KILLED with the notebook executed so far, and a manifest still RUNNING whose runner vanished (``kill -9``) is closed
 as KILLED by ``--log-existing`` or by the next run of the same output. Execution is :mod:`mlops_kit.notebook`'s,
 parameters :mod:`mlops_kit.params`'s, the output rules :mod:`mlops_kit.outputs`'s, the record and manifest
-:mod:`mlops_kit.runrecord`'s, the MLflow calls :mod:`mlops_kit.tracking`'s (run in :mod:`mlops_kit.worker`).
+:mod:`mlops_kit.runrecord`'s, the MLflow calls :mod:`mlops_kit.tracking`'s (run in :mod:`mlops_kit.worker`). A
+notebook that mentions mlflow, on a local store, gets that store served over HTTP by the worker
+(:mod:`mlops_kit.served_store`) from the run's creation until its kernel has exited.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -24,7 +27,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import audit, console, git, kernel, notebook, outputs, params, paths, redact, runrecord, spec, tracking, worker
+from . import (
+    audit,
+    console,
+    git,
+    kernel,
+    notebook,
+    outputs,
+    params,
+    paths,
+    redact,
+    runrecord,
+    served_store,
+    spec,
+    tracking,
+    worker,
+)
 from .errors import BadInput, NotebookFailed, TrackingError
 from .lineage import plan as lineage_record
 
@@ -69,6 +87,7 @@ class _Run:
     record: runrecord.RunRecord
     files: outputs.RunFiles
     masked: dict[str, Any]
+    served: Future | None = None  # the local store served to the kernel (its URL), when the notebook uses mlflow
 
 
 def run(request: NotebookRunRequest, tracker: worker.Tracker | None = None) -> int:
@@ -170,8 +189,11 @@ def _execute_and_log(request: NotebookRunRequest, checked: _Checked, target: run
     masked = redact.masked(values)
     record = _record(request, checked.stage, env, files, masked, target,
                      params_file_has_secrets=checked.params_file_has_secrets)
+    served_log = _served_log(record, files, nb)  # before start_run: the manifest written at the start lists it
     started = tracker.submit(tracking.start_run, record, str(files.manifest))  # the manifest exists from the start
     live = _Run(tracker, started, record, files, masked)
+    if served_log is not None:  # queued right after start_run: the worker serves the store while the kernel runs
+        live.served = tracker.submit(served_store.serve, record.tracking_uri, str(served_log), request.start_timeout)
     ex = notebook.Execution(
         notebook=Path(os.path.abspath(request.notebook)), output=files.output, parameters=values,
         kernelspec=kernel.kernelspec(env.venv_dir, env.kernel_display_name), kernel_name=env.kernel_name,
@@ -185,6 +207,9 @@ def _execute_and_log(request: NotebookRunRequest, checked: _Checked, target: run
     begin = time.time()
     try:
         outcome = notebook.execute(ex, nb)
+    except served_store.ServedStoreError as exc:  # the run exists: end it FAILED with a manifest (exit 6)
+        _not_served(live, exc)
+        raise TrackingError(f"{exc}; nothing was executed, run {live.record.run_id} ended FAILED") from None
     except TrackingError as exc:
         raise TrackingError(f"{exc}; nothing was executed") from None
     except KeyboardInterrupt:
@@ -260,6 +285,17 @@ def _source_name(nb_path: Path, git_root: Path | None) -> str:
     return str(nb_path)
 
 
+def _served_log(record: runrecord.RunRecord, files: outputs.RunFiles, nb: NotebookNode) -> Path | None:
+    """A notebook that mentions mlflow, on a local store, gets that store over HTTP from MLflow's own server code in
+    the tracking worker: any mlflow or mlflow-skinny in its venv can then log to it. Returns the server's log,
+    ``<output stem>.mlflow_server.log``, made one of the run's files; None when no server is needed."""
+    if not (served_store.is_local_store(record.tracking_uri) and served_store.notebook_uses_mlflow(nb)):
+        return None
+    log = files.output.with_name(files.output.stem + ".mlflow_server.log")
+    record.files.append([str(log), ""])
+    return log
+
+
 def _run_ready(live: _Run) -> dict[str, str]:
     """Called once the kernel is up: wait for the MLflow run, create the output folder, give the kernel its env."""
     notebook.prewarm_html_in_background()  # uses the wait for the run (or runs beside the first cells)
@@ -268,14 +304,39 @@ def _run_ready(live: _Run) -> dict[str, str]:
     live.record.params_logged = True
     live.tracker.submit(tracking.warm_finish, live.record.tracking_uri, ids["run_id"])
     live.files.output_dir.mkdir(parents=True, exist_ok=True)
-    return {"MLFLOW_RUN_ID": ids["run_id"], "MLFLOW_TRACKING_URI": live.record.tracking_uri,
-            "MLFLOW_EXPERIMENT_ID": ids["experiment_id"]}
+    env = {"MLFLOW_RUN_ID": ids["run_id"], "MLFLOW_TRACKING_URI": live.record.tracking_uri,
+           "MLFLOW_EXPERIMENT_ID": ids["experiment_id"]}
+    if live.served is not None:  # a ServedStoreError here: exit 6, the run ended FAILED (_not_served)
+        env.update(served_store.client_env(live.tracker.result(live.served)))
+    return env
+
+
+def _stop_serving(live: _Run) -> None:
+    """The kernel has exited (its mlflow may have ended the run FINISHED at exit): stop the served store before
+    the runner writes the final status, so nothing writes to the run after it. Never fails the run."""
+    if live.served is not None:
+        with contextlib.suppress(TrackingError):
+            live.tracker.call(served_store.stop_serving)
+
+
+def _not_served(live: _Run, exc: TrackingError) -> None:
+    """The local server did not start (the kernel was up, no cell ran): end the existing run FAILED, keep a
+    manifest (the server's log is one of the run's files)."""
+    record = live.record
+    record.status, record.end_time = "FAILED", int(time.time() * 1000)
+    record.failure = {"failure_kind": "tracking-server", "error_name": type(exc).__name__, "error_value": str(exc)}
+    if record.run_id is not None:
+        with contextlib.suppress(TrackingError):
+            live.tracker.call(tracking.finish_run, record)
+            record.logged = True
+    runrecord.save_manifest(record, live.files.manifest)
 
 
 def _finish(live: _Run, outcome: notebook.Outcome, begin: float) -> int:
     """Write and log the results; a tracking failure keeps everything on disk with the command to upload it later."""
     record, files = live.record, live.files
     output, manifest = files.output, files.manifest
+    _stop_serving(live)
     record.end_time = int(time.time() * 1000)
     record.status = "FINISHED" if outcome.ok else "FAILED"
     record.failure = outcome.as_tags() if not outcome.ok else {}
@@ -327,6 +388,7 @@ def _interrupted(live: _Run) -> None:
         record.params_logged = True
     if record.run_id is not None:
         try:
+            _stop_serving(live)  # before KILLED is written: nothing from the kernel can reach the run after it
             live.tracker.call(tracking.finish_run, record)
             record.logged = True
         except Exception:  # noqa: BLE001 - the manifest below still allows --log-existing

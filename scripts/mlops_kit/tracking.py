@@ -113,7 +113,8 @@ def _experiment_id(client: Any, target: Target) -> str:
     exp = client.get_experiment_by_name(target.experiment)
     if exp is None:
         try:
-            return client.create_experiment(target.experiment, artifact_location=target.artifact_location)
+            return client.create_experiment(target.experiment, artifact_location=target.artifact_location,
+                                            tags={"mlflow.experimentKind": "custom_model_development"})
         except Exception:  # noqa: BLE001 - another stage created it meanwhile
             exp = client.get_experiment_by_name(target.experiment)
             if exp is None:
