@@ -56,8 +56,12 @@ parameter (nested keys as a.b; values of names containing password, token, secre
 logged as ***). Tags: mlflow.source.*, and GO_PIPELINE_NAME, GO_PIPELINE_COUNTER, GO_PIPELINE_LABEL, GO_STAGE_NAME,
 GO_STAGE_COUNTER, GO_JOB_NAME, GO_TRIGGER_USER, GO_SERVER_URL, GO_REVISION* when set (no other variables).
 Stages with the same GO_PIPELINE_NAME and GO_PIPELINE_COUNTER are nested under one parent run.
-Artifacts: the executed notebook and its HTML, environment/ (spec.yaml, pip_freeze.txt, env.json of the venv),
-params/ (the params file and the parameters used) and outputs/ (the output folder).
+Artifacts: the executed notebook and its HTML, source/ (the notebook as given), environment/ (spec.yaml,
+pip_freeze.txt, env.json of the venv, its lock if any), params/ (the params file and the parameters used), outputs/
+(the output folder) and lineage/lineage.json: the inputs (every parameter naming an existing file or folder outside
+the output folder, e.g. input_dir) with size and sha256 and the earlier stage run of the same pipeline instance
+that produced them, the outputs' sha256, the masked names (also the run's MLflow dataset inputs). Such a run can be
+replayed and checked with scripts/replay_run.py RUN_ID.
 
 If the tracking store cannot be reached before the notebook starts, nothing is executed (exit 6). If it fails
 after, the executed notebook and outputs stay on disk and the run can be uploaded later with

@@ -79,15 +79,24 @@ def _rehearse_at_once(count: int, *args: str, logs: Path) -> list[tuple[int, str
     return [(code, (logs / f"{i}.log").read_text(encoding="utf-8", errors="replace")) for i, code in enumerate(codes)]
 
 
-def test_three_rehearsals_of_the_example_at_once_against_one_server(
-        mlflow_server: str, venv_root: Path, tmp_path: Path) -> None:
-    """Issue 11: three pipeline instances at once (one state folder: counters 1-3, --keep 1 must not prune a live
-    one), one tracking server, the same experiment: three parents, nine stage runs, each under its own parent."""
-    state = tmp_path / "state"
+@pytest.fixture(scope="module")
+def rehearsed(mlflow_server: str, venv_root: Path, tmp_path_factory: pytest.TempPathFactory
+              ) -> tuple[Path, list[tuple[int, str]]]:
+    """Three rehearsals of the example at once (the state folder, [(exit code, output)]): checked by one test,
+    replayed by another."""
+    folder = tmp_path_factory.mktemp("rehearsals")
     # the session's MLflow server is shared with other test modules: an experiment of our own
     done = _rehearse_at_once(3, "--tracking-uri", mlflow_server, "--venv-root", str(venv_root), "--state-dir",
-                             str(state), "--env", "MLFLOW_EXPERIMENT_NAME=ml-example-e2e", "--keep", "1",
-                             logs=tmp_path / "logs")
+                             str(folder / "state"), "--env", "MLFLOW_EXPERIMENT_NAME=ml-example-e2e", "--keep", "1",
+                             logs=folder / "logs")
+    return folder / "state", done
+
+
+def test_three_rehearsals_of_the_example_at_once_against_one_server(
+        mlflow_server: str, rehearsed: tuple[Path, list[tuple[int, str]]], tmp_path: Path) -> None:
+    """Issue 11: three pipeline instances at once (one state folder: counters 1-3, --keep 1 must not prune a live
+    one), one tracking server, the same experiment: three parents, nine stage runs, each under its own parent."""
+    state, done = rehearsed
     for code, out in done:
         assert code == 0, out[-6000:]
         assert "results:" in out and "Train (py3.12)" in out
@@ -112,6 +121,12 @@ def test_three_rehearsals_of_the_example_at_once_against_one_server(
         assert _has(paths, f"{name}_out.ipynb") and _has(paths, "pip_freeze.txt"), (name, paths)
         assert "environment/spec.lock.txt" in paths, (name, paths)  # the committed lock it was installed from
         assert _has(paths, "metrics.json"), (name, paths)
+
+    for consumer, producer in (("features", "ingest"), ("train", "features")):  # lineage: content, not paths
+        (dataset,) = stages[consumer].inputs.dataset_inputs
+        tags = {t.key: t.value for t in dataset.tags}
+        assert tags["mlops_kit.param"] == "input_dir", consumer
+        assert tags["mlops_kit.producer_run_id"] == stages[producer].info.run_id, consumer
 
     assert stages["ingest"].data.metrics["rows"] == 569
     assert stages["ingest"].data.params["min_rows"] == "500"
@@ -146,6 +161,28 @@ def test_three_rehearsals_of_the_example_at_once_against_one_server(
     train_copy = state / "work" / "ml-example" / "1" / "train" / "train"
     assert (train_copy / "inputs" / "features_outputs" / "features.csv").is_file()
     assert not (train_copy / "out" / "ingest_outputs").exists()
+
+
+def test_the_example_pipeline_replays_exactly_from_its_run_id(
+        mlflow_server: str, rehearsed: tuple[Path, list[tuple[int, str]]], venv_root: Path, tmp_path: Path) -> None:
+    """Issue 8: one command replays the whole pipeline run (three venvs rebuilt from the recorded locks, each stage's
+    input taken from the replayed upstream) and proves every metric, output file and freeze identical."""
+    parent, stages = _families(mlflow_server, "ml-example-e2e")[0]
+    done = run_script("replay_run.py", parent.info.run_id, "--tracking-uri", mlflow_server, "--venv-root",
+                      str(venv_root / "replay"), "--experiment", "ml-example-replay", "--workdir",
+                      str(tmp_path / "replay"), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    assert done.stdout.count("built from the recorded lock; freeze identical") == 3
+    assert "model.joblib" in done.stdout and "DIFFERENT" not in done.stdout
+    client = _client(mlflow_server)
+    experiment = client.get_experiment_by_name("ml-example-replay")
+    runs = client.search_runs([experiment.experiment_id])
+    (top,) = [r for r in runs if r.data.tags.get("mlops_kit.replay_of") == parent.info.run_id]
+    nested = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == top.info.run_id}
+    assert sorted(nested) == sorted(STAGES) and top.data.tags["mlops_kit.replay_verdict"] == "reproduced"
+    for name, run in nested.items():
+        assert run.data.tags["mlops_kit.replay_of"] == stages[name].info.run_id
+        assert run.data.metrics == stages[name].data.metrics, name
 
 
 def _copy_repo(target: Path) -> None:

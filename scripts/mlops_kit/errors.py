@@ -13,6 +13,7 @@ EXIT_ENV_BUILD = 4
 EXIT_NOTEBOOK_FAILED = 5
 EXIT_TRACKING = 6
 EXIT_PIPELINE_FAILED = 7
+EXIT_NOT_REPRODUCED = 8
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
@@ -26,6 +27,8 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
                            "written and logged"),
     (EXIT_TRACKING, "MLflow tracking store unreachable or refused the run"),
     (EXIT_PIPELINE_FAILED, "a pipeline job failed (run_pipeline.py)"),
+    (EXIT_NOT_REPRODUCED, "not reproduced (replay_run.py): a metric, an output file, the environment or an input "
+                          "differs from the record; the table names each"),
     (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
     (EXIT_TERMINATED, "terminated (SIGTERM, as when GoCD cancels a job): handled like Ctrl-C"),
 )
@@ -77,3 +80,9 @@ class PipelineFailed(ToolkitError):
     """A job of the locally rehearsed GoCD pipeline failed."""
 
     exit_code = EXIT_PIPELINE_FAILED
+
+
+class NotReproduced(ToolkitError):
+    """A replay did not give the recorded results (or could not be given the recorded inputs)."""
+
+    exit_code = EXIT_NOT_REPRODUCED

@@ -48,6 +48,18 @@ def listed_files(folder: Path) -> list[str] | None:
     return None if out is None else [name for name in out.split("\0") if name]
 
 
+def show(folder: Path, commit: str, path: str) -> str | None:
+    """The text of ``path`` as committed in ``commit`` (``git show <commit>:<path>``), or ``None`` (no such
+    repository, commit or file)."""
+    if not commit or commit == "unknown" or not path:
+        return None
+    try:
+        result = proc.run(["git", "-C", str(folder), "show", f"{commit}:{path}"], check=False, timeout=60)
+    except proc.CommandError:
+        return None
+    return result.stdout if result.returncode == 0 else None
+
+
 def toolkit_sha() -> str:
     """The toolkit checkout's commit, or ``unknown`` (not a git checkout, or git not installed)."""
     if not (TOOLKIT_ROOT / ".git").exists():

@@ -1,9 +1,10 @@
 """Where one stage run writes, checked before anything runs: the executed notebook, its companions, the output folder.
 
-Next to ``--output`` (``out/train_out.ipynb``): ``train_out.html``, ``train_out.params.yaml``, the run manifest
-``train_out.mlops_run.json`` and, while the run is alive, the hidden lock ``.train_out.mlops_run.lock``. The output
-folder (``--output-dir``, default ``<folder of --output>/<stage>_outputs``) is logged whole, so it must not hold the
-tracking store, its artifacts, the venv or the executed notebook: logging a folder into itself copies it into
+Next to ``--output`` (``out/train_out.ipynb``): ``train_out.html``, ``train_out.params.yaml``, the notebook as
+given ``train_out.source.ipynb``, the run manifest ``train_out.mlops_run.json`` and, while the run is alive, the
+hidden lock ``.train_out.mlops_run.lock``. The output folder (``--output-dir``, default
+``<folder of --output>/<stage>_outputs``) is logged whole, so it must not hold the tracking store, its artifacts, the
+venv or the executed notebook: logging a folder into itself copies it into
 itself for ever.
 
 The lock is an OS file lock held for the run's lifetime: a second run writing the same output is refused, and a
@@ -42,6 +43,11 @@ class RunFiles:
         return self.output.with_name(self.output.stem + ".params.yaml")
 
     @property
+    def source_copy(self) -> Path:
+        """The notebook as given (before parameters were injected), copied when the run starts."""
+        return self.output.with_name(self.output.stem + ".source.ipynb")
+
+    @property
     def manifest(self) -> Path:
         return self.output.with_name(self.output.stem + MANIFEST_SUFFIX)
 
@@ -57,7 +63,7 @@ def run_files(output: Path, output_dir: Path | None, stage: str) -> RunFiles:
 
 def check(files: RunFiles, *, target: Target, venv: Path) -> None:
     """Refuse an output folder that would swallow what the run logs from, or that cannot be created."""
-    store = _store_paths(target)
+    store = store_paths(target)
     for name, inner in (("the tracking store", store), ("the venv", [venv]), ("the executed notebook",
                                                                               [files.output])):
         for path in inner:
@@ -81,7 +87,7 @@ def make_folders(files: RunFiles) -> None:
             raise BadInput(f"{what} {folder}: cannot create it ({exc.strerror or exc})") from None
 
 
-def _store_paths(target: Target) -> list[Path]:
+def store_paths(target: Target) -> list[Path]:
     """The local paths a tracking store lives in (a SQLite file and its artifact folder, or a file store)."""
     found = []
     if target.uri.startswith("sqlite:///"):

@@ -209,6 +209,7 @@ class RunRecord:
     parent_run_id: str | None = None
     params_logged: bool = False
     logged: bool = False
+    lineage: dict[str, Any] = field(default_factory=dict)  # mlops_kit.lineage's record (empty: not recorded)
     schema: int = 1
 
     @property

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import sys
 import time
 from concurrent.futures import Future
@@ -43,6 +44,7 @@ from . import (
     worker,
 )
 from .errors import BadInput, NotebookFailed, TrackingError
+from .lineage import plan as lineage_record
 
 if TYPE_CHECKING:  # nbformat is imported by papermill when needed, not at start-up
     from nbformat import NotebookNode
@@ -69,6 +71,8 @@ class NotebookRunRequest:
     start_timeout: float = 60
     cwd: Path | None = None
     log_existing: Path | None = None
+    tags: tuple[tuple[str, str], ...] = ()  # extra run tags (a replay's mlops_kit.replay_of)
+    parent_run_id: str | None = None  # nest under this run, not under a pipeline instance's parent (a replay)
 
 
 _MAX_TIMEOUT = 7 * 24 * 3600.0
@@ -86,12 +90,14 @@ class _Run:
     served: Future | None = None  # the local store served to the kernel (its URL), when the notebook uses mlflow
 
 
-def run(request: NotebookRunRequest) -> int:
-    """Run the stage notebook and log it (or, with ``log_existing``, upload an earlier run); returns the exit code."""
+def run(request: NotebookRunRequest, tracker: worker.Tracker | None = None) -> int:
+    """Run the stage notebook and log it (or, with ``log_existing``, upload an earlier run); returns the exit code.
+    ``tracker``: a tracking worker the caller started (a replay's, mlflow already imported) and closes itself."""
     if request.log_existing is not None:
         return _log_existing(request.log_existing, request.tracking_uri, request.experiment)
     target = runrecord.resolve_target(request.tracking_uri, request.experiment)
-    tracker = worker.Tracker()  # imports mlflow while the inputs are checked and papermill loads
+    own = tracker is None
+    tracker = tracker or worker.Tracker()  # imports mlflow while the inputs are checked and papermill loads
     try:
         checked = _checked_inputs(request, target)  # bad input: exit 2, whatever the state of the store
         try:
@@ -104,7 +110,8 @@ def run(request: NotebookRunRequest) -> int:
             _close_vanished_run(checked.files, tracker)
             return _execute_and_log(request, checked, target, tracker)
     finally:
-        tracker.close()
+        if own:
+            tracker.close()
 
 
 @dataclass
@@ -222,18 +229,18 @@ def _record(request: NotebookRunRequest, stage: str, env: audit.EnvRecord, run: 
     system = {"stage": stage, "python_version": env.python.version, "venv_name": env.venv_name,
               "git_commit": code.commit, "git_branch": code.branch, "git_dirty": code.dirty, "notebook": source}
     gocd = runrecord.gocd_context()
-    key = runrecord.pipeline_key()
+    key = None if request.parent_run_id else runrecord.pipeline_key()
     tags = {"mlflow.runName": stage, "mlflow.source.name": source, "mlflow.source.type": "JOB" if gocd else "LOCAL",
             "mlflow.user": runrecord.current_user(), "mlops_kit.role": "stage", "mlops_kit.stage": stage,
             "mlops_kit.venv": str(env.venv_dir), "mlops_kit.kernel": env.kernel_name,
             **({"mlflow.source.git.commit": code.commit, "mlflow.source.git.branch": code.branch}
                if code.commit != "unknown" else {}),
-            **({runrecord.PIPELINE_KEY_TAG: key} if key else {}), **gocd}
+            **({runrecord.PIPELINE_KEY_TAG: key} if key else {}), **gocd, **_nesting(request)}
     files = [[str(run.output), ""], [str(run.html), ""], [str(run.params_copy), "params"],
              *[[str(p), "environment"] for p in env.bundle]]  # spec, freeze, the lock's copy if any, env.json
     if request.params_file and not params_file_has_secrets:  # else only the masked copy above
         files.append([str(Path(os.path.abspath(request.params_file))), "params"])
-    return runrecord.RunRecord(
+    record = runrecord.RunRecord(
         tracking_uri=target.uri, experiment=target.experiment, artifact_location=target.artifact_location,
         run_name=stage, params=runrecord.loggable_params(system, masked, warn=console.warn),
         tags=runrecord.loggable_tags(tags), pipeline_key=key,
@@ -241,6 +248,32 @@ def _record(request: NotebookRunRequest, stage: str, env: audit.EnvRecord, run: 
         files=files, folders=[[str(run.output_dir), "outputs"]], executed_notebook=str(run.output),
         html=str(run.html),
     )
+    _plan_lineage(record, request, env, run, masked, target, source)
+    return record
+
+
+def _nesting(request: NotebookRunRequest) -> dict[str, str]:
+    """A replay's own tags and the run it is nested under (it never joins a pipeline instance's family)."""
+    return {**({"mlflow.parentRunId": request.parent_run_id} if request.parent_run_id else {}), **dict(request.tags)}
+
+
+def _plan_lineage(record: runrecord.RunRecord, request: NotebookRunRequest, env: audit.EnvRecord,
+                  run: outputs.RunFiles, masked: dict[str, Any], target: runrecord.Target, source: str) -> None:
+    """What a replay needs besides the environment (:mod:`mlops_kit.lineage`): the notebook as given, copied now
+    (the user may edit it while the run goes on), the masked names, the inputs its parameters name (hashed by the
+    tracking worker once the run exists)."""
+    nb_path = Path(os.path.abspath(request.notebook))
+    try:
+        shutil.copyfile(nb_path, run.source_copy)
+    except OSError as exc:
+        raise BadInput(f"{run.source_copy}: cannot copy the notebook there ({exc.strerror or exc})") from None
+    record.files.append([str(run.source_copy), "source"])
+    excluded = [run.output_dir, env.venv_dir, *outputs.store_paths(target),
+                run.output.with_name(run.output.stem + ".*"), run.lock]
+    record.lineage = lineage_record(
+        masked, cwd=Path(os.path.abspath(request.cwd or Path.cwd())), output_dir=run.output_dir, excluded=excluded,
+        python=env.python.version, notebook=source, source_notebook=f"source/{run.source_copy.name}",
+        parameters=f"params/{run.params_copy.name}", masked=masked)
 
 
 def _source_name(nb_path: Path, git_root: Path | None) -> str:

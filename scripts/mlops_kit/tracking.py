@@ -42,6 +42,7 @@ repaired. ``--log-existing`` settles the family again before it uses it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import socket
@@ -51,7 +52,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 from urllib.parse import urlsplit
 
-from . import console
+from . import console, lineage
 from .errors import BadInput, TrackingError
 from .redact import redact, strip_credentials
 from .runrecord import MAX_TAG_VALUE, PIPELINE_KEY_TAG, ROLE_TAG, RunRecord, Target, clip, load_manifest, save_manifest
@@ -95,6 +96,7 @@ def _client(uri: str) -> Any:
     if uri not in _CLIENTS:
         for name, value in _QUIET_RETRIES.items():
             os.environ.setdefault(name, value)
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stderr is for our lines
         if strip_credentials(uri) != uri:  # MLflow's "View run at <uri>" would print the password
             os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         import logging
@@ -208,7 +210,7 @@ def _set_status(client: Any, run_id: str, status: str) -> None:
         client.set_terminated(run_id, status=status)
 
 
-def start_run(record: RunRecord, manifest: str | None = None) -> dict[str, str | None]:
+def start_run(record: RunRecord, manifest: str | None = None) -> dict[str, Any]:
     """Create the run (and the pipeline's parent run) and log params and tags; returns the ids. With ``manifest``
     the run's manifest is written the moment the run exists, so a runner killed later never leaves it RUNNING
     without a trace (``--log-existing`` closes it)."""
@@ -230,11 +232,19 @@ def start_run(record: RunRecord, manifest: str | None = None) -> dict[str, str |
             save_manifest(record, Path(manifest))
         ids["parent_run_id"] = _settle(client, experiment_id, record) if key else None
         _log_params(client, run.info.run_id, record.params)
+        ids["lineage"] = _hash_inputs(record)  # while the kernel starts: the runner waits for the ids before cell 1
         if manifest is not None:
             apply_ids(record, ids)
             record.params_logged = True
             save_manifest(record, Path(manifest))
     return ids
+
+
+def _hash_inputs(record: RunRecord) -> dict[str, Any]:
+    """The record's inputs hashed (:mod:`mlops_kit.lineage`); a record without lineage (an older manifest) stays so."""
+    if record.lineage:
+        lineage.hash_inputs(record.lineage, warn=console.warn)
+    return record.lineage
 
 
 def _log_params(client: Any, run_id: str, params: Mapping[str, str]) -> None:
@@ -256,6 +266,7 @@ def finish_run(record: RunRecord) -> None:
         client = _client(uri)
         assert record.run_id is not None
         _log_files(client, record)
+        _log_lineage(client, record)
         _log_metrics(client, record)
         if record.failure:
             from mlflow.entities import RunTag
@@ -276,6 +287,59 @@ def _log_files(client: Any, record: RunRecord) -> None:
     for local, folder in record.folders:
         if Path(local).is_dir() and any(Path(local).iterdir()):
             client.log_artifacts(record.run_id, local, folder or None)
+
+
+def _log_lineage(client: Any, record: RunRecord) -> None:
+    """The lineage record completed (output hashes, producers) as ``lineage/lineage.json``, the inputs as MLflow
+    dataset inputs, the outputs' digest as a tag (see :mod:`mlops_kit.lineage`)."""
+    if not record.lineage:
+        return
+    assert record.run_id is not None
+    _hash_inputs(record)  # a run whose start did not get to it (uploaded with --log-existing)
+    output_dir = next((Path(local) for local, folder in record.folders if folder == "outputs"), None)
+    if output_dir is None:
+        return
+    lineage.finish(record.lineage, output_dir, lineage.producer_index(_earlier_lineages(client, record)))
+    client.log_text(record.run_id, json.dumps(record.lineage, indent=1, ensure_ascii=False), lineage.ARTIFACT)
+    datasets = lineage.dataset_inputs(record.lineage)
+    if datasets:
+        client.log_inputs(record.run_id, datasets=datasets)
+    if record.lineage["outputs"].get("sha256"):
+        client.set_tag(record.run_id, lineage.OUTPUTS_TAG, record.lineage["outputs"]["sha256"])
+
+
+def _earlier_lineages(client: Any, record: RunRecord) -> list[tuple[str, int, dict[str, Any]]]:
+    """(run id, start time, lineage record) of the runs that may have produced this run's inputs: the earlier
+    stage runs of its pipeline instance, or of its parent run (a replay's); runs without a record are left out."""
+    parent = record.tags.get(_PARENT_TAG)
+    if record.pipeline_key:
+        runs = _read_family(client, record.experiment_id or _experiment_id(client, record.target),
+                            record.pipeline_key).stages
+    elif parent:
+        runs = list(client.search_runs([record.experiment_id], filter_string=f"tags.`{_PARENT_TAG}` = '{parent}'",
+                                       max_results=1000))
+    else:
+        return []
+    found = []
+    for run in runs:
+        if run.info.run_id == record.run_id or run.info.start_time > record.start_time:
+            continue
+        data = read_artifact_json(client, run.info.run_id, lineage.ARTIFACT)
+        if isinstance(data, dict):
+            found.append((run.info.run_id, run.info.start_time, data))
+    return found
+
+
+def read_artifact_json(client: Any, run_id: str, path: str) -> Any:
+    """A run's JSON artifact, or ``None`` when it has none (a run recorded before it existed) or it is not JSON."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mlops_kit-artifact-") as tmp:
+        try:
+            local = client.download_artifacts(run_id, path, tmp)
+            return json.loads(Path(local).read_text(encoding="utf-8"))
+        except Exception:  # noqa: BLE001 - missing (MLflow raises several types), unreadable or not JSON
+            return None
 
 
 def _log_metrics(client: Any, record: RunRecord) -> None:
@@ -356,10 +420,12 @@ def _render_missing_html(record: RunRecord) -> None:
     render_html_or_warn(Path(record.executed_notebook), Path(record.html))
 
 
-def apply_ids(record: RunRecord, ids: Mapping[str, str | None]) -> None:
+def apply_ids(record: RunRecord, ids: Mapping[str, Any]) -> None:
     record.run_id = ids["run_id"]
     record.experiment_id = ids["experiment_id"]
     record.parent_run_id = ids["parent_run_id"]
+    if ids.get("lineage"):  # the inputs' hashes, made in the worker (start_run)
+        record.lineage = ids["lineage"]
 
 
 def _run_exists(record: RunRecord) -> bool:
@@ -398,3 +464,22 @@ def warm_finish(uri: str, run_id: str) -> None:
         from mlflow.entities import Metric, RunTag  # noqa: F401
 
         _client(uri).list_artifacts(run_id)
+
+
+# --- for the worker calls of other modules (mlops_kit.recorded: a replay reads runs and writes its own) ----------
+
+
+def open_client(uri: str) -> Any:
+    """The shared MlflowClient of ``uri`` (quiet retries), after the seconds-long reachability check."""
+    preflight(uri)
+    return _client(uri)
+
+
+def guard(uri: str, what: str) -> contextlib.AbstractContextManager[None]:
+    """Any failure talking to the store becomes one TrackingError line naming the URI and ``what``."""
+    return _guard(uri, what)
+
+
+def experiment_id(client: Any, target: Target) -> str:
+    """The target's experiment, created like run_notebook creates it (artifacts next to a local SQLite store)."""
+    return _experiment_id(client, target)

@@ -34,7 +34,7 @@ from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
 
-from .errors import TrackingError
+from .errors import ToolkitError, TrackingError
 from .redact import redact
 
 _DIED = "the MLflow helper process died (see the messages above)"
@@ -99,11 +99,11 @@ class Tracker:
 
     @staticmethod
     def result(future: Future) -> Any:
-        """The call's answer; a :class:`TrackingError` as raised, anything else as one TrackingError line (the
-        worker's traceback goes to stderr, for a bug report)."""
+        """The call's answer; a toolkit error (:class:`TrackingError`, :class:`BadInput`) as raised, anything else
+        as one TrackingError line (the worker's traceback goes to stderr, for a bug report)."""
         try:
             return future.result()
-        except TrackingError:
+        except ToolkitError:  # already one line for the user (a run id that does not exist is bad input, exit 2)
             raise
         except BrokenProcessPool:
             raise TrackingError(_DIED) from None

@@ -1,0 +1,229 @@
+"""End to end: scripts/replay_run.py replays runs recorded by run_notebook.py on a real MLflow server, with real
+venvs (rebuilt from the record into a replay venv root) and real kernels.
+
+The record: a two-stage chain nested under one parent run by GoCD-like variables (stage ``make`` turns a raw file
+into numbers in its output folder, stage ``use`` reads a fetched copy of that folder through ``input_dir`` and
+logs their total and its kernel's Python patch; ``use`` is given a secret), plus one unseeded ``make`` run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow import MlflowClient
+
+from helpers import run_script
+from helpers_notebook import NOTEBOOKS, env_with, one_error_line, run_nb
+
+pytestmark = pytest.mark.slow
+
+EXPERIMENT = "replay chain"
+GOCD = {"GO_PIPELINE_NAME": "replay-chain", "GO_PIPELINE_COUNTER": "1", "GO_PIPELINE_LABEL": "1-abc"}
+
+
+def _run(venv: Path, work: Path, uri: str, stage: str, notebook: str, *params: str,
+         env: dict[str, str] | None = None, experiment: str = EXPERIMENT) -> str:
+    """One recorded stage run (run_notebook.py); its run id."""
+    done = run_nb("--venv", str(venv), "--notebook", str(NOTEBOOKS / notebook), "--output",
+                  str(work / "out" / f"{stage}_out.ipynb"), "--stage", stage, "--tracking-uri", uri,
+                  "--experiment", experiment, *params, env=env, cwd=work)
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads((work / "out" / f"{stage}_out.mlops_run.json").read_text(encoding="utf-8"))
+    return manifest["run_id"]
+
+
+@pytest.fixture(scope="module")
+def replay_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The replay venvs of this module's tests: built once from the record, then reused."""
+    return tmp_path_factory.mktemp("replay venvs")
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory, venv_small: Path, mlflow_server: str,
+          replay_root: Path) -> dict[str, Any]:
+    """The recorded chain (make -> use, one pipeline instance) and an unseeded make run."""
+    work = tmp_path_factory.mktemp("replay work")
+    (work / "raw.txt").write_text("1\n2\n3\n", encoding="utf-8")
+    env = env_with(**GOCD)
+    make = _run(venv_small, work, mlflow_server, "make", "chain_make.ipynb", "-p", "raw_file", "raw.txt", env=env)
+    shutil.copytree(work / "out" / "make_outputs", work / "inputs" / "make_outputs")  # GoCD's fetchartifact
+    use = _run(venv_small, work, mlflow_server, "use", "chain_use.ipynb", "-p", "input_dir", "inputs/make_outputs",
+               "-p", "api_token", "s3cret", env=env)
+    loose = tmp_path_factory.mktemp("unseeded work")
+    (loose / "raw.txt").write_text("5\n", encoding="utf-8")
+    unseeded = _run(venv_small, loose, mlflow_server, "make", "chain_make.ipynb", "-p", "raw_file", "raw.txt",
+                    "-p", "seed", "null", experiment="replay unseeded")
+    client = MlflowClient(mlflow_server)
+    parent = client.get_run(use).data.tags["mlflow.parentRunId"]
+    return {"work": work, "loose": loose, "make": make, "use": use, "parent": parent, "unseeded": unseeded,
+            "replay_root": replay_root, "uri": mlflow_server}
+
+
+def _replay(chain: dict[str, Any], run_id: str, workdir: Path, *args: str) -> Any:
+    return run_script("replay_run.py", run_id, "--tracking-uri", chain["uri"], "--venv-root",
+                      str(chain["replay_root"]), "--workdir", str(workdir), *args, cwd=workdir.parent)
+
+
+def _replays_of(uri: str, run_id: str) -> list[Any]:
+    client = MlflowClient(uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(ids, f"tags.`mlops_kit.replay_of` = '{run_id}'")
+
+
+def _artifact_json(uri: str, run_id: str, path: str, tmp: Path) -> Any:
+    return json.loads(Path(MlflowClient(uri).download_artifacts(run_id, path, str(tmp))).read_text(encoding="utf-8"))
+
+
+def test_a_run_records_its_source_masked_names_and_lineage(chain: dict[str, Any], tmp_path: Path) -> None:
+    client = MlflowClient(chain["uri"])
+    use = client.get_run(chain["use"])
+    (dataset,) = use.inputs.dataset_inputs
+    tags = {t.key: t.value for t in dataset.tags}
+    assert tags["mlops_kit.producer_run_id"] == chain["make"] and tags["mlops_kit.param"] == "input_dir"
+    assert tags["mlflow.data.context"] == "input" and dataset.dataset.digest == tags["mlops_kit.sha256"][:32]
+    record = _artifact_json(chain["uri"], chain["use"], "lineage/lineage.json", tmp_path)
+    assert record["masked"] == ["api_token"] and record["python"] == use.data.params["python_version"]
+    (item,) = record["inputs"]
+    assert item["value"] == "inputs/make_outputs" and item["path"] == str(chain["work"] / "inputs" / "make_outputs")
+    assert {f["path"]: f["producer"]["artifact"] for f in item["files"]} == \
+        {"metrics.json": "outputs/metrics.json", "numbers.txt": "outputs/numbers.txt"}
+    assert sorted(f["path"] for f in record["outputs"]["files"]) == ["metrics.json", "summary.txt"]
+    assert use.data.tags["mlops_kit.outputs.sha256"] == record["outputs"]["sha256"]
+    source = Path(client.download_artifacts(chain["use"], record["source_notebook"], str(tmp_path)))
+    assert source.read_bytes() == (NOTEBOOKS / "chain_use.ipynb").read_bytes(), "the notebook as given"
+    make = _artifact_json(chain["uri"], chain["make"], "lineage/lineage.json", tmp_path / "make")
+    assert [i["param"] for i in make["inputs"]] == [["raw_file"]] and "producer" not in make["inputs"][0]["files"][0]
+
+
+def test_replaying_a_stage_reproduces_it_on_the_recorded_patch(chain: dict[str, Any], tmp_path: Path) -> None:
+    done = _replay(chain, chain["use"], tmp_path / "stage", "-p", "api_token", "s3cret")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"stage use: run {chain['use']} replayed as run" in done.stdout and "REPRODUCED" in done.stdout
+    assert "freeze identical" in done.stdout and "from run " in done.stdout, "inputs downloaded from make's run"
+    assert "s3cret" not in done.stdout + done.stderr
+    client = MlflowClient(chain["uri"])
+    (replayed,) = _replays_of(chain["uri"], chain["use"])
+    original = client.get_run(chain["use"])
+    assert replayed.data.tags["mlops_kit.replay_verdict"] == "reproduced"
+    assert replayed.data.tags["mlops_kit.role"] == "replay" and "mlops_kit.pipeline_key" not in replayed.data.tags
+    assert replayed.data.metrics == original.data.metrics
+    patch = original.data.params["python_version"]  # e.g. 3.10.13: the replayed kernel ran exactly that
+    assert replayed.data.params["python_version"] == patch
+    assert replayed.data.metrics["python_micro"] == int(patch.split(".")[2])
+    report = _artifact_json(chain["uri"], replayed.info.run_id, "replay/report.json", tmp_path)
+    assert report["verdict"] == "reproduced" and report["environment"]["differences"] == []
+
+
+def test_replaying_the_pipeline_replays_every_stage_under_one_parent(chain: dict[str, Any], tmp_path: Path) -> None:
+    done = _replay(chain, chain["parent"], tmp_path / "pipe", "-p", "api_token", "s3cret")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "replay of pipeline run" in done.stdout and "from the replay of run" in done.stdout
+    (parent,) = _replays_of(chain["uri"], chain["parent"])
+    assert parent.data.tags["mlops_kit.replay_verdict"] == "reproduced" and parent.info.status == "FINISHED"
+    client = MlflowClient(chain["uri"])
+    stages = client.search_runs([parent.info.experiment_id],
+                                f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+                                order_by=["attributes.start_time ASC"])
+    assert [(r.info.run_name, r.data.tags["mlops_kit.replay_of"]) for r in stages] == \
+        [("make", chain["make"]), ("use", chain["use"])]
+    (dataset,) = stages[1].inputs.dataset_inputs  # the replayed use read the replayed make's output
+    assert {t.key: t.value for t in dataset.tags}["mlops_kit.producer_run_id"] == stages[0].info.run_id
+    report = _artifact_json(chain["uri"], parent.info.run_id, "replay/report.json", tmp_path)
+    assert report["verdict"] == "reproduced" and report["first_divergence"] is None
+
+
+def test_a_masked_parameter_needs_p(chain: dict[str, Any], tmp_path: Path) -> None:
+    before = len(_replays_of(chain["uri"], chain["use"]))
+    done = _replay(chain, chain["use"], tmp_path / "masked")
+    assert done.returncode == 2
+    line = one_error_line(done.stderr)
+    assert "api_token" in line and "-p api_token VALUE" in line and "nothing was run" in line
+    done = _replay(chain, chain["use"], tmp_path / "masked", "-p", "api_token", "s3cret", "-p", "alpha", "1")
+    assert done.returncode == 2 and "-p alpha" in one_error_line(done.stderr)
+    assert len(_replays_of(chain["uri"], chain["use"])) == before
+
+
+def test_a_notebook_failing_in_the_replay_is_exit_5_and_its_report_is_logged(chain: dict[str, Any],
+                                                                              tmp_path: Path) -> None:
+    done = _replay(chain, chain["use"], tmp_path / "fails", "-p", "api_token", "")  # the notebook asserts it
+    assert done.returncode == 5, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "api_token is required" in one_error_line(done.stderr) and "NOTEBOOK FAILED" in done.stdout
+    (failed,) = [r for r in _replays_of(chain["uri"], chain["use"])
+                 if r.data.tags.get("mlops_kit.replay_verdict") == "notebook failed"]
+    assert failed.info.status == "FAILED"
+    report = _artifact_json(chain["uri"], failed.info.run_id, "replay/report.json", tmp_path)
+    assert report["verdict"] == "notebook failed" and report["inputs"][0]["ok"]
+
+
+def test_unseeded_random_numbers_are_not_reproduced(chain: dict[str, Any], tmp_path: Path) -> None:
+    done = _replay(chain, chain["unseeded"], tmp_path / "unseeded")
+    assert done.returncode == 8, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "metric mean" in one_error_line(done.stderr) and "not reproduced" in one_error_line(done.stderr)
+    mean = next(line for line in done.stdout.splitlines() if line.strip().startswith("mean "))
+    assert mean.rstrip().endswith("DIFFERENT")
+    assert re.search(r"numbers\.txt +DIFFERENT sha256", done.stdout)
+    (replayed,) = _replays_of(chain["uri"], chain["unseeded"])
+    assert replayed.data.tags["mlops_kit.replay_verdict"] == "not reproduced"
+
+
+def test_an_input_changed_since_the_run_is_named_and_nothing_runs(chain: dict[str, Any], tmp_path: Path) -> None:
+    raw = chain["loose"] / "raw.txt"
+    kept = raw.read_bytes()
+    try:
+        raw.write_text("5\n6\n", encoding="utf-8")
+        done = _replay(chain, chain["unseeded"], tmp_path / "changed")
+    finally:
+        raw.write_bytes(kept)
+    assert done.returncode == 8, done.stdout[-3000:] + done.stderr[-3000:]
+    line = one_error_line(done.stderr)
+    assert f"changed {raw}" in line and "raw_file" in line
+    assert "NOT RUN" in done.stdout
+
+
+def test_a_python_patch_that_is_not_installed_is_exit_3_and_nothing_is_built(chain: dict[str, Any],
+                                                                           tmp_path: Path) -> None:
+    client = MlflowClient(chain["uri"])
+    run_id = chain["unseeded"]
+    original = Path(client.download_artifacts(run_id, "environment/env.json", str(tmp_path / "original")))
+    edited = tmp_path / "edited" / "env.json"
+    edited.parent.mkdir()
+    record = json.loads(original.read_text(encoding="utf-8"))
+    record["python"]["version"] = "3.10.99"
+    edited.write_text(json.dumps(record), encoding="utf-8")
+    client.log_artifact(run_id, str(edited), "environment")  # the record, edited in the store
+    try:
+        root = tmp_path / "untouched venvs"
+        done = run_script("replay_run.py", run_id, "--tracking-uri", chain["uri"], "--venv-root", str(root),
+                          "--workdir", str(tmp_path / "w"), cwd=tmp_path)
+    finally:
+        client.log_artifact(run_id, str(original), "environment")
+    assert done.returncode == 3, done.stdout[-3000:] + done.stderr[-3000:]
+    line = one_error_line(done.stderr)
+    assert "3.10.99" in line and "pyenv install 3.10.99" in line and "--install-python" in line
+    assert not root.exists(), "nothing built"
+
+
+def test_a_run_recorded_before_lineage_takes_its_notebook_from_git(tmp_path: Path, venv_small: Path,
+                                                                   replay_root: Path) -> None:
+    """Older runs have no source/ nor lineage/: the notebook comes from git show <commit>:<notebook>."""
+    work = tmp_path / "old"
+    work.mkdir()
+    uri = f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}"
+    run_id = _run(venv_small, work, uri, "make", "chain_make.ipynb", experiment="old runs")
+    artifacts = next((tmp_path / "mlruns").glob(f"*/{run_id}/artifacts"))
+    for older in ("lineage", "source"):
+        shutil.rmtree(artifacts / older)  # what a run recorded before this toolkit version lacks
+    done = run_script("replay_run.py", run_id, "--tracking-uri", uri, "--workdir", str(tmp_path / "w"),
+                      "--venv-root", str(replay_root), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "notebook from git show" in done.stdout, "the repository is at hand (tests run in a checkout)"
+    assert "inputs were not recorded" in done.stdout and "REPRODUCED" in done.stdout
+    shutil.rmtree(artifacts / "params")
+    done = run_script("replay_run.py", run_id, "--tracking-uri", uri, "--workdir", str(tmp_path / "w"),
+                      "--venv-root", str(replay_root), cwd=tmp_path)
+    assert done.returncode == 2 and "parameters copy" in one_error_line(done.stderr)
