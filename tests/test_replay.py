@@ -137,6 +137,16 @@ def test_replaying_the_pipeline_replays_every_stage_under_one_parent(chain: dict
     assert report["verdict"] == "reproduced" and report["first_divergence"] is None
 
 
+def test_an_unknown_run_id_or_a_bad_rtol_is_bad_input(chain: dict[str, Any], tmp_path: Path) -> None:
+    for run_id in ("zzz", "0123456789abcdef0123456789abcdef"):
+        done = _replay(chain, run_id, tmp_path / "unknown")
+        assert done.returncode == 2, done.stderr
+        assert f"run '{run_id}': no such run in" in one_error_line(done.stderr)
+    for rtol in ("-1", "nan", "inf"):
+        done = _replay(chain, chain["use"], tmp_path / "rtol", "--rtol", rtol)
+        assert done.returncode == 2 and "must be a finite number" in one_error_line(done.stderr)
+
+
 def test_a_masked_parameter_needs_p(chain: dict[str, Any], tmp_path: Path) -> None:
     before = len(_replays_of(chain["uri"], chain["use"]))
     done = _replay(chain, chain["use"], tmp_path / "masked")

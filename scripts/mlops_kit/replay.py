@@ -120,8 +120,8 @@ class _Stage:
 
 def replay(request: ReplayRequest) -> int:
     """Replay ``request.run_id`` (a stage or a pipeline run); returns 0, or raises with the exit code's error."""
-    if request.rtol < 0:
-        raise BadInput(f"--rtol {request.rtol:g}: must be 0 or more")
+    if not request.rtol >= 0 or request.rtol == float("inf"):  # NaN fails the first test
+        raise BadInput(f"--rtol {request.rtol:g}: must be a finite number, 0 or more")
     target = resolve_target(request.tracking_uri, request.experiment)
     tracker = worker.Tracker()  # imports mlflow while this process loads the rest
     threading.Thread(target=_warm_up, name="mlops_kit-replay-warm-up", daemon=True).start()

@@ -53,7 +53,7 @@ from typing import Any, Iterator, Mapping
 from urllib.parse import urlsplit
 
 from . import console, lineage
-from .errors import BadInput, TrackingError
+from .errors import BadInput, ToolkitError, TrackingError
 from .redact import redact, strip_credentials
 from .runrecord import MAX_TAG_VALUE, PIPELINE_KEY_TAG, ROLE_TAG, RunRecord, Target, clip, load_manifest, save_manifest
 
@@ -68,10 +68,11 @@ _CLIENTS: dict[str, Any] = {}
 
 @contextlib.contextmanager
 def _guard(uri: str, what: str) -> Iterator[None]:
-    """Any failure talking to the store becomes one TrackingError line naming the URI."""
+    """Any failure talking to the store becomes one TrackingError line naming the URI (a ToolkitError raised
+    inside, e.g. BadInput for a run id the store does not have, already is its own line and keeps its exit code)."""
     try:
         yield
-    except TrackingError:
+    except ToolkitError:
         raise
     except Exception as exc:  # noqa: BLE001 - mlflow/requests/sqlalchemy raise many types
         reason = redact(" ".join(str(exc).split())[:300]) or type(exc).__name__
