@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import filelock
 import pytest
 from mlflow import MlflowClient
 
@@ -145,6 +146,19 @@ def test_an_unknown_run_id_or_a_bad_rtol_is_bad_input(chain: dict[str, Any], tmp
     for rtol in ("-1", "nan", "inf"):
         done = _replay(chain, chain["use"], tmp_path / "rtol", "--rtol", rtol)
         assert done.returncode == 2 and "must be a finite number" in one_error_line(done.stderr)
+
+
+def test_a_second_replay_into_a_folder_in_use_is_refused_and_empties_nothing(chain: dict[str, Any],
+                                                                             tmp_path: Path) -> None:
+    workdir = tmp_path / "busy"
+    done = _replay(chain, chain["make"], workdir)  # a finished replay leaves its folder, marker and lock file
+    assert done.returncode == 0, done.stderr[-3000:]
+    before = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
+    with filelock.FileLock(str(workdir / ".mlops_kit_replay.lock")):  # as a replay running right now holds it
+        done = _replay(chain, chain["make"], workdir)
+    assert done.returncode == 2
+    assert "another replay_run.py is using it right now" in one_error_line(done.stderr)
+    assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before
 
 
 def test_a_masked_parameter_needs_p(chain: dict[str, Any], tmp_path: Path) -> None:

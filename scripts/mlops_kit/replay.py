@@ -38,8 +38,9 @@ files are passed as recorded, unverified (said too); masked values are the ``***
 (environment files, parameters copy) is listed in one exit-2 line.
 
 Working folder (``--workdir``, default ``replay/<RUN_ID>`` in the current folder, emptied by the next replay of the
-same run): ``record/`` (downloads), ``downloads/`` (producers' files), ``<n>-<stage>/`` (the replay's spec and lock,
-params, inputs, executed notebook and output folder).
+same run; a second replay into a folder in use is refused, exit 2): ``record/`` (downloads), ``downloads/``
+(producers' files), ``<n>-<stage>/`` (the replay's spec and lock, params, inputs, executed notebook and output
+folder).
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+import filelock
 import yaml
 
 from . import console, envs, git, interpreters, lineage, paths, pyinstall, recorded, stage_run, worker
@@ -69,6 +71,7 @@ from .runrecord import MANIFEST_SUFFIX, Target, load_manifest, resolve_target
 from .spec import parse_python_request, parse_spec
 
 MARKER = ".mlops_kit_replay"
+WORKDIR_LOCK = ".mlops_kit_replay.lock"  # held for the whole replay: the next one must not empty a live folder
 REPLAY_ROLE = "replay"
 ENV_JSON = "env.json"
 
@@ -126,20 +129,21 @@ def replay(request: ReplayRequest) -> int:
     tracker = worker.Tracker()  # imports mlflow while this process loads the rest
     threading.Thread(target=_warm_up, name="mlops_kit-replay-warm-up", daemon=True).start()
     try:
-        workdir = _workdir(request)
-        first = tracker.call(recorded.read_run, target.uri, request.run_id, str(workdir / "record"))
-        runs = [first]
-        if first.role == "pipeline":
-            ids = tracker.call(recorded.stage_runs, target.uri, first.run_id)
-            if not ids:
-                raise BadInput(f"run {first.run_id} ({first.run_name}): a pipeline run without stage runs; nothing "
-                               "to replay")
-            runs = [tracker.call(recorded.read_run, target.uri, run_id, str(workdir / "record")) for run_id in ids]
-        stages = _checked(runs, request)  # exit 2 / 3 here: nothing built, nothing run
-        target = resolve_target(target.uri, request.experiment or first.experiment)
-        report = rr.Report(first.run_id, "pipeline" if first.role == "pipeline" else "stage",
-                           first.run_name or first.stage, request.rtol)
-        return _run_all(stages, report, target, tracker, request, workdir)
+        with _workdir(request) as workdir:
+            first = tracker.call(recorded.read_run, target.uri, request.run_id, str(workdir / "record"))
+            runs = [first]
+            if first.role == "pipeline":
+                ids = tracker.call(recorded.stage_runs, target.uri, first.run_id)
+                if not ids:
+                    raise BadInput(f"run {first.run_id} ({first.run_name}): a pipeline run without stage runs; "
+                                   "nothing to replay")
+                runs = [tracker.call(recorded.read_run, target.uri, run_id, str(workdir / "record"))
+                        for run_id in ids]
+            stages = _checked(runs, request)  # exit 2 / 3 here: nothing built, nothing run
+            target = resolve_target(target.uri, request.experiment or first.experiment)
+            report = rr.Report(first.run_id, "pipeline" if first.role == "pipeline" else "stage",
+                               first.run_name or first.stage, request.rtol)
+            return _run_all(stages, report, target, tracker, request, workdir)
     finally:
         tracker.close()
 
@@ -152,22 +156,31 @@ def _warm_up() -> None:
         import papermill  # noqa: F401
 
 
-def _workdir(request: ReplayRequest) -> Path:
-    """The replay's folder: ours (marker) or new; an earlier replay's content is removed."""
+@contextlib.contextmanager
+def _workdir(request: ReplayRequest) -> Iterator[Path]:
+    """The replay's folder, held (a lock inside it) while the replay runs: ours (marker) or new; an earlier
+    replay's content is removed, never a live one's."""
     folder = Path(os.path.abspath(request.workdir or Path("replay") / request.run_id))
     if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not (folder / MARKER).is_file())):
         raise BadInput(f"--workdir {folder}: exists and was not made by replay_run.py; choose another folder")
-    if folder.exists():
-        for child in folder.iterdir():
-            if child.name != MARKER:
-                paths.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / MARKER).write_text("made by replay_run.py; emptied by the next replay into this folder\n",
                                      encoding="utf-8")
+        lock = filelock.FileLock(str(folder / WORKDIR_LOCK))
+        lock.acquire(blocking=False)
+    except filelock.Timeout:
+        raise BadInput(f"--workdir {folder}: another replay_run.py is using it right now (lock {WORKDIR_LOCK} in "
+                       "it); wait for it or give another --workdir") from None
     except OSError as exc:
         raise BadInput(f"--workdir {folder}: cannot create it ({exc.strerror or exc})") from None
-    return folder
+    try:
+        for child in folder.iterdir():
+            if child.name not in (MARKER, WORKDIR_LOCK):
+                paths.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        yield folder
+    finally:
+        lock.release()  # the file stays: deleting it could let two later replays lock two different files
 
 
 # ---------------------------------------------------------------------------------------------------- step 2
