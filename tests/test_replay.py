@@ -118,6 +118,11 @@ def test_replaying_a_stage_reproduces_it_on_the_recorded_patch(chain: dict[str, 
     assert replayed.data.metrics["python_micro"] == int(patch.split(".")[2])
     report = _artifact_json(chain["uri"], replayed.info.run_id, "replay/report.json", tmp_path)
     assert report["verdict"] == "reproduced" and report["environment"]["differences"] == []
+    assert replayed.data.params["api_token"] == "***"  # the -p value ran, masked like the original
+    artifacts = Path(client.download_artifacts(replayed.info.run_id, "", str(tmp_path / "artifacts")))
+    written = [p for folder in (tmp_path / "stage", artifacts) for p in folder.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".html" for p in written) and any(p.name == "params.yaml" for p in written)
+    assert not [p for p in written if b"s3cret" in p.read_bytes()]
 
 
 def test_replaying_the_pipeline_replays_every_stage_under_one_parent(chain: dict[str, Any], tmp_path: Path) -> None:
