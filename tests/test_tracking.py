@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 from mlflow import MlflowClient
 
-from helpers import free_port, run_record
+from helpers import REPO_ROOT, free_port, run_record
 from mlops_kit import redact, runrecord, tracking
 from mlops_kit.errors import BadInput, TrackingError
 
@@ -354,3 +356,32 @@ def test_log_existing_never_creates_a_duplicate_when_the_lookup_fails(tmp_path: 
         server.shutdown()
         server.server_close()
     assert requests and not [r for r in requests if "runs/create" in r], requests
+
+
+OPEN_AT_ONCE = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from mlops_kit import tracking
+import mlflow.tracking  # the slow part first, so that the processes really open the store together
+while not Path(sys.argv[3]).exists():
+    time.sleep(0.01)
+client = tracking.open_client(sys.argv[2])
+client.create_experiment("e-" + sys.argv[4])
+"""
+
+
+@pytest.mark.slow
+def test_processes_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """Each opener creates or upgrades the schema (MLflow's migrations); unserialised, runs started together on a
+    new mlflow.db failed and left it half-migrated for every later client."""
+    uri, go = f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}", tmp_path / "go"
+    openers = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, str(REPO_ROOT / "scripts"), uri, str(go),
+                                 str(i)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for i in range(4)]
+    time.sleep(3)  # not a correctness wait: the openers poll for "go", importing mlflow meanwhile
+    go.touch()
+    outputs = [p.communicate(timeout=300)[0] for p in openers]
+    assert [p.returncode for p in openers] == [0] * 4, outputs
+    names = {e.name for e in MlflowClient(uri).search_experiments()}
+    assert {f"e-{i}" for i in range(4)} <= names

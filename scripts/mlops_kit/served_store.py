@@ -34,6 +34,7 @@ So it is started only when the notebook mentions mlflow (:func:`notebook_uses_ml
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -44,7 +45,9 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
+
+import filelock
 
 from .errors import TrackingError
 
@@ -107,6 +110,33 @@ def default_artifact_root(store_uri: str) -> str:
     if store_uri.startswith("file:"):
         return store_uri
     return Path(os.path.abspath(store_uri)).as_uri()
+
+
+OPEN_LOCK_SUFFIX = ".mlops_kit.lock"  # next to mlflow.db: SQLite writes its journal in that folder anyway
+OPEN_LOCK_TIMEOUT = 300.0  # an old store's schema upgrade can take a while; a dead holder's lock is freed at once
+
+
+@contextlib.contextmanager
+def opening(store_uri: str, timeout: float = OPEN_LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold ``<db>.mlops_kit.lock`` while a process opens a SQLite store. Opening creates or upgrades its schema
+    (MLflow's alembic migrations), and two processes doing that at once, e.g. two runs started together on a
+    new ``mlflow.db``, fail and leave it half-migrated for every later client ("table _alembic_tmp_... already
+    exists"). Other stores, and a folder that does not exist (MLflow names that error), are opened as they are."""
+    db = Path(os.path.abspath(store_uri[len("sqlite:///"):])) if is_local_store(store_uri) and \
+        store_uri.startswith("sqlite:///") else None
+    if db is None or not db.parent.is_dir():
+        yield
+        return
+    lock = filelock.FileLock(str(db) + OPEN_LOCK_SUFFIX, timeout=timeout)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise TrackingError(f"MLflow tracking store {store_uri}: another process has been opening it for "
+                            f"{timeout:g} s (lock {lock.lock_file})") from None
+    try:
+        yield
+    finally:
+        lock.release()  # the file stays: deleting it could let two later openers lock two different files
 
 
 def client_env(url: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -250,7 +280,8 @@ class _Boot:
             app._mlops_kit_secured = True
         self.phase = "opening the store"
         _drop_cached_store()  # an earlier start's (finished or given up): this start's store and variables
-        handlers.initialize_backend_stores(self.store_uri, self.store_uri, self.artifact_root)  # as `mlflow server`
+        with opening(self.store_uri):
+            handlers.initialize_backend_stores(self.store_uri, self.store_uri, self.artifact_root)  # as the server
         self.phase = "binding 127.0.0.1"
 
         class Handler(WSGIRequestHandler):

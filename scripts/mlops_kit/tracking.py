@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 from urllib.parse import urlsplit
 
-from . import console, lineage
+from . import console, lineage, served_store
 from .errors import BadInput, ToolkitError, TrackingError
 from .redact import redact, strip_credentials
 from .runrecord import MAX_TAG_VALUE, PIPELINE_KEY_TAG, ROLE_TAG, RunRecord, Target, clip, load_manifest, save_manifest
@@ -106,7 +106,8 @@ def _client(uri: str) -> Any:
 
         for noisy in ("mlflow", "alembic"):  # after the import: mlflow sets its own level when imported
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
+        with served_store.opening(uri):  # creating or upgrading a SQLite store's schema: one process at a time
+            _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
     return _CLIENTS[uri]
 
 
