@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from packaging.utils import InvalidName, canonicalize_name
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mlops_kit import (  # noqa: E402
@@ -128,6 +130,12 @@ def _check_flags(args: argparse.Namespace, count: int) -> None:
                         ("--upgrade-package", args.upgrade_package)):
         if given and not args.lock:
             raise errors.BadInput(f"create_venv.py: {flag} goes with --lock (see --help)")
+    for name in args.upgrade_package:
+        try:
+            canonicalize_name(name, validate=True)
+        except InvalidName:
+            raise errors.BadInput(f"create_venv.py: --upgrade-package {name!r}: not a package name (a project name "
+                                  "as on PyPI, e.g. pandas)") from None
     if args.lock and args.from_freeze is not None:
         raise errors.BadInput("create_venv.py: --from-freeze and --lock contradict each other (see --help)")
     for flag, given in (("--python", args.python), ("--from-freeze", args.from_freeze),

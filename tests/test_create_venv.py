@@ -73,6 +73,7 @@ def test_help_explains_and_lists_exit_codes() -> None:
     (["--spec", "{spec}", "--upgrade"], 2, ["--upgrade goes with --lock"]),
     (["--spec", "{spec}", "--build"], 2, ["--build goes with --lock"]),
     (["--spec", "{spec}", "--check-lock", "--lock"], 2, ["--check-lock only checks"]),
+    (["--spec", "{spec}", "--lock", "--upgrade-package", "not a name!"], 2, ["'not a name!': not a package name"]),
     (["--spec", "{spec}", "--lock", "--from-freeze", "{tmp}/freeze.txt"], 2, ["--from-freeze and --lock"]),
     (["--spec", "{tmp}", "--python", "{tmp}/not-python"], 2, ["--python applies to one spec, 3 given"]),
     (["--spec", "{tmp}/empty"], 2, ["empty: a folder with no *.yaml stage specs"]),
