@@ -57,6 +57,13 @@ def pyenv_pythons() -> dict[str, Path]:
     return {k: v[1] for k, v in sorted(found.items(), key=lambda kv: kv[1][0])}
 
 
+def default_ctrl_c() -> None:
+    """A child's preexec_fn: Ctrl-C as a terminal gives it. A suite started in the background of a
+    non-interactive shell has SIGINT ignored, which every child inherits (Python then installs no
+    KeyboardInterrupt handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

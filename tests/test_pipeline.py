@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import psutil
 import pytest
 
-from helpers import POSIX_SIGNALS, SCRIPTS, TOOLKIT_PYTHON, run_script
+from helpers import POSIX_SIGNALS, SCRIPTS, TOOLKIT_PYTHON, default_ctrl_c, run_script
 from helpers_gocd import (
     PROCESS_TREE,
     TREE_ROLES,
@@ -322,6 +322,35 @@ def test_sigterm_cancels_the_running_jobs_and_prints_the_summary(tmp_path: Path)
     assert "[local] interrupted: cancelling the running jobs" in out and re.search(r"^\s+s\s+CANCELLED", out,
                                                                                    re.MULTILINE)
     assert err.strip() == "error: terminated (SIGTERM)"
+
+
+@POSIX_SIGNALS
+def test_sigterm_cancels_a_running_task_at_once_ctrl_c_gives_it_the_grace(tmp_path: Path) -> None:
+    """A task that would end on its own 8 s later, with a 60 s grace: Ctrl-C in a terminal reaches the task too,
+    so the rehearsal lets it end (it finishes); SIGTERM reaches the rehearsal alone, so the task is cancelled at
+    once (it never finishes)."""
+    task = py_task("import time, pathlib; pathlib.Path('started').touch(); time.sleep(8); "
+                   "pathlib.Path('finished').touch()")
+    for signum, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        root = tmp_path / signum.name
+        repo = root / "my repo"
+        repo.mkdir(parents=True)
+        (repo / "cfg.xml").write_text(cruise_xml(stage_xml("s", task)), encoding="utf-8")
+        rehearsal = subprocess.Popen([str(TOOLKIT_PYTHON), str(SCRIPTS / "run_pipeline.py"), "--config",
+                                      str(repo / "cfg.xml"), "--cancel-grace", "60"], cwd=repo,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=default_ctrl_c)
+        work = repo / ".pipeline/work/demo/1/s/s"
+        try:
+            deadline = time.monotonic() + 60
+            while not (work / "started").is_file() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            rehearsal.send_signal(signum)  # to the rehearsal alone (Ctrl-C's task would end on its own)
+            out, err = rehearsal.communicate(timeout=120)
+        finally:
+            rehearsal.kill()
+        assert rehearsal.returncode == code, out + err
+        assert (work / "finished").exists() == (signum == signal.SIGINT), out
 
 
 # ----------------------------------------------------------------------------------------------- --keep

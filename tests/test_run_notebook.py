@@ -18,7 +18,16 @@ import nbformat
 import pytest
 from mlflow import MlflowClient
 
-from helpers import NEW_PROCESS_GROUP, POSIX_SIGNALS, SCRIPTS, TOOLKIT_PYTHON, WINDOWS, free_port, kill_tree
+from helpers import (
+    NEW_PROCESS_GROUP,
+    POSIX_SIGNALS,
+    SCRIPTS,
+    TOOLKIT_PYTHON,
+    WINDOWS,
+    default_ctrl_c,
+    free_port,
+    kill_tree,
+)
 from helpers_notebook import NOTEBOOKS, env_with, one_error_line, private_mlflow_server, run_nb
 
 pytestmark = pytest.mark.slow
@@ -540,19 +549,13 @@ def _ours(home: Path) -> list[str]:
 # --- failure paths that must end clean (issue 10) ----------------------------------------------------------------
 
 
-def _default_ctrl_c() -> None:
-    """Ctrl-C as a terminal gives it: a suite started in the background of a non-interactive shell has SIGINT
-    ignored, which every child inherits (Python then installs no KeyboardInterrupt handler)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _start_sleeping_run(tmp_path: Path, venv: Path, output: Path,
                         nb: Path = NOTEBOOKS / "sleeps.ipynb") -> subprocess.Popen:
     """run_notebook.py on a notebook that sleeps in its second cell; returns once that cell runs."""
     child = subprocess.Popen([str(TOOLKIT_PYTHON), str(SCRIPTS / "run_notebook.py"), "--venv", str(venv),
                               "--notebook", str(nb), "--output", str(output)],
                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             preexec_fn=None if WINDOWS else _default_ctrl_c, **NEW_PROCESS_GROUP)
+                             preexec_fn=None if WINDOWS else default_ctrl_c, **NEW_PROCESS_GROUP)
     deadline = time.monotonic() + 120
     while not output.is_file() and time.monotonic() < deadline:  # papermill saves it as the first cell starts
         time.sleep(0.2)

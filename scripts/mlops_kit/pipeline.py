@@ -20,8 +20,9 @@ A rehearsal, not a scheduler, but it behaves like GoCD wherever a pipeline's aut
   even ``runif="any"``) and nothing is published. Unlike GoCD, which leaves a hard kill to an operator, what is still
   alive after a grace period is killed: a rehearsal leaves nothing running. The job is "timed out" (GoCD's result:
   Cancelled); its stage is cancelled once its other jobs finished.
-* Ctrl-C (or SIGTERM to run_pipeline.py) cancels the running jobs the same way, after giving them the grace period
-  to end on their own (in a terminal they got the Ctrl-C too); the summary is printed, the exit code is 130.
+* Ctrl-C cancels the running jobs the same way, after giving them the grace period to end on their own (in a
+  terminal they got the Ctrl-C too); SIGTERM to run_pipeline.py (``kill``, a CI or agent cancelling it) reaches it
+  alone, so its running tasks are cancelled at once. The summary is printed; the exit code is 130 (Ctrl-C) or 143.
 
 Everything lives under a state folder (default ``<repo>/.pipeline``, :mod:`mlops_kit.statedir`): counters, each
 run's working copies (kept for inspection) and artifacts; ``--keep N`` prunes older runs.
@@ -295,8 +296,9 @@ class _Interrupt:
 @dataclass
 class _Stop:
     """When a job stops early: its console silent for longer than its timeout (minutes; 0 = never), or the run
-    interrupted. Polled while a task runs (an interrupted task first gets ``grace`` seconds to end on its own) and
-    before each task (no task starts after a cancel)."""
+    interrupted. Polled while a task runs (after Ctrl-C a task first gets ``grace`` seconds to end on its own: in a
+    terminal it got the Ctrl-C too; after SIGTERM, which only the rehearsal got, none) and before each task (no
+    task starts after a cancel)."""
 
     console: JobConsole
     minutes: float
@@ -316,7 +318,7 @@ class _Stop:
             self.console(f"[go] Go cancelled this job as it has not generated any console output for more than "
                          f"{self.minutes:g} minute(s)\n")
         if self.reason is None and self.interrupt.at is not None and (
-                not running or time.monotonic() - self.interrupt.at > self.grace):
+                not running or self.interrupt.terminated or time.monotonic() - self.interrupt.at > self.grace):
             self.reason = "cancelled"
             self.console("[local] interrupted: cancelling the job\n")
         return self.reason is not None
