@@ -107,3 +107,24 @@ def test_a_secret_value_is_never_echoed_in_an_override_error() -> None:
     with pytest.raises(BadInput) as info:
         params.parse_override("db_password", "hunter2: [")
     assert "hunter2" not in str(info.value) and "***" in str(info.value)
+
+
+def test_many_undeclared_names_are_one_warning() -> None:
+    nb = load_notebook(NOTEBOOKS / "fails.ipynb")
+    three = params.undeclared_warnings(nb, ["a", "b", "c"], notebook=Path("fails.ipynb"))
+    assert len(three) == 3
+    (warning,) = params.undeclared_warnings(nb, ["step", *(f"k{i}" for i in range(20_000))],
+                                            notebook=Path("fails.ipynb"))
+    assert "20000 parameters are not declared" in warning and "'k0', 'k1', 'k2' and 19997 more" in warning
+
+
+def test_a_data_file_given_as_params_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    """A wrong file (a dataset) would take minutes to parse, log and inject: a size and a count limit."""
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("rows: [" + "1," * (params.MAX_FILE_BYTES // 2) + "1]\n", encoding="utf-8")
+    with pytest.raises(BadInput, match=r"huge.yaml: params file of 1\.0 MiB, at most 1 MiB: parameters, not data"):
+        params.load_params_file(huge)
+    many = {f"k{i}": {"a": i} for i in range(params.MAX_PARAMS)}
+    params.check_count(many, source="p.yaml")  # exactly the limit
+    with pytest.raises(BadInput, match=r"p.yaml: 1001 parameters \(nested keys counted one by one\), at most 1000"):
+        params.check_count({**many, "one_more": 1}, source="p.yaml")

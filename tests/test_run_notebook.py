@@ -292,9 +292,11 @@ def test_git_fields_from_the_notebooks_repo(tmp_path: Path, venv_small: Path) ->
     (["-p", "output_dir", "x"], "reserved"),
     (["--output", "{nb}/no_params.ipynb"], "must differ from --notebook"),
     (["--cell-timeout", "0"], "--cell-timeout 0"),
+    (["--params-file", "{tmp}/many.yaml"], "many.yaml: 1500 parameters (nested keys counted one by one), at most"),
 ])
 def test_bad_input_one_line_exit_2(tmp_path: Path, venv_small: Path, args: list[str], expected: str) -> None:
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    (tmp_path / "many.yaml").write_text("".join(f"k{i}: {i}\n" for i in range(1500)))  # a data file, not params
     base = {"--venv": str(venv_small), "--notebook": str(NOTEBOOKS / "no_params.ipynb"),
             "--output": str(tmp_path / "o.ipynb")}
     args = [a.format(nb=NOTEBOOKS, tmp=tmp_path) for a in args]

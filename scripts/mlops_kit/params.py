@@ -23,12 +23,22 @@ from .inputs import read_input
 from .redact import MASK, is_secret_name
 
 RESERVED = ("output_dir",)
+MAX_FILE_BYTES = 1 << 20  # parameters, not data: a wrong file (a dataset) would take minutes to parse and log
+MAX_PARAMS = 1000  # after flattening; MLflow logs each one, the notebook gets each one injected
+_NAMED_UNDECLARED = 3  # more undeclared names than this: one warning line, not one per name
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def load_params_file(path: Path | str) -> dict[str, Any]:
     """Read a params YAML file (a mapping, duplicate keys refused); every problem names the file."""
     path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0  # read_input names the problem
+    if size > MAX_FILE_BYTES:
+        raise BadInput(f"{path}: params file of {size / (1 << 20):.1f} MiB, at most {MAX_FILE_BYTES >> 20} MiB: "
+                       "parameters, not data (pass a data file's path as a parameter: lineage records its sha256)")
     text = read_input(path, "params file")
     from .spec import load_yaml_mapping  # (lazy: the MLflow helper process imports this module too)
 
@@ -46,6 +56,14 @@ def check_names(params: Mapping[Any, Any], *, source: str) -> None:
         if name in RESERVED:
             raise BadInput(f"{source}: parameter {name!r}: reserved, the runner injects it "
                            "(use --output-dir to choose the folder)")
+
+
+def check_count(params: Mapping[str, Any], *, source: str) -> None:
+    """At most :data:`MAX_PARAMS` parameters once nested keys are counted one by one (as MLflow gets them)."""
+    count = len(flatten(params))
+    if count > MAX_PARAMS:
+        raise BadInput(f"{source}: {count} parameters (nested keys counted one by one), at most {MAX_PARAMS}: "
+                       "parameters, not data (pass a data file's path as a parameter: lineage records its sha256)")
 
 
 def parse_override(name: str, value: str) -> tuple[tuple[str, ...], Any]:
@@ -119,6 +137,10 @@ def undeclared_warnings(nb: Any, passed: Iterable[str], *, notebook: Path) -> li
         return [f"{notebook}: no cell tagged 'parameters'; the injected parameters cell goes first "
                 "(tag a cell 'parameters' in JupyterLab: Property Inspector > Cell Tags)"]
     unknown = [name for name in passed if name not in declared]
+    if len(unknown) > _NAMED_UNDECLARED:
+        shown = ", ".join(repr(name) for name in unknown[:_NAMED_UNDECLARED])
+        return [f"{notebook}: {len(unknown)} parameters are not declared in its 'parameters' cell (passed anyway): "
+                f"{shown} and {len(unknown) - _NAMED_UNDECLARED} more"]
     return [f"{notebook}: parameter {name!r} is not declared in its 'parameters' cell (passed anyway)"
             for name in unknown]
 

@@ -137,6 +137,7 @@ def _checked_inputs(request: NotebookRunRequest, target: runrecord.Target) -> _C
     values = params.load_params_file(request.params_file) if request.params_file else {}
     params_file_has_secrets = redact.has_secrets(values)
     values = params.merge_overrides(values, request.param_overrides)
+    params.check_count(values, source=str(request.params_file or "-p"))
     nb = notebook.load_notebook(request.notebook)
     for message in params.undeclared_warnings(nb, list(values), notebook=request.notebook):
         console.warn(message)
