@@ -41,7 +41,8 @@ is logged as MLflow metrics (nested objects become a.b names; non-numbers are sk
 can also call mlflow itself (log_metric, log_param, set_tag, log_artifact, log_model, ...) with any mlflow or
 mlflow-skinny in its venv: MLFLOW_RUN_ID, MLFLOW_TRACKING_URI and MLFLOW_EXPERIMENT_ID point its kernel at this
 run. A tracking server is used directly; a local store (SQLite, file store) is served to the kernel over HTTP on
-127.0.0.1 while the notebook runs (MLflow's own server code, started only when a code cell mentions mlflow).
+127.0.0.1 while the notebook runs (MLflow's own server code, started only when a code cell mentions mlflow; a
+notebook that logs only from a module it imports needs the word in a cell, a comment is enough).
 
 Written next to --output: <name>.html (the executed notebook as HTML), <name>.params.yaml (the parameters used,
 secret-looking values masked), <name>.mlops_run.json (the run manifest) and, when a local store was served,
