@@ -127,3 +127,11 @@ def test_bad_manifest(tmp_path: Path, text: str, message: str) -> None:
         runrecord.load_manifest(path)
     with pytest.raises(BadInput, match="manifest not found"):
         runrecord.load_manifest(tmp_path / "none.json")
+
+
+def test_sqlite_file_is_the_one_parser_of_sqlite_uris() -> None:
+    assert runrecord.sqlite_file("sqlite:///mlflow.db") == Path("mlflow.db")
+    assert runrecord.sqlite_file("sqlite:///C:/a b/mlflow.db") == Path("C:/a b/mlflow.db")
+    assert runrecord.sqlite_file("sqlite:////abs/mlflow.db") == Path("/abs/mlflow.db")
+    for other in ("sqlite:///:memory:", "sqlite://", "http://host:5000", "file:///tmp/mlruns", "mlruns"):
+        assert runrecord.sqlite_file(other) is None

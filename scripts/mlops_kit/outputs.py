@@ -24,7 +24,7 @@ from typing import Iterator
 import filelock
 
 from .errors import BadInput
-from .runrecord import MANIFEST_SUFFIX, Target
+from .runrecord import MANIFEST_SUFFIX, Target, sqlite_file
 
 
 @dataclass(frozen=True)
@@ -90,8 +90,8 @@ def make_folders(files: RunFiles) -> None:
 def store_paths(target: Target) -> list[Path]:
     """The local paths a tracking store lives in (a SQLite file and its artifact folder, or a file store)."""
     found = []
-    if target.uri.startswith("sqlite:///"):
-        found.append(Path(target.uri[len("sqlite:///"):]))
+    if (db := sqlite_file(target.uri)) is not None:
+        found.append(db)
     elif target.uri.startswith("file:") or "://" not in target.uri:
         found.append(Path(target.uri.removeprefix("file://").removeprefix("file:")))
     if target.artifact_location and target.artifact_location.startswith("file:"):

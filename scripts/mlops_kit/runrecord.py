@@ -32,6 +32,7 @@ from .params import flatten
 from .redact import MASK, is_secret_name, redact, strip_credentials
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+_SQLITE = "sqlite:///"
 DEFAULT_EXPERIMENT = "mlops_kit"
 MANIFEST_SUFFIX = ".mlops_run.json"
 METRICS_FILE = "metrics.json"
@@ -58,6 +59,14 @@ class Target:
     artifact_location: str | None = None  # for experiments we create in a local SQLite store
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The file a SQLite tracking URI names (``sqlite:///mlflow.db`` -> ``mlflow.db``, as written: relative paths
+    stay relative); None for any other URI and for ``sqlite:///:memory:``."""
+    if not uri.startswith(_SQLITE) or uri == _SQLITE + ":memory:":
+        return None
+    return Path(uri[len(_SQLITE):])
+
+
 def resolve_target(uri: str | None, experiment: str | None, *, env: Mapping[str, str] | None = None,
                    cwd: Path | None = None) -> Target:
     """Apply the documented precedence; a relative SQLite path becomes absolute (relative to ``cwd``)."""
@@ -67,10 +76,10 @@ def resolve_target(uri: str | None, experiment: str | None, *, env: Mapping[str,
     if not name.strip():
         raise BadInput("--experiment: the experiment name must not be empty")
     location = None
-    if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
-        db = Path(uri[len("sqlite:///"):])
+    db = sqlite_file(uri)
+    if db is not None:
         db = Path(os.path.abspath((cwd or Path.cwd()) / db))
-        uri = "sqlite:///" + db.as_posix()
+        uri = _SQLITE + db.as_posix()
         location = (db.parent / "mlruns" / _slug(name)).as_uri()
     elif "://" not in uri and not uri.startswith(("databricks", "file:")):
         raise BadInput(f"--tracking-uri {redact(uri)!r}: expected a URI such as http://host:5000 or sqlite:///mlflow.db")

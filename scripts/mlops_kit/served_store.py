@@ -50,6 +50,7 @@ from typing import Any, Iterator, Mapping
 import filelock
 
 from .errors import TrackingError
+from .runrecord import sqlite_file
 
 HOST = "127.0.0.1"
 DEFAULT_TIMEOUT = 30.0
@@ -97,7 +98,7 @@ def is_local_store(uri: str) -> bool:
     """A store the kernel would open itself (SQLite file, file store): the ones to serve. Remote servers
     (http/https/databricks) and other databases are used directly."""
     if uri.startswith("sqlite:"):
-        return uri.startswith("sqlite:///") and uri != "sqlite:///:memory:"
+        return sqlite_file(uri) is not None
     return uri.startswith("file:") or "://" not in uri and not uri.startswith("databricks")
 
 
@@ -105,8 +106,9 @@ def default_artifact_root(store_uri: str) -> str:
     """Where experiments created through the server keep artifacts: ``<folder of mlflow.db>/mlruns`` for SQLite
     (as runrecord.resolve_target does for the toolkit's experiments), the store's own folder for a file store
     (as ``mlflow server`` does); always a file URI."""
-    if store_uri.startswith("sqlite:///"):
-        return (Path(os.path.abspath(store_uri[len("sqlite:///"):])).parent / "mlruns").as_uri()
+    db = sqlite_file(store_uri)
+    if db is not None:
+        return (Path(os.path.abspath(db)).parent / "mlruns").as_uri()
     if store_uri.startswith("file:"):
         return store_uri
     return Path(os.path.abspath(store_uri)).as_uri()
@@ -122,12 +124,11 @@ def opening(store_uri: str, timeout: float = OPEN_LOCK_TIMEOUT) -> Iterator[None
     (MLflow's alembic migrations), and two processes doing that at once, e.g. two runs started together on a
     new ``mlflow.db``, fail and leave it half-migrated for every later client ("table _alembic_tmp_... already
     exists"). Other stores, and a folder that does not exist (MLflow names that error), are opened as they are."""
-    db = Path(os.path.abspath(store_uri[len("sqlite:///"):])) if is_local_store(store_uri) and \
-        store_uri.startswith("sqlite:///") else None
-    if db is None or not db.parent.is_dir():
+    db = sqlite_file(store_uri)
+    if db is None or not Path(os.path.abspath(db)).parent.is_dir():
         yield
         return
-    lock = filelock.FileLock(str(db) + OPEN_LOCK_SUFFIX, timeout=timeout)
+    lock = filelock.FileLock(os.path.abspath(db) + OPEN_LOCK_SUFFIX, timeout=timeout)
     try:
         lock.acquire()
     except filelock.Timeout:

@@ -55,7 +55,17 @@ from urllib.parse import urlsplit
 from . import console, lineage, served_store
 from .errors import BadInput, ToolkitError, TrackingError
 from .redact import redact, strip_credentials
-from .runrecord import MAX_TAG_VALUE, PIPELINE_KEY_TAG, ROLE_TAG, RunRecord, Target, clip, load_manifest, save_manifest
+from .runrecord import (
+    MAX_TAG_VALUE,
+    PIPELINE_KEY_TAG,
+    ROLE_TAG,
+    RunRecord,
+    Target,
+    clip,
+    load_manifest,
+    save_manifest,
+    sqlite_file,
+)
 
 BATCH = 100
 _MAX_ROUNDS = 50  # repair rounds before a family that does not settle is an error (see the module docstring)
@@ -453,7 +463,7 @@ def warm(target: Target) -> None:
     try:
         preflight(target.uri)
         client = _client(target.uri)
-        db = Path(target.uri[len("sqlite:///"):]) if target.uri.startswith("sqlite:///") else None
+        db = sqlite_file(target.uri)
         if db is None or db.is_file():  # read only: bad input found meanwhile must leave nothing behind
             client.get_experiment_by_name(target.experiment)
     except Exception:  # noqa: BLE001 - start_run meets the same problem and reports it properly
