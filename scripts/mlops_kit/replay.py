@@ -49,6 +49,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import posixpath
 import re
@@ -123,7 +124,7 @@ class _Stage:
 
 def replay(request: ReplayRequest) -> int:
     """Replay ``request.run_id`` (a stage or a pipeline run); returns 0, or raises with the exit code's error."""
-    if not request.rtol >= 0 or request.rtol == float("inf"):  # NaN fails the first test
+    if not math.isfinite(request.rtol) or request.rtol < 0:
         raise BadInput(f"--rtol {request.rtol:g}: must be a finite number, 0 or more")
     target = resolve_target(request.tracking_uri, request.experiment)
     tracker = worker.Tracker()  # imports mlflow while this process loads the rest
@@ -468,18 +469,16 @@ def _verify(item: dict[str, Any], location: Path, excluded: Any) -> tuple[bool, 
         return True, f"sha256 as recorded ({count}{tree.size} bytes)"
     if tree.kind == "missing":
         return False, f"missing: {location}"
-    recorded_files = {f["path"]: f["sha256"] for f in item["files"]}
-    found = {f["path"]: f["sha256"] for f in tree.files}
     prefix = location.parent if item["kind"] == "file" else location
     problems = []
-    for path in sorted(set(recorded_files) | set(found)):
-        full = prefix / path
-        if path not in found:
+    for row in rr.compare_files(item["files"], tree.files):
+        full = prefix / row.path
+        if row.replayed is None:
             problems.append(f"missing {full}")
-        elif path not in recorded_files:
+        elif row.recorded is None:
             problems.append(f"new file {full}")
-        elif found[path] != recorded_files[path]:
-            problems.append(f"changed {full} (sha256 {found[path][:12]}, recorded {recorded_files[path][:12]})")
+        elif not row.same:
+            problems.append(f"changed {full} (sha256 {row.replayed[:12]}, recorded {row.recorded[:12]})")
     if tree.error:
         problems.append(tree.error)
     return False, "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else "")
