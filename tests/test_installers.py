@@ -69,3 +69,11 @@ def test_installer_env_spells_index_for_each_installer(monkeypatch: pytest.Monke
     pip_env = installers.installer_env("pip", index)
     assert pip_env["PIP_INDEX_URL"] == "https://a/simple"
     assert pip_env["PIP_EXTRA_INDEX_URL"] == "https://b/simple https://c/simple"
+
+
+def test_parse_freeze_is_the_one_freeze_reader() -> None:
+    text = ("# a comment\nSix==1.17.0\nzope.interface==7.2  # inline note\n"
+            "mypkg @ file:///C:/wheels/mypkg-1.0-py3-none-any.whl\n-e /src/editable\n\n")
+    assert installers.parse_freeze(text) == {
+        "six": "1.17.0", "zope-interface": "7.2", "mypkg": "mypkg @ file:///C:/wheels/mypkg-1.0-py3-none-any.whl",
+        "/src/editable": "-e /src/editable"}

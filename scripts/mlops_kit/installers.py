@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 from . import paths, proc
 from .console import Echo, silent
@@ -197,6 +199,21 @@ def uninstall(venv_dir: Path, names: Sequence[str], *, installer: str, env: Mapp
     cmd = ([uv_bin(), "pip", "uninstall", "--python", python, *names] if installer == "uv" else
            [python, "-m", "pip", "uninstall", "-y", "--disable-pip-version-check", *names])
     _step(f"removing {', '.join(names)}", cmd, env, silent, stream=False)
+
+
+def parse_freeze(text: str) -> dict[str, str]:
+    """``{normalized name: version}`` of a freeze's ``name==version`` lines; a ``name @ url`` or ``-e`` line is kept
+    whole as the value (installed, never a pinned version); comments are skipped."""
+    out = {}
+    for line in text.splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, version = line.partition("==")
+        if not sep:
+            name, version = re.split(r"[\s@]+", line.removeprefix("-e").strip(), maxsplit=1)[0], line
+        out[canonicalize_name(name.strip())] = version.strip()
+    return out
 
 
 def freeze(venv_dir: Path, *, installer: str, env: Mapping[str, str]) -> str:

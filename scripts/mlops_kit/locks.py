@@ -490,7 +490,7 @@ def install_from_lock(
     env = installers.installer_env(installer, index or IndexSettings())
     echo(f"installing {len(pins)} locked package(s) from {lock.path} with {installer} (hashes required)")
     _install(venv_dir, lock, installer, env, echo)
-    extras = sorted(set(_parse_freeze(installers.freeze(venv_dir, installer=installer, env=env))) - set(pins))
+    extras = sorted(set(installers.parse_freeze(installers.freeze(venv_dir, installer=installer, env=env))) - set(pins))
     if extras:
         echo(f"removing {len(extras)} package(s) not in the lock: {', '.join(extras)}")
         installers.uninstall(venv_dir, extras, installer=installer, env=env)
@@ -570,7 +570,7 @@ def pins_for_this_platform(lock: Lock, environment: Mapping[str, str] | None = N
 def verify_installed(freeze_text: str, pins: Mapping[str, str]) -> list[str]:
     """Differences between a venv's freeze and the pins it should hold (empty: identical), e.g.
     ``six: installed 1.16.0, locked 1.17.0``, ``missing six==1.17.0``, ``not locked attrs==25.1.0``."""
-    installed = _parse_freeze(freeze_text)
+    installed = installers.parse_freeze(freeze_text)
     out = []
     for name in sorted(pins.keys() | installed.keys()):
         have, want = installed.get(name), pins.get(name)
@@ -580,20 +580,6 @@ def verify_installed(freeze_text: str, pins: Mapping[str, str]) -> list[str]:
             out.append(f"not locked {name}=={have}")
         elif not _same_version(have, want):
             out.append(f"{name}: installed {have}, locked {want}")
-    return out
-
-
-def _parse_freeze(text: str) -> dict[str, str]:
-    """``name==version`` lines of a freeze; anything else (``name @ url``, ``-e``) kept as an unpinned entry."""
-    out = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        name, sep, version = line.partition("==")
-        if not sep:  # "name @ file:///...", "-e /path": reported as installed, never as the locked version
-            name, version = re.split(r"[\s@]+", line.removeprefix("-e").strip(), maxsplit=1)[0], line
-        out[canonicalize_name(name.strip())] = version.strip()
     return out
 
 

@@ -62,7 +62,7 @@ from typing import Any, Iterator
 import filelock
 import yaml
 
-from . import console, envs, git, interpreters, lineage, paths, pyinstall, recorded, stage_run, worker
+from . import console, envs, git, installers, interpreters, lineage, paths, pyinstall, recorded, stage_run, worker
 from . import params as params_mod
 from . import replay_report as rr
 from .audit import FREEZE_TXT, LOCK_TXT, SPEC_YAML
@@ -514,8 +514,8 @@ def _compare_env(stage: _Stage, built: envs.EnvResult) -> rr.EnvRow:
     replayed_freeze = built.record.freeze_file.read_text(encoding="utf-8")
     built_from = "the recorded lock" if (env_dir / LOCK_TXT).is_file() else "the recorded freeze"
     return rr.EnvRow(stage.env["python"]["version"], built.record.python.version,
-                     len(rr.parse_freeze(replayed_freeze)), rr.compare_freezes(recorded_freeze, replayed_freeze),
-                     built_from)
+                     len(installers.parse_freeze(replayed_freeze)),
+                     rr.compare_freezes(recorded_freeze, replayed_freeze), built_from)
 
 
 # ---------------------------------------------------------------------------------------------------- execute

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from packaging.utils import canonicalize_name
+from . import installers
 
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
@@ -174,23 +174,9 @@ def compare_files(recorded: Iterable[Mapping[str, Any]], replayed: Iterable[Mapp
     return [FileRow(path, old.get(path), new.get(path)) for path in sorted(set(old) | set(new))]
 
 
-def parse_freeze(text: str) -> dict[str, str]:
-    """``{normalized name: version or the whole line}`` of a freeze (``name @ url`` lines kept whole)."""
-    out = {}
-    for line in text.splitlines():
-        line = line.split(" #", 1)[0].strip()
-        if not line or line.startswith("#"):
-            continue
-        name, sep, version = line.partition("==")
-        if not sep:
-            name, version = line.split("@", 1)[0].removeprefix("-e").strip(), line
-        out[canonicalize_name(name.strip())] = version.strip()
-    return out
-
-
 def compare_freezes(recorded: str, replayed: str) -> list[str]:
     """The packages that differ (empty: identical), e.g. ``six: recorded 1.16.0, replayed 1.17.0``."""
-    old, new = parse_freeze(recorded), parse_freeze(replayed)
+    old, new = installers.parse_freeze(recorded), installers.parse_freeze(replayed)
     out = []
     for name in sorted(old.keys() | new.keys()):
         if name not in new:
