@@ -385,3 +385,32 @@ def test_processes_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path: Path
     assert [p.returncode for p in openers] == [0] * 4, outputs
     names = {e.name for e in MlflowClient(uri).search_experiments()}
     assert {f"e-{i}" for i in range(4)} <= names
+
+
+def test_a_dataset_input_colliding_with_another_runs_is_logged_on_the_next_attempt(mlflow_server: str) -> None:
+    """MLflow's store looks a dataset up, then inserts it: two runs logging the same input content at once can
+    collide on its unique key (seen with three rehearsals at once). The client below plays that moment for real:
+    another run logs the same dataset first, and this run's first attempt fails as the loser's does."""
+    from mlflow.entities import Dataset, DatasetInput
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(mlflow_server)
+    experiment = client.create_experiment(f"collide-{time.time_ns()}")
+    run = client.create_run(experiment).info.run_id
+    dataset = DatasetInput(Dataset("input_dir: data", "0" * 32, "local", "{}"))
+
+    class Collides:
+        calls = 0
+
+        def log_inputs(self, run_id: str, datasets: list[DatasetInput]) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                client.log_inputs(client.create_run(experiment).info.run_id, datasets=datasets)
+                raise MlflowException("UNIQUE constraint failed: datasets.experiment_id, datasets.name, "
+                                      "datasets.digest")
+            client.log_inputs(run_id, datasets=datasets)
+
+    collides = Collides()
+    tracking._log_inputs(collides, run, [dataset])
+    assert collides.calls == 2
+    assert [d.dataset.name for d in client.get_run(run).inputs.dataset_inputs] == ["input_dir: data"]

@@ -315,9 +315,26 @@ def _log_lineage(client: Any, record: RunRecord) -> None:
     client.log_text(record.run_id, json.dumps(record.lineage, indent=1, ensure_ascii=False), lineage.ARTIFACT)
     datasets = lineage.dataset_inputs(record.lineage)
     if datasets:
-        client.log_inputs(record.run_id, datasets=datasets)
+        _log_inputs(client, record.run_id, datasets)
     if record.lineage["outputs"].get("sha256"):
         client.set_tag(record.run_id, lineage.OUTPUTS_TAG, record.lineage["outputs"]["sha256"])
+
+
+_INPUT_RETRIES = (0.2, 0.5)  # seconds before the 2nd and 3rd attempt
+
+
+def _log_inputs(client: Any, run_id: str, datasets: list[Any]) -> None:
+    """``log_inputs``, tried again when it fails: MLflow's store looks a dataset up, then inserts it, so runs that
+    log the same input content into one experiment at the same moment (parallel agents, several pipeline
+    instances) can collide on its unique key; on the next attempt the dataset exists and is only linked."""
+    for pause in (*_INPUT_RETRIES, None):
+        try:
+            client.log_inputs(run_id, datasets=datasets)
+            return
+        except Exception:  # noqa: BLE001 - the last attempt's error is raised (and becomes exit 6)
+            if pause is None:
+                raise
+            time.sleep(pause)
 
 
 def _earlier_lineages(client: Any, record: RunRecord) -> list[tuple[str, int, dict[str, Any]]]:
