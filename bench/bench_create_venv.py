@@ -35,7 +35,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from mlops_kit import interpreters, paths, spec  # noqa: E402
+from mlops_kit.core import paths  # noqa: E402
+from mlops_kit.envs import interpreters, spec  # noqa: E402
 
 PACKAGES = ("pandas", "requests", "pyyaml", "tqdm")
 SPEC_TEXT = """\
@@ -47,7 +48,7 @@ packages:
 kernel_display_name: "Bench ({version})"
 """
 
-DISCOVER = ("import sys; sys.path.insert(0, r'{scripts}'); from mlops_kit import interpreters, spec; "
+DISCOVER = ("import sys; sys.path.insert(0, r'{scripts}'); from mlops_kit.envs import interpreters, spec; "
             "interpreters.find_python(spec.parse_python_request('{version}'))")
 
 

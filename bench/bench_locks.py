@@ -12,7 +12,7 @@ Figures printed:
   from the lock is not slower than the resolving build.
 * unchanged re-run of the locked spec (the lock's freshness check + cache key + health check): median of N.
   Goal: <= 0.5 s.
-* ``--check-lock`` of ``specs/`` (a whole process, what CI and pre-commit run) and ``locks.check_fresh`` in
+* ``--check-lock`` of ``specs/`` (a whole process, what CI and pre-commit run) and ``lockfile.check_fresh`` in
   process: no network.
 * writing the lock: a new lock (universal resolution + the Windows/Linux/macOS dry runs), and a re-lock of an
   unchanged spec (same work, the file left untouched).
@@ -39,7 +39,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from mlops_kit import locks, spec  # noqa: E402
+from mlops_kit.envs import (
+    lockfile,  # noqa: E402
+    spec,
+)
 
 CREATE_VENV = REPO / "scripts" / "create_venv.py"
 
@@ -58,7 +61,7 @@ def stage_copy(source: Path, folder: Path, *, with_lock: bool) -> Path:
     folder.mkdir(parents=True)
     shutil.copyfile(source, folder / source.name)
     if with_lock:
-        shutil.copyfile(locks.lock_path(source), locks.lock_path(folder / source.name))
+        shutil.copyfile(lockfile.lock_path(source), lockfile.lock_path(folder / source.name))
     return folder / source.name
 
 
@@ -103,7 +106,7 @@ def check_lock(env: dict[str, str], runs: int) -> tuple[float, float]:
     in_process = []
     for _ in range(50):
         started = time.perf_counter()
-        locks.check_fresh(spec.load_spec(REPO / "specs" / "train.yaml"))
+        lockfile.check_fresh(spec.load_spec(REPO / "specs" / "train.yaml"))
         in_process.append(time.perf_counter() - started)
     return process, statistics.median(in_process)
 
@@ -123,7 +126,7 @@ def main() -> None:
     parser.add_argument("--no-cold", action="store_true", help="skip the empty-cache builds (they download)")
     args = parser.parse_args()
     source = args.spec.resolve()
-    lock = locks.check_fresh(spec.load_spec(source))
+    lock = lockfile.check_fresh(spec.load_spec(source))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ML_VENV_ROOT", "MLFLOW_"))}
     env.setdefault("UV_CACHE_DIR", str(REPO / ".cache" / "uv"))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -28,7 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from mlops_kit import gocd, paths  # noqa: E402
+from mlops_kit.core import paths  # noqa: E402
+from mlops_kit.rehearsal import gocd  # noqa: E402
 
 PY = sys.executable
 

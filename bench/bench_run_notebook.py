@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from mlops_kit import kernel  # noqa: E402
+from mlops_kit.envs import kernel  # noqa: E402
 
 PY = sys.executable
 NOTEBOOK_CELLS = [

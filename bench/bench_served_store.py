@@ -50,7 +50,7 @@ eid = exp.experiment_id if exp else client.create_experiment("bench", (Path(work
 run = client.create_run(eid)
 t1 = time.perf_counter()
 before = rss()
-from mlops_kit import served_store
+from mlops_kit.run import served_store
 served = served_store.start(uri, log_path=Path(work) / "served.log")
 t2 = time.perf_counter()
 after = rss()

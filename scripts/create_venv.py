@@ -1,7 +1,7 @@
 """Build (or reuse) the venv of one pipeline stage from its spec, register its Jupyter kernel, keep an audit trail.
 
-Thin command-line edge over :mod:`mlops_kit.envs` (build and cache), :mod:`mlops_kit.locks` (lock files),
-:mod:`mlops_kit.installers`, :mod:`mlops_kit.audit` and :mod:`mlops_kit.kernel`.
+Thin command-line edge over :mod:`mlops_kit.envs.build` (build and cache), :mod:`mlops_kit.envs.lockfile` (lock files),
+:mod:`mlops_kit.envs.installers`, :mod:`mlops_kit.envs.audit` and :mod:`mlops_kit.envs.kernel`.
 """
 
 from __future__ import annotations
@@ -15,16 +15,13 @@ from packaging.utils import InvalidName, canonicalize_name
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mlops_kit import (  # noqa: E402
-    cli,
-    console,
-    envs,
-    errors,
+from mlops_kit.core import cli, console, errors, paths  # noqa: E402
+from mlops_kit.envs import (  # noqa: E402
+    build,
     installers,
     interpreters,
     kernel,
-    locks,
-    paths,
+    lockfile,
     pyinstall,
     spec,
 )
@@ -150,17 +147,17 @@ def _main(argv: list[str]) -> int:
     _check_flags(args, len(files))
     echo = console.silent if args.quiet else console.progress
     if args.check_lock:
-        return _report(locks.check_locks(files, echo=echo), errors.EXIT_BAD_INPUT)
+        return _report(lockfile.check_locks(files, echo=echo), errors.EXIT_BAD_INPUT)
     stages = [spec.load_spec(f) for f in files]  # every spec valid before anything is resolved or built
     if args.lock:
-        failed = _report(locks.write_locks(stages, upgrade=args.upgrade, upgrade_packages=args.upgrade_package,
+        failed = _report(lockfile.write_locks(stages, upgrade=args.upgrade, upgrade_packages=args.upgrade_package,
                                            echo=echo), errors.EXIT_ENV_BUILD)
         if failed or not args.build:
             return failed
     root = paths.venv_root(args.venv_root)
     for stage in stages:  # bad input (a foreign folder, a stale lock) before slow discovery and any build
-        envs.refuse_unowned(Path(os.path.abspath(root)) / stage.venv_name)
-        envs.lock_for(stage, args.from_freeze)
+        build.refuse_unowned(Path(os.path.abspath(root)) / stage.venv_name)
+        build.lock_for(stage, args.from_freeze)
     if args.from_freeze is not None:
         installers.read_freeze(args.from_freeze)
     if args.audit_dir is not None and args.audit_dir.exists() and not args.audit_dir.is_dir():
@@ -175,7 +172,7 @@ def _build(stage: spec.StageSpec, root: Path, args: argparse.Namespace, echo: co
         interp = pyinstall.install_python(stage.python, echo=echo)
     else:
         interp = interpreters.find_python(stage.python, explicit=args.python)
-    result = envs.ensure_env(
+    result = build.ensure_env(
         stage, venv_root=root, interpreter=interp, installer=args.installer, force=args.force,
         from_freeze=args.from_freeze, kernel_scope=args.kernel_scope, audit_dir=args.audit_dir, echo=echo,
     )

@@ -1,8 +1,8 @@
 """Replay a recorded run (a stage, or a whole pipeline) and prove its result: same notebook, parameters, inputs,
 Python patch and packages, compared with the record.
 
-Thin command-line edge over :mod:`mlops_kit.replay` (plan, rebuild, fetch, execute, compare), which reads the run
-with :mod:`mlops_kit.recorded` and reports with :mod:`mlops_kit.replay_report`.
+Thin command-line edge over :mod:`mlops_kit.replay.replayer` (plan, rebuild, fetch, execute, compare), which reads the run
+with :mod:`mlops_kit.replay.recorded` and reports with :mod:`mlops_kit.replay.verdict`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mlops_kit import cli, replay  # noqa: E402
+from mlops_kit.core import cli  # noqa: E402
+from mlops_kit.replay import replayer  # noqa: E402
 
 DESCRIPTION = """\
 Replay a run that run_notebook.py recorded in MLflow, and say whether it reproduces: "can you produce this number
@@ -90,8 +91,8 @@ def build_parser() -> cli.ArgParser:
     return p
 
 
-def request_from(args: argparse.Namespace) -> replay.ReplayRequest:
-    return replay.ReplayRequest(
+def request_from(args: argparse.Namespace) -> replayer.ReplayRequest:
+    return replayer.ReplayRequest(
         run_id=args.run_id.strip(), tracking_uri=args.tracking_uri, experiment=args.experiment,
         venv_root=args.venv_root, workdir=args.workdir, overrides=tuple((n, v) for n, v in args.param),
         rtol=args.rtol, install_python=args.install_python, python=args.python, repo=args.repo, cwd=args.cwd,
@@ -100,7 +101,7 @@ def request_from(args: argparse.Namespace) -> replay.ReplayRequest:
 
 
 def _main(argv: list[str]) -> int:
-    return replay.replay(request_from(build_parser().parse_args(argv)))
+    return replayer.replay(request_from(build_parser().parse_args(argv)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """Execute a stage notebook in its venv with papermill and record an auditable MLflow run.
 
-Thin command-line edge over :mod:`mlops_kit.stage_run` (which checks the inputs, executes via
-:mod:`mlops_kit.notebook` and logs via :mod:`mlops_kit.tracking`).
+Thin command-line edge over :mod:`mlops_kit.run.stage_run` (which checks the inputs, executes via
+:mod:`mlops_kit.run.notebook` and logs via :mod:`mlops_kit.run.tracking`).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mlops_kit import cli  # noqa: E402
+from mlops_kit.core import cli  # noqa: E402
 
 if TYPE_CHECKING:
-    from mlops_kit import stage_run
+    from mlops_kit.run import stage_run
 
 DESCRIPTION = """\
 Run a stage notebook with papermill on its venv's interpreter (built by create_venv.py) and log an MLflow run.
@@ -124,7 +124,7 @@ def build_parser() -> cli.ArgParser:
 
 def request_from(args: argparse.Namespace) -> stage_run.NotebookRunRequest:
     """The parsed options as a typed request: the module never sees argparse."""
-    from mlops_kit import stage_run  # here, not at the top: the tracking worker re-imports this script (spawn)
+    from mlops_kit.run import stage_run  # here, not at the top: the tracking worker re-imports this script (spawn)
 
     return stage_run.NotebookRunRequest(
         venv=args.venv, spec=args.spec, venv_root=args.venv_root, notebook=args.notebook, output=args.output,
@@ -136,7 +136,7 @@ def request_from(args: argparse.Namespace) -> stage_run.NotebookRunRequest:
 
 
 def _main(argv: list[str]) -> int:
-    from mlops_kit import stage_run
+    from mlops_kit.run import stage_run
 
     return stage_run.run(request_from(build_parser().parse_args(argv)))
 

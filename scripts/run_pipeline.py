@@ -1,7 +1,7 @@
 """Rehearse a GoCD pipeline on this machine: the same tasks GoCD would run, in the same order.
 
-Thin CLI over :mod:`mlops_kit.gocd` (reading the XML), :mod:`mlops_kit.pipeline` (running it) and
-:mod:`mlops_kit.pipeline_report` (what it prints).
+Thin CLI over :mod:`mlops_kit.rehearsal.gocd` (reading the XML), :mod:`mlops_kit.rehearsal.engine` (running it) and
+:mod:`mlops_kit.rehearsal.report` (what it prints).
 """
 
 from __future__ import annotations
@@ -12,8 +12,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mlops_kit import cli, console, gocd, pipeline, pipeline_report  # noqa: E402
-from mlops_kit.errors import BadInput, PipelineFailed, Terminated  # noqa: E402
+from mlops_kit.core import cli, console  # noqa: E402
+from mlops_kit.core.errors import BadInput, PipelineFailed, Terminated  # noqa: E402
+from mlops_kit.rehearsal import (
+    engine,  # noqa: E402
+    gocd,
+    report,
+)
 
 DESCRIPTION = """\
 Run the pipeline defined in a GoCD config XML locally, exactly as GoCD would: stages in order (stopping after a
@@ -117,20 +122,20 @@ def _keep(text: str) -> int | None:
 def _main(argv: list[str]) -> int:
     console.tolerate_unprintable()
     args = build_parser().parse_args(argv)
-    source, config = pipeline.locate(args.source, args.config)
+    source, config = engine.locate(args.source, args.config)
     chosen = gocd.select_pipeline(gocd.load_config(config), args.pipeline)
     if args.dry_run:
-        print(pipeline_report.plan(chosen))
+        print(report.plan(chosen))
         return 0
-    overrides = pipeline.local_overrides(source, tracking_uri=args.tracking_uri, venv_root=args.venv_root,
+    overrides = engine.local_overrides(source, tracking_uri=args.tracking_uri, venv_root=args.venv_root,
                                          env=args.env)
-    settings = pipeline.LocalSettings(source=source, state_dir=(args.state_dir or source / ".pipeline").resolve(),
+    settings = engine.LocalSettings(source=source, state_dir=(args.state_dir or source / ".pipeline").resolve(),
                                       shared_workdir=args.shared_workdir, overrides=overrides,
                                       job_timeout=args.job_timeout, kill_grace=args.cancel_grace, keep=args.keep)
     console.write(f"[local] config {config}\n[local] repository {source}\n")
-    result = pipeline.run_pipeline(chosen, settings, echo=console.write)
-    print("\n" + pipeline_report.summary(result), flush=True)
-    print(pipeline_report.where_results_are(chosen, result, settings), flush=True)
+    result = engine.run_pipeline(chosen, settings, echo=console.write)
+    print("\n" + report.summary(result), flush=True)
+    print(report.where_results_are(chosen, result, settings), flush=True)
     if result.interrupted:  # SIGTERM is errors.Terminated (cli.run installs it), exit 143; Ctrl-C exit 130
         raise Terminated() if result.terminated else KeyboardInterrupt()
     failed = result.first_failure()

@@ -62,7 +62,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture()
 def fresh_interpreter_cache() -> Iterator[None]:
     """Interpreter discovery caches per process: tests that change PATH/pyenv layouts start and end clean."""
-    from mlops_kit import interpreters
+    from mlops_kit.envs import interpreters
 
     interpreters.clear_cache()
     yield

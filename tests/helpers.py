@@ -17,8 +17,8 @@ from typing import Iterator
 
 import pytest
 
-from mlops_kit.runrecord import RunRecord
-from mlops_kit.spec import StageSpec, parse_spec
+from mlops_kit.envs.spec import StageSpec, parse_spec
+from mlops_kit.run.runrecord import RunRecord
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO_ROOT / "scripts"

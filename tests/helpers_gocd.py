@@ -6,7 +6,7 @@ import textwrap
 from pathlib import Path
 
 from helpers import REPO_ROOT
-from mlops_kit import gocd
+from mlops_kit.rehearsal import gocd
 
 EXAMPLE = REPO_ROOT / "gocd" / "pipeline_config.xml"
 

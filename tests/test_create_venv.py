@@ -19,7 +19,8 @@ from helpers import (
     kill_tree,
     run_script,
 )
-from mlops_kit import audit, envs, paths
+from mlops_kit.core import paths
+from mlops_kit.envs import audit, build
 
 SPEC = """\
 stage: ingest
@@ -135,16 +136,16 @@ def test_killed_mid_install_is_rebuilt(tmp_path: Path, spec_file: Path) -> None:
     cmd = [str(TOOLKIT_PYTHON), str(SCRIPTS / "create_venv.py"), "--spec", str(spec_file), "--venv-root", str(root)]
     child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **NEW_PROCESS_GROUP)
     deadline = time.monotonic() + 120
-    while not (venv / envs.MARKER).exists() and child.poll() is None and time.monotonic() < deadline:
+    while not (venv / build.MARKER).exists() and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     kill_tree(child.pid)  # the whole job: create_venv.py and the uv it started
     child.wait(timeout=30)
-    assert (venv / envs.MARKER).exists() and not (venv / "audit" / "env.json").exists()
+    assert (venv / build.MARKER).exists() and not (venv / "audit" / "env.json").exists()
     done = run_script("create_venv.py", "--spec", str(spec_file), "--venv-root", str(root))
     assert done.returncode == 0, done.stderr
     assert f"rebuilding {venv}: a previous build did not finish (no audit/env.json)" in done.stderr
     record = audit.read_env(venv)
-    assert envs.health_check(venv, record) is None
+    assert build.health_check(venv, record) is None
 
 
 @pytest.mark.slow
@@ -160,7 +161,7 @@ def test_four_concurrent_builders_one_builds_others_wait_and_reuse(tmp_path: Pat
     assert sum(f"building {venv}" in e for e in errs) == 1, errs
     assert sum(f"reusing {venv}" in e for e in errs) == 3, errs
     assert sum("waiting for another build of" in e for e in errs) >= 1, errs
-    assert envs.health_check(venv, audit.read_env(venv)) is None
+    assert build.health_check(venv, audit.read_env(venv)) is None
     assert kernel_registered("ingest-venv")
 
 
@@ -198,7 +199,7 @@ def test_three_concurrent_force_runs_rebuild_once(tmp_path: Path, spec_file: Pat
     venv = root / "ingest-venv"
     assert sum(f"building {venv}" in t or f"rebuilding {venv}" in t for t in texts) == 1, texts
     assert sum(f"reusing {venv} (another run just built it)" in t for t in texts) == 2, texts
-    assert envs.health_check(venv, audit.read_env(venv)) is None
+    assert build.health_check(venv, audit.read_env(venv)) is None
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import nbformat
 import pytest
 
 from helpers import REPO_ROOT
-from mlops_kit.spec import load_spec, load_yaml_mapping
+from mlops_kit.envs.spec import load_spec, load_yaml_mapping
 
 STAGES = ("ingest", "features", "train")
 

@@ -378,8 +378,8 @@ def test_ctrl_c_ends_the_run_killed_with_notebook_kept(tmp_path: Path, venv_smal
 def test_unexpected_error_before_cells_ends_the_run_failed(tmp_path: Path, venv_small: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Whatever goes wrong once the MLflow run exists, the run ends FAILED with a manifest (not RUNNING, exit 1)."""
-    from mlops_kit import notebook, stage_run
-    from mlops_kit.errors import NotebookFailed
+    from mlops_kit.core.errors import NotebookFailed
+    from mlops_kit.run import notebook, stage_run
 
     def broken(ex: object, nb: object) -> None:
         raise ValueError("unexpected inside the runner")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO_ROOT, SCRIPTS, TOOLKIT_PYTHON, run_script
-from mlops_kit.spec import load_spec
+from mlops_kit.envs.spec import load_spec
 
 pytestmark = pytest.mark.slow
 

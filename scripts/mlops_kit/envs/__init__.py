@@ -1,0 +1,13 @@
+"""Envs: a stage's environment, from its spec to a verified venv with a registered Jupyter kernel.
+
+May import: ``core``.
+
+* ``spec``: the stage spec (``specs/<stage>.yaml``), strictly parsed;
+* ``lockfile``: stage lock files (resolve, check fresh, install exactly, verify);
+* ``interpreters``: finding the Python a spec asks for;
+* ``pyinstall``: installing a missing Python;
+* ``installers``: uv/pip commands, package indexes, freeze files;
+* ``build``: the venv build and cache (build lock, health check, reuse);
+* ``audit``: the ``env.json`` record and the audit bundle;
+* ``kernel``: Jupyter kernelspecs for stage venvs.
+"""

@@ -1,0 +1,258 @@
+"""What a stage run logs, decided before it runs, and the manifest that keeps it on disk.
+
+Where: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the current folder (made
+absolute, so the kernel and a later ``--log-existing`` find the same file). Experiments the toolkit creates in a
+local SQLite store keep their artifacts in ``<folder of mlflow.db>/mlruns/<experiment>``. Experiment:
+``--experiment``, else ``MLFLOW_EXPERIMENT_NAME``, else ``GO_PIPELINE_NAME``, else ``mlops_kit``.
+
+What: everything is collected in a :class:`RunRecord` first (params already masked, flattened and clipped to what
+MLflow accepts; only *named* GoCD variables as tags), written next to the output notebook as
+``<output stem>.mlops_run.json``. That manifest is what ``run_notebook.py --log-existing`` uploads when the tracking
+server was down during the run, so nothing is lost. This module imports no mlflow: the MLflow calls are
+:mod:`mlops_kit.run.tracking`'s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..core import paths
+from ..core.errors import BadInput
+from ..core.redact import MASK, is_secret_name, redact, strip_credentials
+from ..core.userfile import read_input
+from .params import flatten
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+_SQLITE = "sqlite:///"
+DEFAULT_EXPERIMENT = "mlops_kit"
+MANIFEST_SUFFIX = ".mlops_run.json"
+METRICS_FILE = "metrics.json"
+GOCD_VARS = ("GO_PIPELINE_NAME", "GO_PIPELINE_COUNTER", "GO_PIPELINE_LABEL", "GO_STAGE_NAME", "GO_STAGE_COUNTER",
+             "GO_JOB_NAME", "GO_TRIGGER_USER", "GO_SERVER_URL")
+GOCD_PREFIXES = ("GO_REVISION",)
+PIPELINE_KEY_TAG = "mlops_kit.pipeline_key"
+PIPELINE_ORIGIN_VAR = "MLOPS_KIT_PIPELINE_ORIGIN"  # set by run_pipeline.py: which local rehearsal a stage belongs to
+ROLE_TAG = "mlops_kit.role"
+# MLflow's limits (mlflow.utils.validation, 3.x): values longer are refused, keys are restricted.
+MAX_PARAM_VALUE = 6000
+MAX_TAG_VALUE = 8000
+MAX_KEY = 250
+_KEY_BAD_CHARS = re.compile(r"[^A-Za-z0-9_.\- ]")
+Warn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Resolved tracking store and experiment."""
+
+    uri: str
+    experiment: str
+    artifact_location: str | None = None  # for experiments we create in a local SQLite store
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The file a SQLite tracking URI names (``sqlite:///mlflow.db`` -> ``mlflow.db``, as written: relative paths
+    stay relative); None for any other URI and for ``sqlite:///:memory:``."""
+    if not uri.startswith(_SQLITE) or uri == _SQLITE + ":memory:":
+        return None
+    return Path(uri[len(_SQLITE):])
+
+
+def resolve_target(uri: str | None, experiment: str | None, *, env: Mapping[str, str] | None = None,
+                   cwd: Path | None = None) -> Target:
+    """Apply the documented precedence; a relative SQLite path becomes absolute (relative to ``cwd``)."""
+    env = os.environ if env is None else env
+    uri = (uri or env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI).strip()
+    name = (experiment or env.get("MLFLOW_EXPERIMENT_NAME") or env.get("GO_PIPELINE_NAME") or DEFAULT_EXPERIMENT)
+    if not name.strip():
+        raise BadInput("--experiment: the experiment name must not be empty")
+    location = None
+    db = sqlite_file(uri)
+    if db is not None:
+        db = Path(os.path.abspath((cwd or Path.cwd()) / db))
+        uri = _SQLITE + db.as_posix()
+        location = (db.parent / "mlruns" / _slug(name)).as_uri()
+    elif "://" not in uri and not uri.startswith(("databricks", "file:")):
+        raise BadInput(f"--tracking-uri {redact(uri)!r}: expected a URI such as http://host:5000 or sqlite:///mlflow.db")
+    return Target(uri=uri, experiment=name.strip(), artifact_location=location)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "experiment"
+
+
+# --- what gets logged ---------------------------------------------------------------------------------------
+
+
+def gocd_context(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Only the named GoCD variables (and ``GO_REVISION*``); secure variables never match these names."""
+    env = os.environ if env is None else env
+    found = {name: env[name] for name in GOCD_VARS if env.get(name)}
+    found.update({k: v for k, v in sorted(env.items()) if k.startswith(GOCD_PREFIXES) and v})
+    return found
+
+
+def pipeline_key(env: Mapping[str, str] | None = None) -> str | None:
+    """``<GO_PIPELINE_NAME>/<GO_PIPELINE_COUNTER>``: stages sharing it are nested under one parent run.
+
+    A local rehearsal (run_pipeline.py) adds its origin (``MLOPS_KIT_PIPELINE_ORIGIN``): its counters start at 1
+    in every clone, so without it a rehearsal logged to the team's server would join GoCD's run of that number.
+    """
+    env = os.environ if env is None else env
+    name, counter = env.get("GO_PIPELINE_NAME"), env.get("GO_PIPELINE_COUNTER")
+    if not name or not counter:
+        return None
+    origin = env.get(PIPELINE_ORIGIN_VAR)
+    return re.sub(r"[^A-Za-z0-9_.\-/ #]", "_", f"{name}/{counter}" + (f" {origin}" if origin else ""))
+
+
+def safe_key(key: str) -> str:
+    """A key MLflow accepts: letters, digits, ``_ . - space`` only, not a path trick, at most 250 characters."""
+    key = _KEY_BAD_CHARS.sub("_", str(key)).strip()
+    if not key or key == "." or key.startswith(".."):
+        key = f"_{key}"
+    return key[:MAX_KEY]
+
+
+def _unique(key: str, taken: set[str]) -> str:
+    if key not in taken:
+        return key
+    n = 2
+    while f"{key[:MAX_KEY - 6]}_{n}" in taken:
+        n += 1
+    return f"{key[:MAX_KEY - 6]}_{n}"
+
+
+def clip(value: str, limit: int) -> str:
+    """Clip to MLflow's limit, marking the cut so nobody mistakes it for the full value."""
+    if len(value) <= limit:
+        return value
+    marker = f"...[truncated {len(value) - limit + 40} chars]"
+    return value[:limit - len(marker)] + marker
+
+
+def value_text(value: Any) -> str:
+    """How a parameter value is shown in MLflow (JSON for lists/dicts, Python's text otherwise)."""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
+def loggable_params(system: Mapping[str, Any], notebook: Mapping[str, Any],
+                    warn: Warn | None = None) -> dict[str, str]:
+    """System params then flattened notebook params: keys made safe and unique, secrets masked, values clipped."""
+    out: dict[str, str] = {}
+    for name, value in [*system.items(), *flatten(notebook).items()]:
+        key = _unique(safe_key(name), set(out))
+        if key != name and warn:
+            warn(f"parameter {name!r} is logged to MLflow as {key!r}")
+        shown = MASK if is_secret_name(name) and value is not None else redact(value_text(value))
+        out[key] = clip(shown, MAX_PARAM_VALUE)
+    return out
+
+
+def loggable_tags(tags: Mapping[str, Any]) -> dict[str, str]:
+    return {safe_key(k): clip(redact(str(v)), MAX_TAG_VALUE) for k, v in tags.items() if v is not None}
+
+
+def read_metrics(output_dir: Path, *, since: float, warn: Warn) -> dict[str, float]:
+    """``<output_dir>/metrics.json`` ({"name": number}, nested mappings flattened) written during this run."""
+    path = output_dir / METRICS_FILE
+    try:
+        if path.stat().st_mtime < since - 2:
+            warn(f"{path}: older than this run, not logged as metrics (write it from the notebook)")
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        warn(f"{path}: not readable as JSON ({exc}); no metrics logged from it")
+        return {}
+    if not isinstance(data, dict):
+        warn(f"{path}: expected a JSON object {{\"name\": number}}; no metrics logged from it")
+        return {}
+    metrics: dict[str, float] = {}
+    for name, value in flatten(data).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            warn(f"{path}: metric {name!r} is not a number ({value_text(value)[:60]}); skipped")
+            continue
+        metrics[_unique(safe_key(name), set(metrics))] = float(value)
+    return metrics
+
+
+# --- the record / manifest -----------------------------------------------------------------------------------
+
+
+@dataclass
+class RunRecord:
+    """Everything one run logs; saved as the manifest so a run can be uploaded later."""
+
+    tracking_uri: str
+    experiment: str
+    run_name: str
+    params: dict[str, str]
+    tags: dict[str, str]
+    artifact_location: str | None = None
+    pipeline_key: str | None = None
+    pipeline_run_name: str | None = None
+    files: list[list[str]] = field(default_factory=list)  # [local file, artifact folder ("" = root)]
+    folders: list[list[str]] = field(default_factory=list)  # [local folder, artifact folder]
+    executed_notebook: str | None = None
+    html: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    status: str = "RUNNING"
+    failure: dict[str, str] = field(default_factory=dict)
+    start_time: int = field(default_factory=lambda: int(time.time() * 1000))
+    end_time: int | None = None
+    run_id: str | None = None
+    experiment_id: str | None = None
+    parent_run_id: str | None = None
+    params_logged: bool = False
+    logged: bool = False
+    lineage: dict[str, Any] = field(default_factory=dict)  # mlops_kit.run.lineage's record (empty: not recorded)
+    schema: int = 1
+
+    @property
+    def target(self) -> Target:
+        return Target(self.tracking_uri, self.experiment, self.artifact_location)
+
+
+def manifest_path(output: Path) -> Path:
+    return output.with_name(output.stem + MANIFEST_SUFFIX)
+
+
+def save_manifest(record: RunRecord, path: Path) -> None:
+    data = dataclasses.asdict(record)
+    data["tracking_uri"] = strip_credentials(record.tracking_uri)  # published with the job's artifacts
+    data["metrics"] = {k: (v if math.isfinite(v) else str(v)) for k, v in record.metrics.items()}
+    paths.write_json_atomic(path, data, indent=1)
+
+
+def load_manifest(path: Path) -> RunRecord:
+    """Read a manifest written by run_notebook; every problem names the file."""
+    try:
+        data = json.loads(read_input(path, "manifest"))
+    except ValueError as exc:
+        raise BadInput(f"{path}: not a readable run manifest ({exc})") from None
+    names = {f.name for f in dataclasses.fields(RunRecord)}
+    if not isinstance(data, dict) or data.get("schema") != 1 or not {"tracking_uri", "params"} <= set(data):
+        raise BadInput(f"{path}: not a run manifest written by run_notebook.py (schema 1)")
+    data["metrics"] = {k: float(v) for k, v in (data.get("metrics") or {}).items()}
+    return RunRecord(**{k: v for k, v in data.items() if k in names})
+
+
+def current_user() -> str | None:
+    """The account running the tool; ``None`` when it has no name (some service accounts)."""
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - getpass raises OSError, KeyError or ImportError depending on the platform
+        return None

@@ -1,0 +1,428 @@
+"""Run one stage notebook end to end: check the inputs, execute it in its venv, log an auditable MLflow run.
+
+The order is what keeps a run safe and fast: the MLflow helper process starts first (it imports mlflow while the
+inputs are checked and papermill loads), then every input is checked, output folders included (bad input: exit 2
+even with the store down, and no store created), then the output is claimed (a second run of the same output is
+refused), then the tracking store, then the store is opened and the run created while the kernel starts.
+
+No run stays RUNNING for ever: the manifest is written as soon as the run exists, Ctrl-C and SIGTERM end the run
+KILLED with the notebook executed so far, and a manifest still RUNNING whose runner vanished (``kill -9``) is closed
+as KILLED by ``--log-existing`` or by the next run of the same output. Execution is :mod:`mlops_kit.run.notebook`'s,
+parameters :mod:`mlops_kit.run.params`'s, the output rules :mod:`mlops_kit.run.outputs`'s, the record and manifest
+:mod:`mlops_kit.run.runrecord`'s, the MLflow calls :mod:`mlops_kit.run.tracking`'s (run in :mod:`mlops_kit.run.tracking_worker`). A
+notebook that mentions mlflow, on a local store, gets that store served over HTTP by the worker
+(:mod:`mlops_kit.run.served_store`) from the run's creation until its kernel has exited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..core import console, git, paths, redact
+from ..core.errors import BadInput, NotebookFailed, TrackingError
+from ..envs import audit, kernel, spec
+from . import lineage, notebook, outputs, params, runrecord, served_store, tracking, tracking_worker
+
+
+if TYPE_CHECKING:  # nbformat is imported by papermill when needed, not at start-up
+    from nbformat import NotebookNode
+
+
+@dataclass(frozen=True)
+class NotebookRunRequest:
+    """What ``run_notebook.py`` was asked to do, as given (relative paths are relative to the current folder)."""
+
+    venv: Path | None = None
+    spec: Path | None = None
+    venv_root: Path | None = None
+    notebook: Path | None = None
+    output: Path | None = None
+    params_file: Path | None = None
+    param_overrides: tuple[tuple[str, str], ...] = ()
+    output_dir: Path | None = None
+    stage: str | None = None
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    log_output: bool = False
+    no_progress: bool = False
+    cell_timeout: float | None = None
+    start_timeout: float = 60
+    cwd: Path | None = None
+    log_existing: Path | None = None
+    tags: tuple[tuple[str, str], ...] = ()  # extra run tags (a replay's mlops_kit.replay_of)
+    parent_run_id: str | None = None  # nest under this run, not under a pipeline instance's parent (a replay)
+
+
+_MAX_TIMEOUT = 7 * 24 * 3600.0
+
+
+@dataclass
+class _Run:
+    """One stage run in flight: what the kernel-ready hook, the finish and a Ctrl-C need."""
+
+    tracker: tracking_worker.Tracker
+    started: Future
+    record: runrecord.RunRecord
+    files: outputs.RunFiles
+    masked: dict[str, Any]
+    served: Future | None = None  # the local store served to the kernel (its URL), when the notebook uses mlflow
+
+
+def run(request: NotebookRunRequest, tracker: tracking_worker.Tracker | None = None) -> int:
+    """Run the stage notebook and log it (or, with ``log_existing``, upload an earlier run); returns the exit code.
+    ``tracker``: a tracking worker the caller started (a replay's, mlflow already imported) and closes itself."""
+    if request.log_existing is not None:
+        return _log_existing(request.log_existing, request.tracking_uri, request.experiment)
+    target = runrecord.resolve_target(request.tracking_uri, request.experiment)
+    own = tracker is None
+    tracker = tracker or tracking_worker.Tracker()  # imports mlflow while the inputs are checked and papermill loads
+    try:
+        checked = _checked_inputs(request, target)  # bad input: exit 2, whatever the state of the store
+        try:
+            tracking.preflight(target.uri)  # a server that is down: fail in a second, before anything runs
+        except TrackingError as exc:
+            raise TrackingError(f"{exc}; nothing was executed") from None
+        tracker.submit(tracking.warm, target)  # only now: valid input, so opening (creating) the store is wanted
+        outputs.make_folders(checked.files)
+        with outputs.claimed(checked.files):
+            _close_vanished_run(checked.files, tracker)
+            return _execute_and_log(request, checked, target, tracker)
+    finally:
+        if own:
+            tracker.close()
+
+
+@dataclass
+class _Checked:
+    """The inputs, read and checked."""
+
+    env: audit.EnvRecord
+    nb: NotebookNode
+    values: dict[str, Any]
+    params_file_has_secrets: bool
+    files: outputs.RunFiles
+    stage: str
+
+
+def _checked_inputs(request: NotebookRunRequest, target: runrecord.Target) -> _Checked:
+    """Every user input is checked before the kernel starts: bad input is exit 2 with nothing executed."""
+    venv = _venv_dir(request)
+    _check_inputs(request)
+    env = audit.read_env(venv)
+    if not paths.venv_python(venv).exists():
+        raise BadInput(f"{venv}: its interpreter {paths.venv_python(venv)} is missing; "
+                       "rebuild with create_venv.py --force")
+    values = params.load_params_file(request.params_file) if request.params_file else {}
+    params_file_has_secrets = redact.has_secrets(values)
+    values = params.merge_overrides(values, request.param_overrides)
+    params.check_count(values, source=str(request.params_file or "-p"))
+    nb = notebook.load_notebook(request.notebook)
+    for message in params.undeclared_warnings(nb, list(values), notebook=request.notebook):
+        console.warn(message)
+    stage = request.stage or env.stage
+    files = outputs.run_files(request.output, request.output_dir, stage)
+    outputs.check(files, target=target, venv=env.venv_dir)
+    return _Checked(env, nb, values, params_file_has_secrets, files, stage)
+
+
+def _venv_dir(request: NotebookRunRequest) -> Path:
+    """--venv as given, or the venv create_venv.py builds for --spec (a stale one only warns: it still runs)."""
+    if request.venv is not None:
+        return Path(os.path.abspath(request.venv))
+    if request.spec is None:
+        raise BadInput("run_notebook.py: give --venv DIR or --spec FILE (see --help)")
+    stage = spec.load_spec(request.spec)
+    venv = paths.venv_root(request.venv_root) / stage.venv_name
+    record = audit.read_env(venv) if (venv / audit.AUDIT / audit.ENV_JSON).is_file() else None
+    if record is None:
+        raise BadInput(f"{venv}: no venv for {request.spec} (build it: python scripts/create_venv.py "
+                       f"--spec {request.spec})")
+    if record.spec_hash != stage.content_hash():
+        console.warn(f"{venv}: built from a different version of {request.spec}; re-run create_venv.py to update it")
+    return venv
+
+
+def _check_inputs(request: NotebookRunRequest) -> None:
+    """Refuse what would fail late or overwrite the user's notebook."""
+    if request.notebook is None or request.output is None:
+        raise BadInput("run_notebook.py: --notebook and --output are required (see --help)")
+    if request.output.suffix.lower() != ".ipynb":
+        raise BadInput(f"{request.output}: --output must be a .ipynb file")
+    if os.path.abspath(request.output) == os.path.abspath(request.notebook):
+        raise BadInput(f"{request.output}: --output must differ from --notebook (it would overwrite it)")
+    for name, value in (("--cell-timeout", request.cell_timeout), ("--start-timeout", request.start_timeout)):
+        if value is not None and not (value > 0 and math.isfinite(value) and value <= _MAX_TIMEOUT):
+            raise BadInput(f"{name} {value:g}: must be a number of seconds above 0 and at most {_MAX_TIMEOUT:g} "
+                           "(a week; leave --cell-timeout out for no limit)")
+    if request.cwd is not None and not request.cwd.is_dir():
+        raise BadInput(f"{request.cwd}: --cwd is not an existing folder")
+    if request.output_dir is not None and request.output_dir.exists() and not request.output_dir.is_dir():
+        raise BadInput(f"{request.output_dir}: --output-dir exists and is not a folder")
+
+
+def _execute_and_log(request: NotebookRunRequest, checked: _Checked, target: runrecord.Target,
+                     tracker: tracking_worker.Tracker) -> int:
+    """Start the MLflow run before executing, so the kernel gets its run id; Ctrl-C still leaves a manifest."""
+    env, nb, files = checked.env, checked.nb, checked.files
+    values = {**checked.values, "output_dir": str(files.output_dir)}
+    masked = redact.masked(values)
+    record = _record(request, checked.stage, env, files, masked, target,
+                     params_file_has_secrets=checked.params_file_has_secrets)
+    served_log = _served_log(record, files, nb)  # before start_run: the manifest written at the start lists it
+    started = tracker.submit(tracking.start_run, record, str(files.manifest))  # the manifest exists from the start
+    live = _Run(tracker, started, record, files, masked)
+    if served_log is not None:  # queued right after start_run: the worker serves the store while the kernel runs
+        live.served = tracker.submit(served_store.serve, record.tracking_uri, str(served_log), request.start_timeout)
+    ex = notebook.Execution(
+        notebook=Path(os.path.abspath(request.notebook)), output=files.output, parameters=values,
+        kernelspec=kernel.kernelspec(env.venv_dir, env.kernel_display_name), kernel_name=env.kernel_name,
+        cwd=Path(os.path.abspath(request.cwd or Path.cwd())),
+        masked_parameters=masked if masked != values else None,
+        before_cells=lambda: _run_ready(live),
+        log_output=request.log_output,
+        progress_bar=sys.stderr.isatty() and not (request.no_progress or request.log_output),
+        cell_timeout=request.cell_timeout, start_timeout=request.start_timeout,
+    )
+    begin = time.time()
+    try:
+        outcome = notebook.execute(ex, nb)
+    except served_store.ServedStoreError as exc:  # the run exists: end it FAILED with a manifest (exit 6)
+        _not_served(live, exc)
+        raise TrackingError(f"{exc}; nothing was executed, run {live.record.run_id} ended FAILED") from None
+    except TrackingError as exc:
+        raise TrackingError(f"{exc}; nothing was executed") from None
+    except KeyboardInterrupt:
+        _interrupted(live)
+        raise
+    except Exception as exc:  # noqa: BLE001 - the run exists: end it FAILED with a manifest, never leave it RUNNING
+        outcome = notebook.Outcome(kind="runner-error", ename=type(exc).__name__, evalue=" ".join(str(exc).split()))
+    return _finish(live, outcome, begin)
+
+
+def _record(request: NotebookRunRequest, stage: str, env: audit.EnvRecord, run: outputs.RunFiles,
+            masked: dict[str, Any], target: runrecord.Target, *, params_file_has_secrets: bool) -> runrecord.RunRecord:
+    """Everything the run logs, decided up front so the manifest can replay it (--log-existing)."""
+    nb_path = Path(os.path.abspath(request.notebook))
+    code = git.source_info(nb_path)
+    source = _source_name(nb_path, code.root)
+    system = {"stage": stage, "python_version": env.python.version, "venv_name": env.venv_name,
+              "git_commit": code.commit, "git_branch": code.branch, "git_dirty": code.dirty, "notebook": source}
+    gocd = runrecord.gocd_context()
+    key = None if request.parent_run_id else runrecord.pipeline_key()
+    tags = {"mlflow.runName": stage, "mlflow.source.name": source, "mlflow.source.type": "JOB" if gocd else "LOCAL",
+            "mlflow.user": runrecord.current_user(), "mlops_kit.role": "stage", "mlops_kit.stage": stage,
+            "mlops_kit.venv": str(env.venv_dir), "mlops_kit.envs.kernel": env.kernel_name,
+            **({"mlflow.source.git.commit": code.commit, "mlflow.source.git.branch": code.branch}
+               if code.commit != "unknown" else {}),
+            **({runrecord.PIPELINE_KEY_TAG: key} if key else {}), **gocd, **_nesting(request)}
+    files = [[str(run.output), ""], [str(run.html), ""], [str(run.params_copy), "params"],
+             *[[str(p), "environment"] for p in env.bundle]]  # spec, freeze, the lock's copy if any, env.json
+    if request.params_file and not params_file_has_secrets:  # else only the masked copy above
+        files.append([str(Path(os.path.abspath(request.params_file))), "params"])
+    record = runrecord.RunRecord(
+        tracking_uri=target.uri, experiment=target.experiment, artifact_location=target.artifact_location,
+        run_name=stage, params=runrecord.loggable_params(system, masked, warn=console.warn),
+        tags=runrecord.loggable_tags(tags), pipeline_key=key,
+        pipeline_run_name=f"{gocd.get('GO_PIPELINE_NAME')} #{gocd.get('GO_PIPELINE_COUNTER')}" if key else None,
+        files=files, folders=[[str(run.output_dir), "outputs"]], executed_notebook=str(run.output),
+        html=str(run.html),
+    )
+    _plan_lineage(record, request, env, run, masked, target, source)
+    return record
+
+
+def _nesting(request: NotebookRunRequest) -> dict[str, str]:
+    """A replay's own tags and the run it is nested under (it never joins a pipeline instance's family)."""
+    return {**({"mlflow.parentRunId": request.parent_run_id} if request.parent_run_id else {}), **dict(request.tags)}
+
+
+def _plan_lineage(record: runrecord.RunRecord, request: NotebookRunRequest, env: audit.EnvRecord,
+                  run: outputs.RunFiles, masked: dict[str, Any], target: runrecord.Target, source: str) -> None:
+    """What a replay needs besides the environment (:mod:`mlops_kit.run.lineage`): the notebook as given, copied now
+    (the user may edit it while the run goes on), the masked names, the inputs its parameters name (hashed by the
+    tracking worker once the run exists)."""
+    nb_path = Path(os.path.abspath(request.notebook))
+    try:
+        shutil.copyfile(nb_path, run.source_copy)
+    except OSError as exc:
+        raise BadInput(f"{run.source_copy}: cannot copy the notebook there ({exc.strerror or exc})") from None
+    record.files.append([str(run.source_copy), "source"])
+    excluded = [run.output_dir, env.venv_dir, *outputs.store_paths(target),
+                run.output.with_name(run.output.stem + ".*"), run.lock]
+    record.lineage = lineage.new_record(
+        masked, cwd=Path(os.path.abspath(request.cwd or Path.cwd())), output_dir=run.output_dir, excluded=excluded,
+        python=env.python.version, notebook=source, source_notebook=f"source/{run.source_copy.name}",
+        parameters=f"params/{run.params_copy.name}", masked=masked)
+
+
+def _source_name(nb_path: Path, git_root: Path | None) -> str:
+    """The notebook as the repository names it (``notebooks/train.ipynb``): relative to the git checkout, else to
+    the job's working folder (a GoCD agent's or a rehearsal's copy), else its absolute path."""
+    for root in (git_root, Path.cwd()):
+        if root is not None and nb_path.is_relative_to(root):
+            return nb_path.relative_to(root).as_posix()
+    return str(nb_path)
+
+
+def _served_log(record: runrecord.RunRecord, files: outputs.RunFiles, nb: NotebookNode) -> Path | None:
+    """A notebook that mentions mlflow, on a local store, gets that store over HTTP from MLflow's own server code in
+    the tracking worker: any mlflow or mlflow-skinny in its venv can then log to it. Returns the server's log,
+    ``<output stem>.mlflow_server.log``, made one of the run's files; None when no server is needed."""
+    if not (served_store.is_local_store(record.tracking_uri) and served_store.notebook_uses_mlflow(nb)):
+        return None
+    log = files.output.with_name(files.output.stem + ".mlflow_server.log")
+    record.files.append([str(log), ""])
+    return log
+
+
+def _run_ready(live: _Run) -> dict[str, str]:
+    """Called once the kernel is up: wait for the MLflow run, create the output folder, give the kernel its env."""
+    notebook.prewarm_html_in_background()  # uses the wait for the run (or runs beside the first cells)
+    ids = live.tracker.result(live.started)
+    tracking.apply_ids(live.record, ids)
+    live.record.params_logged = True
+    live.tracker.submit(tracking.warm_finish, live.record.tracking_uri, ids["run_id"])
+    live.files.output_dir.mkdir(parents=True, exist_ok=True)
+    env = {"MLFLOW_RUN_ID": ids["run_id"], "MLFLOW_TRACKING_URI": live.record.tracking_uri,
+           "MLFLOW_EXPERIMENT_ID": ids["experiment_id"]}
+    if live.served is not None:  # a ServedStoreError here: exit 6, the run ended FAILED (_not_served)
+        env.update(served_store.client_env(live.tracker.result(live.served)))
+    return env
+
+
+def _stop_serving(live: _Run) -> None:
+    """The kernel has exited (its mlflow may have ended the run FINISHED at exit): stop the served store before
+    the runner writes the final status, so nothing writes to the run after it. Never fails the run."""
+    if live.served is not None:
+        with contextlib.suppress(TrackingError):
+            live.tracker.call(served_store.stop_serving)
+
+
+def _not_served(live: _Run, exc: TrackingError) -> None:
+    """The local server did not start (the kernel was up, no cell ran): end the existing run FAILED, keep a
+    manifest (the server's log is one of the run's files)."""
+    record = live.record
+    record.status, record.end_time = "FAILED", int(time.time() * 1000)
+    record.failure = {"failure_kind": "tracking-server", "error_name": type(exc).__name__, "error_value": str(exc)}
+    if record.run_id is not None:
+        with contextlib.suppress(TrackingError):
+            live.tracker.call(tracking.finish_run, record)
+            record.logged = True
+    runrecord.save_manifest(record, live.files.manifest)
+
+
+def _finish(live: _Run, outcome: notebook.Outcome, begin: float) -> int:
+    """Write and log the results; a tracking failure keeps everything on disk with the command to upload it later."""
+    record, files = live.record, live.files
+    output, manifest = files.output, files.manifest
+    _stop_serving(live)
+    record.end_time = int(time.time() * 1000)
+    record.status = "FINISHED" if outcome.ok else "FAILED"
+    record.failure = outcome.as_tags() if not outcome.ok else {}
+    record.metrics = runrecord.read_metrics(files.output_dir, since=begin, warn=console.warn)
+    files.params_copy.write_text(params.yaml_text(live.masked), encoding="utf-8")
+    tracking_error = None
+    if output.is_file():
+        notebook.render_html_or_warn(output, files.html)
+    try:
+        if record.run_id is None:  # the kernel never started: the run may still be on its way
+            tracking.apply_ids(record, live.tracker.result(live.started))
+            record.params_logged = True
+        runrecord.save_manifest(record, manifest)
+        live.tracker.call(tracking.finish_run, record)
+        record.logged = True
+    except TrackingError as exc:
+        tracking_error = f"{exc}; the executed notebook is {output}; upload it later with: " + \
+            _upload_later_command(manifest, record.tracking_uri)
+    runrecord.save_manifest(record, manifest)
+    print(f"executed notebook: {output}")
+    if record.logged:
+        print(f"MLflow run {record.run_id} ({record.status}) in experiment {record.experiment!r} "
+              f"at {redact.redact(record.tracking_uri)}")
+    if not outcome.ok:
+        extra = f" (also: {tracking_error})" if tracking_error else ""
+        raise NotebookFailed(f"{output}: notebook failed: {outcome.summary()}{extra}")
+    if tracking_error:
+        raise TrackingError(tracking_error)
+    print(output, flush=True)
+    return 0
+
+
+def _upload_later_command(manifest: Path, uri: str) -> str:
+    """The manifest keeps the URI without its password: say how to give the credentials back."""
+    command = f"python scripts/run_notebook.py --log-existing \"{manifest}\""
+    if redact.strip_credentials(uri) == uri:
+        return command
+    return (f"{command} --tracking-uri \"{redact.redact(uri)}\" (with the real credentials; or set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD: the manifest keeps no credentials)")
+
+
+def _interrupted(live: _Run) -> None:
+    """Ctrl-C (or a GoCD cancel that sends it): end the run as KILLED, keep the manifest; never hang here."""
+    record, files = live.record, live.files
+    record.status, record.end_time = "KILLED", int(time.time() * 1000)
+    record.failure = {"failure_kind": "interrupted"}
+    if record.run_id is None and live.started.done() and live.started.exception() is None:
+        tracking.apply_ids(record, live.started.result())
+        record.params_logged = True
+    if record.run_id is not None:
+        try:
+            _stop_serving(live)  # before KILLED is written: nothing from the kernel can reach the run after it
+            live.tracker.call(tracking.finish_run, record)
+            record.logged = True
+        except Exception:  # noqa: BLE001 - the manifest below still allows --log-existing
+            pass
+    if record.run_id is not None or files.output.is_file():
+        runrecord.save_manifest(record, files.manifest)
+
+
+def _close_vanished_run(files: outputs.RunFiles, tracker: tracking_worker.Tracker) -> None:
+    """A manifest still RUNNING for this output belongs to a runner that vanished (this run holds the output's lock
+    now): close that run as KILLED, with what it left, before this run overwrites its files."""
+    try:
+        old = runrecord.load_manifest(files.manifest) if files.manifest.is_file() else None
+    except BadInput:
+        return  # not a manifest we can read: overwritten like any earlier output
+    if old is None or old.status != "RUNNING" or old.logged:
+        return
+    try:
+        closed = tracker.call(tracking.log_existing, files.manifest)
+        console.warn(f"closed the earlier run {closed.run_id} of {files.output} as KILLED: its runner vanished")
+    except TrackingError as exc:
+        kept = files.manifest.with_name(f"{files.output.stem}.vanished-{old.run_id}{runrecord.MANIFEST_SUFFIX}")
+        os.replace(files.manifest, kept)
+        console.warn(f"an earlier run of {files.output} was left RUNNING by a runner that vanished and could not be "
+                     f"closed ({exc}); its manifest is kept as {kept}: close it with --log-existing")
+
+
+def _log_existing(manifest: Path, tracking_uri: str | None, experiment: str | None) -> int:
+    """Upload a run executed earlier (store down at the time), optionally to another store or experiment; a run
+    whose runner vanished (manifest still RUNNING, its output no longer locked) is closed as KILLED."""
+    record = runrecord.load_manifest(manifest)
+    if record.status == "RUNNING" and record.executed_notebook and \
+            outputs.runner_alive(outputs.run_files(Path(record.executed_notebook), None, record.run_name)):
+        raise BadInput(f"{manifest}: its run is still going (run_notebook.py holds the lock of "
+                       f"{record.executed_notebook}); wait for it to end")
+    uri = None  # the manifest keeps no credentials: --tracking-uri may bring them back
+    if (tracking_uri or experiment) and not record.logged:  # log_existing refuses a logged one
+        target = runrecord.resolve_target(tracking_uri or record.tracking_uri, experiment or record.experiment)
+        same_store = redact.strip_credentials(target.uri) == redact.strip_credentials(record.tracking_uri)
+        if not same_store or target.experiment != record.experiment:  # (credentials may come with --tracking-uri)
+            record.run_id, record.params_logged = None, False
+        record.tracking_uri, record.experiment, record.artifact_location = target.uri, target.experiment, \
+            target.artifact_location
+        uri = target.uri
+        runrecord.save_manifest(record, manifest)
+    record = tracking.log_existing(manifest, uri=uri)
+    print(f"MLflow run {record.run_id} ({record.status}) in experiment {record.experiment!r} "
+          f"at {redact.redact(record.tracking_uri)}")
+    return 0

@@ -1,0 +1,37 @@
+"""mlops_kit.core.cli and mlops_kit.core.errors: one exit-code table, printed by every --help and documented in the README."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from helpers import REPO_ROOT, run_script
+from mlops_kit.core import cli, errors
+
+
+def _readme_exit_codes() -> dict[int, str]:
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (\d+) \| (.+?) \|$", section, re.MULTILINE)
+    return {int(code): meaning.replace("`", "") for code, meaning in rows}
+
+
+def test_readme_exit_code_table_is_the_code_table() -> None:
+    assert _readme_exit_codes() == dict(errors.EXIT_CODES)
+
+
+@pytest.mark.parametrize("tool", ["create_venv.py", "run_notebook.py", "run_pipeline.py", "replay_run.py"])
+def test_every_help_prints_the_table(tool: str) -> None:
+    done = run_script(tool, "--help")
+    assert done.returncode == 0 and cli.exit_codes_help() in done.stdout
+
+
+def test_a_failure_is_one_redacted_line_with_its_code(capsys: pytest.CaptureFixture[str]) -> None:
+    def main(_argv: list[str]) -> int:
+        raise errors.TrackingError("server https://ana:hunter2@mlflow:5000 refused; Password=s3cret;")
+
+    assert cli.run(main, []) == errors.EXIT_TRACKING
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert "hunter2" not in err and "s3cret" not in err

@@ -1,0 +1,145 @@
+"""mlops_kit.core.proc: programs that cannot start are exit codes 126/127 (never an OSError traceback); a started
+command can be stopped with its whole process tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from fakes.taskkill import make_taskkill
+
+from helpers_gocd import PROCESS_TREE, TREE_ROLES
+from mlops_kit.core import paths, proc
+
+
+def not_executable(tmp_path: Path) -> Path:
+    path = tmp_path / "python"
+    path.write_text("not a program\n")
+    path.chmod(0o644)
+    return path
+
+
+def wrong_format(tmp_path: Path) -> Path:
+    path = tmp_path / "python.exe"
+    path.write_bytes(b"\x00\x01garbage, no shebang, not ELF\n")  # "exec format error" (Windows: not a Win32 app)
+    path.chmod(0o755)
+    return path
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("make", [not_executable, wrong_format])
+def test_program_that_cannot_start_is_a_command_error(tmp_path: Path, make, stream: bool) -> None:
+    exe = make(tmp_path)
+    with pytest.raises(proc.CommandError) as info:
+        proc.run([exe, "-c", "pass"], stream=stream, echo=lambda _line: None)
+    assert info.value.result.returncode == 126 and str(exe) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_missing_program_is_127(tmp_path: Path, stream: bool) -> None:
+    with pytest.raises(proc.CommandError) as info:
+        proc.run([tmp_path / "nope"], stream=stream, echo=lambda _line: None)
+    assert info.value.result.returncode == 127 and "executable not found" in str(info.value)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_check_false_returns_126_or_127_when_it_cannot_start(tmp_path: Path, stream: bool) -> None:
+    """Issue 10, point 1: a caller that checks the code itself (a GoCD task) gets a result, never an exception."""
+    for path, code in ((not_executable(tmp_path), 126), (wrong_format(tmp_path), 126), (tmp_path / "nope", 127)):
+        done = proc.run([path], check=False, stream=stream, echo=lambda _line: None)
+        assert done.returncode == code and str(path) in done.stderr
+        started = proc.start([path], echo=lambda _line: None)
+        assert isinstance(started, proc.Result) and started.returncode == code
+
+
+def test_capture_and_stream_real_output() -> None:
+    done = proc.run([sys.executable, "-c", "print('hi')"])
+    assert (done.returncode, done.stdout.strip()) == (0, "hi")
+    lines: list[str] = []
+    code = "import sys; print('a'); print('b', file=sys.stderr); sys.exit(3)"
+    streamed = proc.run([sys.executable, "-u", "-c", code], stream=True, check=False, echo=lines.append)
+    assert streamed.returncode == 3 and [line.strip() for line in lines] == ["a", "b"]
+
+
+def test_timeout_on_captured_run_and_refused_with_stream() -> None:
+    with pytest.raises(proc.CommandError, match="timed out after 0.5s"):
+        proc.run([sys.executable, "-c", "import time; time.sleep(30)"], timeout=0.5)
+    with pytest.raises(ValueError, match="stream=True"):
+        proc.run([sys.executable, "-c", "pass"], stream=True, timeout=5)
+
+
+def _start_tree(tmp_path: Path) -> tuple[proc.Started, list[int], list[str]]:
+    script = tmp_path / "tree.py"
+    script.write_text(PROCESS_TREE)
+    lines: list[str] = []
+    started = proc.start([sys.executable, script, tmp_path, "task"], echo=lines.append)
+    assert isinstance(started, proc.Started)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "grandchild.pid").is_file():
+        assert time.monotonic() < deadline and started.popen.poll() is None, lines
+        time.sleep(0.05)
+    time.sleep(0.2)  # the pid file is written before the grandchild's sleep: let it get there
+    pids = [int((tmp_path / f"{role}.pid").read_text()) for role in TREE_ROLES]
+    return started, pids, lines
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_kill_tree_ends_descendants_in_other_sessions_too(tmp_path: Path) -> None:
+    """A process-group kill would miss the 'kernel' (its own session): the tree is found by parentage."""
+    started, pids, lines = _start_tree(tmp_path)
+    assert started.wait(stop=lambda: True) is None, "stop() asked: wait returns without an exit code"
+    code = started.kill_tree(grace=5)
+    assert code == 143, "SIGTERM, reported as a Java-based agent does (128 + 15)"
+    assert all(_gone(pid) for pid in pids), [(p, _gone(p)) for p in pids]
+    assert sorted(line.split()[0] for line in lines) == ["grandchild", "kernel", "task"]
+
+
+def test_kill_tree_hard_kills_what_ignores_sigterm(tmp_path: Path) -> None:
+    script = tmp_path / "stubborn.py"
+    script.write_text("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('x', flush=True); "
+                      "time.sleep(600)")
+    lines: list[str] = []
+    started = proc.start([sys.executable, script], echo=lines.append)
+    assert isinstance(started, proc.Started)
+    while not lines:
+        time.sleep(0.05)
+    assert started.kill_tree(grace=0.5) == 128 + 9
+
+
+def test_kill_tree_on_windows_is_taskkill_tree_force(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Windows branch, through the paths._PLATFORM seam, against a fake taskkill (tests/fakes/taskkill.py)."""
+    log = make_taskkill(tmp_path / "bin")
+    monkeypatch.setenv("PATH", os.pathsep.join([str(tmp_path / "bin"), os.environ["PATH"]]))
+    started, pids, _ = _start_tree(tmp_path)
+    monkeypatch.setattr(paths, "_PLATFORM", "win32")
+    started.kill_tree(grace=5)
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert calls == [["/PID", str(pids[0]), "/T", "/F"]]
+    assert all(_gone(pid) for pid in pids), [(pid, _gone(pid)) for pid in pids]
+
+
+def test_a_finished_command_whose_leftover_holds_the_pipe_does_not_hang(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task that leaves a background process holding its output: the task's end is not held up for ever."""
+    monkeypatch.setattr(proc, "_DRAIN_SECONDS", 0.5)
+    code = ("import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); "
+            "print(p.pid, flush=True)")
+    lines: list[str] = []
+    started = proc.start([sys.executable, "-c", code], echo=lines.append)
+    assert isinstance(started, proc.Started)
+    begin = time.monotonic()
+    assert started.wait() == 0
+    assert time.monotonic() - begin < 20
+    psutil.Process(int(lines[0])).kill()
