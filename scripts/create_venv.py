@@ -1,7 +1,8 @@
 """Build (or reuse) the venv of one pipeline stage from its spec, register its Jupyter kernel, keep an audit trail.
 
-Thin command-line edge over :mod:`mlops_kit.envs.build` (build and cache), :mod:`mlops_kit.envs.lockfile` (lock files),
-:mod:`mlops_kit.envs.installers`, :mod:`mlops_kit.envs.audit` and :mod:`mlops_kit.envs.kernel`.
+Thin command-line edge over :mod:`mlops_kit.envs.build` (build and cache), :mod:`mlops_kit.envs.lockfile` and
+:mod:`mlops_kit.envs.resolution` (lock files), :mod:`mlops_kit.envs.installers`, :mod:`mlops_kit.envs.audit` and
+:mod:`mlops_kit.envs.kernel`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from mlops_kit.envs import (  # noqa: E402
     kernel,
     lockfile,
     pyinstall,
+    resolution,
     spec,
 )
 
@@ -150,8 +152,8 @@ def _main(argv: list[str]) -> int:
         return _report(lockfile.check_locks(files, echo=echo), errors.EXIT_BAD_INPUT)
     stages = [spec.load_spec(f) for f in files]  # every spec valid before anything is resolved or built
     if args.lock:
-        failed = _report(lockfile.write_locks(stages, upgrade=args.upgrade, upgrade_packages=args.upgrade_package,
-                                           echo=echo), errors.EXIT_ENV_BUILD)
+        failed = _report(resolution.write_locks(stages, upgrade=args.upgrade, upgrade_packages=args.upgrade_package,
+                                             echo=echo), errors.EXIT_ENV_BUILD)
         if failed or not args.build:
             return failed
     root = paths.venv_root(args.venv_root)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from helpers_locks import OLD_PACKAGING, copy_stage, error_lines, flip_hashes, write_spec
 
 from helpers import (
     NEW_PROCESS_GROUP,
+    REPO_ROOT,
     SCRIPTS,
     TOOLKIT_PYTHON,
     failing_program,
@@ -20,7 +23,8 @@ from helpers import (
     run_script,
 )
 from mlops_kit.core import paths
-from mlops_kit.envs import audit, build
+from mlops_kit.envs import audit, build, lockfile
+from mlops_kit.envs.spec import StageSpec
 
 SPEC = """\
 stage: ingest
@@ -249,3 +253,95 @@ def test_install_python_flag_installs_a_missing_python_then_builds(tmp_path: Pat
     record = audit.read_env(tmp_path / "venvs" / "ingest-venv")
     assert Path(record.python.path) == tmp_path / "pyenv-root" / "versions" / version / "bin" / "python"
     assert record.toolkit.git_sha == "unknown" and record.python.version == version
+
+
+# ---------------------------------------------------------------------------------------------------- locks
+
+
+def test_the_example_specs_committed_locks_are_fresh_and_carry_windows_dependencies() -> None:
+    """What CI and pre-commit run: milliseconds per spec, no network."""
+    started = time.perf_counter()
+    done = run_script("create_venv.py", "--spec", str(REPO_ROOT / "specs"), "--check-lock", cwd=REPO_ROOT)
+    elapsed = time.perf_counter() - started
+    print(f"create_venv.py --check-lock specs/ (3 specs, whole process): {elapsed:.2f}s")
+    assert done.returncode == 0 and error_lines(done.stderr) == [] and done.stdout == "", done.stderr
+    specs = sorted((REPO_ROOT / "specs").glob("*.yaml"))
+    assert len(specs) == 3 and done.stderr.count(": fresh (") == 3
+    for path in specs:
+        lock = lockfile.read_lock(lockfile.lock_path(path))
+        assert lock.header["spec"] == f"specs/{path.name}" and lock.header["checked-on"] == "windows linux macos"
+        colorama = [pin for pin in lock.pins if pin.name == "colorama"]
+        assert colorama and "sys_platform == 'win32'" in colorama[0].marker and colorama[0].hashes
+
+
+@pytest.mark.slow
+def test_lock_several_specs_one_failing_keeps_its_old_lock_and_check_lock_lists_each_stale_one(
+        locked: dict[str, StageSpec], tmp_path: Path) -> None:
+    folder = tmp_path / "specs"
+    grows = copy_stage(locked["3.12"], folder)  # a.yaml gets attrs: re-locked, keeping the other pins
+    grows = write_spec(folder, grows.source.stem, "3.12", ["six", f"packaging=={OLD_PACKAGING}", "attrs"])
+    broken = write_spec(folder, "broken", "3.12", ["six==0.0.999"])  # cannot resolve; has an old (stale) lock
+    shutil.copyfile(lockfile.lock_path(grows.source), lockfile.lock_path(broken.source))
+    write_spec(folder, "unlocked", "3.12", ["six"])
+    broken_lock = lockfile.lock_path(broken.source).read_bytes()
+
+    before = run_script("create_venv.py", "--spec", str(folder), "--check-lock")
+    assert before.returncode == 2 and len(error_lines(before.stderr)) == 3, before.stderr
+    assert "no lock" in before.stderr and before.stderr.count("stale lock") == 2
+
+    done = run_script("create_venv.py", "--lock", "--spec", str(grows.source), "--spec", str(broken.source))
+    assert done.returncode == 4 and done.stdout == "", done.stderr
+    [line] = error_lines(done.stderr)
+    assert line.startswith(f"error: {broken.source}: resolving for Python 3.12 failed"), line
+    assert "nothing was written" in line
+    assert f"{lockfile.lock_path(grows.source)}: updated: +attrs " in done.stderr
+    assert lockfile.lock_path(broken.source).read_bytes() == broken_lock
+    pins = lockfile.pins_for_this_platform(lockfile.check_fresh(grows))
+    assert pins["packaging"] == OLD_PACKAGING and "attrs" in pins
+    assert sorted(p.name for p in folder.iterdir()) == [  # no temp file left behind
+        "broken.lock.txt", "broken.yaml", f"{grows.source.stem}.lock.txt", grows.source.name, "unlocked.yaml"]
+
+    after = run_script("create_venv.py", "--spec", str(folder), "--check-lock", "--quiet")
+    assert after.returncode == 2 and after.stdout == ""
+    named = [line.split(": ")[1] for line in error_lines(after.stderr)]
+    assert named == [str(broken.source), str(folder / "unlocked.yaml")]
+
+
+@pytest.mark.slow
+def test_create_venv_installs_the_lock_stale_is_exit_2_and_a_flipped_hash_exit_4_until_fixed(
+        locked: dict[str, StageSpec], tmp_path: Path) -> None:
+    good = copy_stage(locked["3.12"], tmp_path / "specs")
+    stale = copy_stage(locked["3.12"], tmp_path / "other")
+    stale.source.write_text(stale.source.read_text().replace("  - six\n", "  - six\n  - attrs\n"))
+    root, audit_dir = tmp_path / "venvs", tmp_path / "artifacts" / "audit"
+    args = ["--venv-root", str(root), "--kernel-scope", "none"]
+
+    refused = run_script("create_venv.py", "--spec", str(good.source), "--spec", str(stale.source), *args)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert error_lines(refused.stderr) == [
+        f"error: {stale.source}: stale lock {lockfile.lock_path(stale.source)} (packages or index settings changed since "
+        f"it was locked at {lockfile.read_lock(lockfile.lock_path(stale.source)).header['resolved-at']}); refresh it with: "
+        f"python scripts/create_venv.py --spec {stale.source.as_posix()} --lock"]
+    assert not root.exists()  # nothing built, not even the good spec's venv
+
+    first = run_script("create_venv.py", "--spec", str(good.source), "--audit-dir", str(audit_dir), *args)
+    assert first.returncode == 0, first.stderr
+    venv = Path(first.stdout.strip())
+    lock = lockfile.lock_path(good.source)
+    assert f"from {lock} with uv (hashes required)" in first.stderr and "unpinned" not in first.stderr
+    assert (audit_dir / audit.LOCK_TXT).read_bytes() == lock.read_bytes()
+    assert json.loads((audit_dir / "env.json").read_text())["lock"]["verified"] is True
+    again = run_script("create_venv.py", "--spec", str(good.source), *args)
+    assert again.returncode == 0 and again.stderr.strip() == f"reusing {venv} (spec and interpreter unchanged)"
+
+    committed = lock.read_bytes()
+    flip_hashes(lock, "six")
+    tampered = run_script("create_venv.py", "--spec", str(good.source), *args)
+    assert tampered.returncode == 4 and tampered.stdout == ""
+    line = tampered.stderr.strip().splitlines()[-1]  # ours; uv's own streamed output has "error:" lines too
+    assert line.startswith(f"error: {lock}: hash mismatch for six==") and "marked incomplete" in line, line
+    assert (venv / ".mlops_kit").is_file() and not (venv / "audit" / "env.json").exists()  # never used
+    lock.write_bytes(committed)
+    fixed = run_script("create_venv.py", "--spec", str(good.source), *args)
+    assert fixed.returncode == 0 and "a previous build did not finish" in fixed.stderr, fixed.stderr
+    assert audit.read_env(venv).lock.sha256 == lockfile.read_lock(lock).sha256

@@ -21,11 +21,11 @@ a waiter reuses a venv whose ``env.json`` was replaced while it waited (another 
 N forced runs rebuild once. A valid venv whose kernel is missing gets it re-registered without the lock
 (the user's own Jupyter folder needs no write access to a machine-wide venv root).
 
-Build order: create, install (:mod:`mlops_kit.envs.installers`, or :func:`mlops_kit.locks.install_from_lock`),
-:func:`health_check`, freeze, audit files (the lock's copy too), kernel, ``env.json``: a venv that fails its
-check (or its lock's verification) never gets a kernel or an ``env.json``, so it is never used. A
-``--from-freeze`` file inside the venv (its own ``audit/pip_freeze.txt``) is left in place while the folder is
-emptied, so a failed rebuild never loses it.
+Build order: create, install (:mod:`mlops_kit.envs.installers`, or
+:func:`mlops_kit.envs.locked_install.install_from_lock`), :func:`health_check`, freeze, audit files (the lock's copy
+too), kernel, ``env.json``: a venv that fails its check (or its lock's verification) never gets a kernel or an
+``env.json``, so it is never used. A ``--from-freeze`` file inside the venv (its own ``audit/pip_freeze.txt``) is
+left in place while the folder is emptied, so a failed rebuild never loses it.
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from .. import __version__
-from ..core import git, paths, proc
+from ..core import git, paths
 from ..core.console import Echo, progress
 from ..core.errors import BadInput, EnvBuildError
-from . import audit, installers, kernel, lockfile
+from . import audit, installers, kernel, locked_install, lockfile, probe
 from .audit import EnvRecord
 from .installers import FrozenPins, IndexSettings
 from .interpreters import Interpreter
@@ -74,11 +74,8 @@ def health_check(venv_dir: Path | str, record: EnvRecord) -> str | None:
     if not python.exists():
         return f"its interpreter {python} is missing (base Python {base} removed?)"
     try:
-        result = proc.run([python, "-I", "-c", _HEALTH_PROBE], check=False, timeout=120)
-        info = json.loads(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else None
-    except (proc.CommandError, ValueError, IndexError):
-        info = None
-    if info is None:
+        info = probe.ask(python, _HEALTH_PROBE, timeout=120)
+    except probe.ProbeFailed:
         return f"its interpreter {python} does not run (base Python {base} removed or upgraded?)"
     if info["version"] != record.python.version:
         return (f"its interpreter reports Python {info['version']}, recorded {record.python.version} "
@@ -352,12 +349,12 @@ def _build(plan: _Plan, echo: Echo) -> tuple[EnvRecord, Path | None]:
     return record, kdir
 
 
-def _install(plan: _Plan, env: dict[str, str], echo: Echo) -> lockfile.Installed | None:
+def _install(plan: _Plan, env: dict[str, str], echo: Echo) -> locked_install.Installed | None:
     """Exactly the lock (verified) when the spec has one; else resolve the spec's packages (or the freeze file's
     pins) as before locks existed, saying that the build is not pinned and how to pin it."""
     if plan.lock is not None:
-        return lockfile.install_from_lock(plan.spec, plan.venv_dir, lock=plan.lock, installer=plan.installer,
-                                       index=plan.index, echo=echo)
+        return locked_install.install_from_lock(plan.spec, plan.venv_dir, lock=plan.lock, installer=plan.installer,
+                                                 index=plan.index, echo=echo)
     lock = lockfile.lock_path(plan.spec.source)
     if plan.freeze is None:
         echo(f"unpinned build ({plan.spec.source} has no lock: versions are resolved today); pin it with: "
@@ -422,7 +419,7 @@ def _delete_children(folder: Path, kept: set[str]) -> None:
             child.unlink()
 
 
-def _record(plan: _Plan, installer_version: str, installed: lockfile.Installed | None) -> EnvRecord:
+def _record(plan: _Plan, installer_version: str, installed: locked_install.Installed | None) -> EnvRecord:
     spec, interp = plan.spec, plan.interpreter
     return EnvRecord(
         stage=spec.stage, venv_name=spec.venv_name, venv_path=str(plan.venv_dir),
@@ -441,7 +438,7 @@ def _record(plan: _Plan, installer_version: str, installed: lockfile.Installed |
     )
 
 
-def _lock_info(installed: lockfile.Installed | None) -> audit.LockInfo | None:
+def _lock_info(installed: locked_install.Installed | None) -> audit.LockInfo | None:
     if installed is None:
         return None
     lock = installed.lock
