@@ -36,15 +36,21 @@ def write_spec(folder: Path, stem: str, python: str, packages: list[str]) -> Sta
 
 
 def fake_lock(spec: StageSpec, body: str, **header: str) -> Path:
-    """A lock in the real format with made-up pins (no network): ``header`` overrides fields."""
-    fields = {"lock-format": "1", "spec-hash": spec.content_hash(), "python": "3.12",
+    """A lock in the real format, sealed, with made-up pins (no network): ``header`` overrides fields."""
+    fields = {"lock-format": lockfile.LOCK_FORMAT, "spec-hash": spec.content_hash(), "python": "3.12",
               "python-request": spec.python.text, "added": "ipykernel pip", "uv": "0.13.9", "toolkit": "0.1.0",
               "index": "https://pypi.org/simple", "resolved-at": "2025-01-01T00:00:00+00:00",
               "command": lockfile.refresh_command(spec.source), **header}
     text = "# mlops_kit lock\n" + "".join(f"# {k}: {v}\n" for k, v in fields.items() if v) + "\n" + body
     path = lockfile.lock_path(spec.source)
-    path.write_text(text, encoding="utf-8")
+    path.write_text(lockfile.seal(text), encoding="utf-8")
     return path
+
+
+def reseal(lock: Path) -> None:
+    """Seal ``lock`` again after a test edited it: a lock that is whole as far as the digest can tell, as a buggy
+    writer (or a resolver mistake) would leave it, for the rules checked beyond the seal."""
+    lock.write_text(lockfile.seal(lock.read_text(encoding="utf-8")), encoding="utf-8")
 
 
 def pin(name: str, version: str, marker: str = "", hashes: int = 2) -> str:
@@ -86,7 +92,7 @@ def flip_hashes(lock: Path, name: str) -> None:
 
 
 def drop_package(lock: Path, name: str) -> None:
-    """Delete ``name``'s block (its requirement line and the indented lines after it) from ``lock``."""
+    """Delete ``name``'s blocks (each requirement line and the indented lines after it) from ``lock``."""
     out, inside = [], False
     for line in lock.read_text(encoding="utf-8").splitlines(keepends=True):
         if not line.startswith(" "):
@@ -94,6 +100,27 @@ def drop_package(lock: Path, name: str) -> None:
         if not inside:
             out.append(line)
     lock.write_text("".join(out), encoding="utf-8")
+
+
+def duplicate_package(lock: Path, name: str) -> None:
+    """Repeat ``name``'s first block right after it: the same pin twice, hashes valid."""
+    lines = lock.read_text(encoding="utf-8").splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{name}=="))
+    end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith(" ")), len(lines))
+    lock.write_text("".join(lines[:end] + lines[start:end] + lines[end:]), encoding="utf-8")
+
+
+IDNA_3_20 = (  # a real release with its real hashes (uv pip compile --generate-hashes): installable from PyPI
+    "idna==3.20 \\\n"
+    "    --hash=sha256:a7db850025b95ded1eae8a46181a1a6c56c92c96f0e2b005d9ff8dc0210cab44 \\\n"
+    "    --hash=sha256:ab7ae7122974553370f0bdb919e1a960b2cd1bc1ef0276416d896db81c14582c\n"
+    "    # via -r spec.yaml\n"
+)
+
+
+def append_to(lock: Path, text: str) -> None:
+    with lock.open("a", encoding="utf-8") as out:
+        out.write(text)
 
 
 @pytest.fixture(scope="session")

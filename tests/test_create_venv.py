@@ -10,7 +10,18 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers_locks import OLD_PACKAGING, copy_stage, error_lines, flip_hashes, write_spec
+from helpers_locks import (
+    IDNA_3_20,
+    OLD_PACKAGING,
+    append_to,
+    copy_stage,
+    drop_package,
+    duplicate_package,
+    error_lines,
+    flip_hashes,
+    reseal,
+    write_spec,
+)
 
 from helpers import (
     NEW_PROCESS_GROUP,
@@ -258,6 +269,104 @@ def test_install_python_flag_installs_a_missing_python_then_builds(tmp_path: Pat
 # ---------------------------------------------------------------------------------------------------- locks
 
 
+def example_stage(folder: Path, name: str = "ingest") -> Path:
+    """``specs/<name>.yaml`` and its committed lock copied into ``folder`` (edited there); returns the spec's copy."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for source in (REPO_ROOT / "specs" / f"{name}.yaml", lockfile.lock_path(REPO_ROOT / "specs" / f"{name}.yaml")):
+        shutil.copyfile(source, folder / source.name)
+    return folder / f"{name}.yaml"
+
+
+def first_line(lock: Path, start: str) -> int:
+    """The 1-based number of the first line of ``lock`` starting with ``start``."""
+    return next(n for n, line in enumerate(lock.read_text(encoding="utf-8").splitlines(), 1) if line.startswith(start))
+
+
+def as_old_format(lock: Path) -> None:
+    """The lock as the toolkit wrote it before locks were sealed (format 1: no digest lines)."""
+    lines = [line for line in lock.read_text(encoding="utf-8").splitlines(keepends=True)
+             if not line.startswith(("# digest:", "# blocks:"))]
+    lock.write_text("".join(lines).replace("# lock-format: 2\n", "# lock-format: 1\n"), encoding="utf-8")
+
+
+HAND_EDITS = {  # how the lock is edited -> (the line the refusal names, what it says there)
+    "a package block removed": (lambda lock: drop_package(lock, "tornado"),
+                                lambda lock: first_line(lock, "tornado=="), ": the 2 blocks of tornado were removed here"),
+    "an extra pin with valid hashes": (lambda lock: append_to(lock, IDNA_3_20),
+                                       lambda lock: len(lock.read_text().splitlines()) + 1, " (idna==3.20): added"),
+    "a duplicate pin": (lambda lock: duplicate_package(lock, "wcwidth"),
+                        lambda lock: first_line(lock, "wcwidth==") + len(wcwidth_block(lock)),
+                        " (wcwidth==0.9.4): added"),
+    "a hash edited": (lambda lock: flip_hashes(lock, "six"), lambda lock: first_line(lock, "six=="),
+                      " (six==1.17.0 ; python_full_version < '3.11'): differs from what was locked"),
+}
+
+
+def wcwidth_block(lock: Path) -> list[str]:
+    lines = lock.read_text(encoding="utf-8").splitlines()
+    start = first_line(lock, "wcwidth==") - 1
+    return lines[start:next((i for i in range(start + 1, len(lines)) if not lines[i].startswith(" ")), len(lines))]
+
+
+@pytest.mark.parametrize("edit", list(HAND_EDITS))
+def test_a_hand_edited_lock_is_refused_by_check_lock_and_build_alike_naming_the_first_edited_line(
+        tmp_path: Path, edit: str) -> None:
+    """A lock is whole or refused: a removed block (its venv could not start a kernel), an extra pin whose hashes are
+    valid, a duplicate pin, an edited hash. --check-lock (CI, no network) and the build say the same: exit 2, the
+    first edited line, the command that re-locks; nothing is built."""
+    change, line_of, says = HAND_EDITS[edit]
+    spec = example_stage(tmp_path / "specs")
+    lock = lockfile.lock_path(spec)
+    number = line_of(lock)
+    change(lock)
+    relock = f"re-lock with: python scripts/create_venv.py --spec {spec.as_posix()} --lock"
+    checked = run_script("create_venv.py", "--spec", str(spec), "--check-lock")
+    assert_one_line_error(checked, 2, f"error: {lock}: line {number}{says}", "edited by hand", relock)
+    built = run_script("create_venv.py", "--spec", str(spec), "--venv-root", str(tmp_path / "venvs"),
+                       "--kernel-scope", "none")
+    assert_one_line_error(built, 2, f"error: {lock}: line {number}{says}", relock)
+    assert not (tmp_path / "venvs").exists()
+
+
+@pytest.mark.parametrize(("damage", "says"), [
+    (lambda data: b"\xef\xbb\xbf" + data, "starts with a UTF-8 byte-order mark (BOM)"),
+    (lambda data: b"\xff\xfe" + data.decode().encode("utf-16-le"), "is UTF-16"),
+    (lambda data: data.replace(b"# via", b"# vi\xe0", 1), "line {via}: is not UTF-8 (byte 0xe0)"),
+])
+def test_a_lock_saved_in_another_encoding_says_so_and_how_to_fix_it(tmp_path: Path, damage, says: str) -> None:
+    spec = example_stage(tmp_path)
+    lock = lockfile.lock_path(spec)
+    says = says.format(via=first_line(lock, "    # via"))
+    lock.write_bytes(damage(lock.read_bytes()))
+    done = run_script("create_venv.py", "--spec", str(spec), "--check-lock")
+    assert_one_line_error(done, 2, f"error: {lock}: {says}", "--lock")
+    assert "header field" not in done.stderr
+
+
+def test_a_lock_in_the_old_format_is_exit_2_saying_to_re_lock(tmp_path: Path) -> None:
+    spec = example_stage(tmp_path)
+    lock = lockfile.lock_path(spec)
+    as_old_format(lock)
+    done = run_script("create_venv.py", "--spec", str(spec), "--check-lock")
+    assert_one_line_error(done, 2, f"error: {lock}: lock format 1", "older toolkit",
+                          f"re-lock with: python scripts/create_venv.py --spec {spec.as_posix()} --lock")
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    ("no-such-package", "--upgrade-package no-such-package: neither a package of"),
+    ("panda", "did you mean 'pandas'?"),
+])
+def test_upgrade_package_of_a_name_neither_in_the_spec_nor_in_its_lock_is_exit_2_before_resolving(
+        tmp_path: Path, name: str, says: str) -> None:
+    spec = example_stage(tmp_path, "features")
+    lock = lockfile.lock_path(spec)
+    before = lock.read_bytes()
+    env = {**os.environ, "UV_OFFLINE": "1", "UV_INDEX_URL": "http://127.0.0.1:9/simple"}  # a resolution would fail
+    done = run_script("create_venv.py", "--spec", str(spec), "--lock", "--upgrade-package", name, env=env)
+    assert_one_line_error(done, 2, says, str(spec), "nothing was locked")
+    assert lock.read_bytes() == before
+
+
 def test_the_example_specs_committed_locks_are_fresh_and_carry_windows_dependencies() -> None:
     """What CI and pre-commit run: milliseconds per spec, no network."""
     started = time.perf_counter()
@@ -308,7 +417,7 @@ def test_lock_several_specs_one_failing_keeps_its_old_lock_and_check_lock_lists_
 
 
 @pytest.mark.slow
-def test_create_venv_installs_the_lock_stale_is_exit_2_and_a_flipped_hash_exit_4_until_fixed(
+def test_create_venv_installs_the_lock_stale_or_edited_is_exit_2_and_a_hash_mismatch_exit_4_until_fixed(
         locked: dict[str, StageSpec], tmp_path: Path) -> None:
     good = copy_stage(locked["3.12"], tmp_path / "specs")
     stale = copy_stage(locked["3.12"], tmp_path / "other")
@@ -335,7 +444,11 @@ def test_create_venv_installs_the_lock_stale_is_exit_2_and_a_flipped_hash_exit_4
     assert again.returncode == 0 and again.stderr.strip() == f"reusing {venv} (spec and interpreter unchanged)"
 
     committed = lock.read_bytes()
-    flip_hashes(lock, "six")
+    flip_hashes(lock, "six")  # by hand: the seal says so before anything is touched
+    edited = run_script("create_venv.py", "--spec", str(good.source), *args)
+    assert edited.returncode == 2 and "edited by hand" in error_lines(edited.stderr)[0], edited.stderr
+    assert (venv / "audit" / "env.json").is_file()  # the venv built from the good lock is untouched
+    reseal(lock)  # a whole lock, but the index serves other files than the ones locked
     tampered = run_script("create_venv.py", "--spec", str(good.source), *args)
     assert tampered.returncode == 4 and tampered.stdout == ""
     line = tampered.stderr.strip().splitlines()[-1]  # ours; uv's own streamed output has "error:" lines too
@@ -345,3 +458,26 @@ def test_create_venv_installs_the_lock_stale_is_exit_2_and_a_flipped_hash_exit_4
     fixed = run_script("create_venv.py", "--spec", str(good.source), *args)
     assert fixed.returncode == 0 and "a previous build did not finish" in fixed.stderr, fixed.stderr
     assert audit.read_env(venv).lock.sha256 == lockfile.read_lock(lock).sha256
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_a_lock_missing_a_needed_package_fails_the_closure_check_and_its_venv_is_never_used(
+        locked: dict[str, StageSpec], tmp_path: Path, installer: str, pip_cache: Path) -> None:
+    """A lock without tornado, sealed as if a writer had left it out: the install itself succeeds (exact pins, no
+    resolution) and the freeze equals the lock, but ipykernel needs tornado, so the venv could not start a kernel.
+    The dependency closure check (uv pip check / pip check) makes that exit 4: no env.json, no kernel."""
+    spec = copy_stage(locked["3.12"], tmp_path / "specs")
+    lock = lockfile.lock_path(spec.source)
+    drop_package(lock, "tornado")
+    reseal(lock)
+    assert lockfile.check_fresh(spec) and "tornado" not in lock.read_text()
+    root = tmp_path / "venvs"
+    done = run_script("create_venv.py", "--spec", str(spec.source), "--venv-root", str(root), "--installer", installer)
+    assert done.returncode == 4 and done.stdout == "", done.stderr
+    line = error_lines(done.stderr)[-1]
+    assert "installed packages miss requirements:" in line and "tornado" in line, line
+    assert f"the lock {lock} is not whole: re-lock with: " in line and "marked incomplete" in line
+    venv = root / spec.venv_name
+    assert (venv / ".mlops_kit").is_file() and not (venv / "audit" / "env.json").exists()
+    assert not kernel_registered(build.kernel.kernel_name_for(spec.venv_name))

@@ -12,7 +12,17 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers_locks import MINORS, OLD_PACKAGING, build_env, copy_stage, flip_hashes, freeze, make_venv, write_spec
+from helpers_locks import (
+    MINORS,
+    OLD_PACKAGING,
+    build_env,
+    copy_stage,
+    flip_hashes,
+    freeze,
+    make_venv,
+    reseal,
+    write_spec,
+)
 from packaging.utils import canonicalize_name
 
 from mlops_kit.core.errors import BadInput, EnvBuildError
@@ -80,7 +90,8 @@ def test_a_changed_lock_rebuilds_and_an_explicit_freeze_file_wins_over_the_lock(
     spec = copy_stage(locked["3.12"], tmp_path / "specs")
     first = build_env(spec, pythons["3.12"], tmp_path / "venvs")
     path = lockfile.lock_path(spec.source)
-    path.write_text(path.read_text() + "# reviewed\n")  # other bytes, same pins: still fresh, another lock
+    path.write_text(path.read_text().replace("# resolved-at: ", "# resolved-at: 1"))  # same pins, other bytes:
+    reseal(path)  # a re-lock that refreshed the header only; still fresh, and another lock
     second = build_env(spec, pythons["3.12"], tmp_path / "venvs")
     assert (second.action, second.reason) == ("rebuilt", f"lock changed ({path})")
     assert second.record.lock.sha256 == lockfile.read_lock(path).sha256 != first.record.lock.sha256
@@ -116,6 +127,7 @@ def test_the_pip_fallback_refuses_a_flipped_hash_then_installs_exactly_the_lock(
     lock = lockfile.lock_path(stage.source)
     good = lock.read_bytes()
     flip_hashes(lock, "six")
+    reseal(lock)  # a whole lock whose hashes are not those of the files the index serves
     venv = tmp_path / "venv"
     subprocess.run([str(pythons["3.10"]), "-m", "venv", str(venv)], check=True, capture_output=True)
     before = freeze(venv, "pip")

@@ -9,10 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers_locks import OLD_PACKAGING, copy_stage, drop_package, write_spec
+from helpers_locks import OLD_PACKAGING, copy_stage, drop_package, fake_lock, pin, reseal, write_spec
 from packaging.version import Version
 
-from mlops_kit.core.errors import EnvBuildError
+from mlops_kit.core.errors import BadInput, EnvBuildError
 from mlops_kit.envs import installers, lockfile, resolution
 from mlops_kit.envs.installers import IndexSettings
 from mlops_kit.envs.spec import StageSpec, parse_python_request
@@ -73,6 +73,7 @@ def test_the_platform_check_catches_a_lock_missing_a_windows_dependency(
     stage = copy_stage(locked["3.12"], tmp_path)
     path = lockfile.lock_path(stage.source)
     drop_package(path, "colorama")
+    reseal(path)  # whole as far as the digest can tell: the dry run is what catches it
     assert "colorama" not in path.read_text() and lockfile.read_lock(path)
     resolution.check_installable(path, "linux", "3.12")
     with pytest.raises(EnvBuildError, match="does not install on windows .*colorama"):
@@ -107,3 +108,39 @@ def test_index_credentials_reach_neither_the_lock_nor_its_header(tmp_path: Path)
     index = IndexSettings("https://user:s3cret@pypi.org/simple", (), "environment")
     lock = resolution.write_lock(spec, index=index, check_platforms=(), echo=lambda _m: None)
     assert "s3cret" not in lock.path.read_text() and lock.header["index"] == "https://***@pypi.org/simple"
+
+
+def test_upgrade_package_names_must_be_known_to_a_spec_or_its_lock(tmp_path: Path) -> None:
+    """A spec's own package, one its lock pins (a transitive one too), what every venv gets: fine for all specs
+    given; a name nobody knows is BadInput before anything resolves (uv would ignore it: a silent no-op)."""
+    first = write_spec(tmp_path, "a", "3.12", ["six"])
+    second = write_spec(tmp_path, "b", "3.12", ["attrs>=25"])
+    fake_lock(second, pin("attrs", "25.1.0") + pin("tornado", "6.5.2"))
+    resolution.check_upgrade_names([first, second], ["six", "Attrs", "tornado", "pip", "ipykernel"])
+    with pytest.raises(BadInput) as info:
+        resolution.check_upgrade_names([first, second], ["six", "atrs"])
+    assert str(info.value) == (f"--upgrade-package atrs: neither a package of {first.source} or {second.source} nor "
+                               "pinned in their locks; did you mean 'attrs'? nothing was locked")
+    with pytest.raises(BadInput, match="neither a package of .*a.yaml nor pinned in its lock; nothing was locked"):
+        resolution.check_upgrade_names([first], ["tornado"])
+
+
+@pytest.mark.slow
+def test_re_locking_an_edited_or_old_format_lock_rewrites_it_whole_keeping_its_pins(
+        locked: dict[str, StageSpec], tmp_path: Path) -> None:
+    """The command every refusal names repairs the lock: the removed block comes back, the other pins stay."""
+    spec = copy_stage(locked["3.12"], tmp_path)
+    path = lockfile.lock_path(spec.source)
+    before = lockfile.pins_for_this_platform(lockfile.read_lock(path))
+    drop_package(path, "six")
+    messages: list[str] = []
+    repaired = resolution.write_lock(spec, check_platforms=(), echo=messages.append)
+    assert messages[0].startswith(f"rewriting {path}, which is not whole (line ") and "six was removed" in messages[0]
+    assert lockfile.pins_for_this_platform(repaired) == before and messages[-1].startswith(f"{path}: updated: +six ")
+    text = path.read_text(encoding="utf-8")
+    old_format = "".join(line for line in text.splitlines(keepends=True) if not line.startswith(("# digest:", "# blocks:")))
+    path.write_text(old_format.replace("# lock-format: 2", "# lock-format: 1"), encoding="utf-8")
+    again = resolution.write_lock(spec, check_platforms=(), echo=messages.append)
+    assert "lock format 1 was written by an older toolkit" in messages[-3]
+    assert lockfile.pins_for_this_platform(again) == before and "same pins, header refreshed" in messages[-1]
+    assert lockfile.read_lock(path).header["lock-format"] == lockfile.LOCK_FORMAT

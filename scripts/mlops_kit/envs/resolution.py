@@ -4,7 +4,11 @@
   ``upgrade``/``upgrade_packages``) and replaces the lock atomically only when resolution succeeded and the new
   lock installs (a uv dry run) on each of :data:`~mlops_kit.envs.lockfile.PLATFORMS`; identical pins leave the file
   byte for byte untouched.
-* :func:`write_locks`: the same for several specs, one line per failure (create_venv's ``--lock``).
+* :func:`write_locks`: the same for several specs, one line per failure (create_venv's ``--lock``); an
+  ``--upgrade-package`` name none of the specs lists or their locks pin is refused first (:func:`check_upgrade_names`).
+
+A lock that is no longer whole (edited by hand, or of the previous format) is rewritten whole by a re-lock; its pins
+are still uv's preferences, so a repair moves nothing the spec does not ask for.
 
 Index settings (:func:`mlops_kit.envs.installers.index_settings`) reach uv through environment variables only,
 never the command line, and uv is told not to write them into the lock (no ``--emit-index-url``), so a token in
@@ -15,16 +19,20 @@ is "the spec, resolved", on every machine.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import datetime as _dt
+import difflib
 import os
 import re
-import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from .. import __version__
@@ -67,7 +75,9 @@ def lock_python(request: PythonRequest) -> str:
 def write_locks(specs: Sequence[StageSpec], *, upgrade: bool = False, upgrade_packages: Sequence[str] = (),
                 echo: Echo = console.progress) -> list[str]:
     """Lock each spec in turn against the index a build would use; a spec that fails keeps its old lock and
-    the others are still written. One line per failure (empty: all written or unchanged)."""
+    the others are still written. One line per failure (empty: all written or unchanged). An ``upgrade_packages``
+    name that none of the specs lists and none of their locks pins is :class:`BadInput` before anything resolves."""
+    check_upgrade_names(specs, upgrade_packages)
     failures = []
     for spec in specs:
         try:
@@ -90,7 +100,7 @@ def write_lock(
     ``check_platforms`` (Windows, Linux, macOS by default) before it replaces the old one, atomically; when
     pins and header facts are unchanged the file is left as it was. Failure: :class:`EnvBuildError`."""
     target = Path(target) if target is not None else lockfile.lock_path(spec.source)
-    previous = _previous(target, echo)
+    previous, whole = _previous(target, echo)
     python, env, uv = lock_python(spec.python), _resolution_env(index), installers.uv_bin()
     started = time.monotonic()
     mode = "upgrading all" if upgrade else f"upgrading {' '.join(upgrade_packages)}" if upgrade_packages else (
@@ -104,10 +114,10 @@ def write_lock(
         new_text = lockfile.render_lock(spec, header, body)
         draft = Path(work) / target.name
         draft.write_bytes(new_text.encode("utf-8"))
-        fresh = lockfile.read_lock(draft)  # what uv wrote must parse as a lock before it replaces anything
+        fresh = lockfile.read_lock(draft)  # every rule a build applies, before it replaces anything
         for platform_name in check_platforms:
             check_installable(draft, platform_name, python, env=env)
-        if previous is not None and _same_pins_and_facts(previous, fresh, body):
+        if previous is not None and whole and _same_pins_and_facts(previous, fresh):
             echo(f"{target}: unchanged ({len(fresh.pins)} pins, resolved in {time.monotonic() - started:.1f}s)")
             return previous
         _replace(target, new_text)
@@ -115,15 +125,43 @@ def write_lock(
     return lockfile.read_lock(target)
 
 
-def _previous(target: Path, echo: Echo) -> Lock | None:
-    """The existing lock (its pins are uv's preferences), or ``None``: absent, or unreadable (said so)."""
+def _previous(target: Path, echo: Echo) -> tuple[Lock | None, bool]:
+    """The existing lock (its pins are uv's preferences) and whether it is whole (sealed, current format: else
+    it is rewritten even if nothing moved), or ``None``: absent, or not even pins (said so)."""
     if not target.exists():
-        return None
+        return None, False
     try:
-        return lockfile.read_lock(target)
+        return lockfile.read_lock(target), True
+    except BadInput as exc:
+        why = str(exc)
+    try:
+        previous = lockfile.read_lock(target, whole=False)
     except BadInput as exc:
         echo(f"warning: ignoring the existing lock's pins, it is unreadable: {exc}")
-        return None
+        return None, False
+    echo(f"rewriting {target}, which is not whole ({why.removeprefix(f'{target}: ').split('; ')[0]}); its pins are "
+         "kept where the spec allows")
+    return previous, False
+
+
+def check_upgrade_names(specs: Sequence[StageSpec], names: Sequence[str]) -> None:
+    """:class:`BadInput` for a name none of ``specs`` lists and none of their locks pins: ``--upgrade-package``
+    would otherwise be a silent no-op (a typo that upgrades nothing). A name some spec knows is fine for all."""
+    known: dict[str, None] = dict.fromkeys(ADDED)
+    for spec in specs:
+        known.update(dict.fromkeys(canonicalize_name(Requirement(p).name) for p in spec.packages))
+        path = lockfile.lock_path(spec.source)
+        with contextlib.suppress(BadInput):
+            known.update(dict.fromkeys(pin.name for pin in lockfile.read_lock(path, whole=False).pins))
+    for name in names:
+        if canonicalize_name(name) in known:
+            continue
+        close = difflib.get_close_matches(canonicalize_name(name), list(known), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        where = " or ".join(str(spec.source) for spec in specs)
+        locks = "its lock" if len(specs) == 1 else "their locks"
+        raise BadInput(f"--upgrade-package {name}: neither a package of {where} nor pinned in {locks}; {hint}"
+                       "nothing was locked")
 
 
 def _resolve(spec: StageSpec, work: Path, previous: Lock | None, *, python: str, env: Mapping[str, str],
@@ -132,8 +170,8 @@ def _resolve(spec: StageSpec, work: Path, previous: Lock | None, *, python: str,
     source = work / spec.source.name  # annotations then read "# via -r train.yaml"
     source.write_text("\n".join([*spec.packages, *ADDED]) + "\n", encoding="utf-8")
     output = work / "resolved.txt"
-    if previous is not None:
-        shutil.copyfile(previous.path, output)  # uv keeps the pins of an existing output file
+    if previous is not None:  # uv keeps the pins of an existing output file (a BOM, if any, left out)
+        output.write_bytes(previous.data.removeprefix(codecs.BOM_UTF8))
     cmd = compile_command(source.name, output, python, upgrade=upgrade, upgrade_packages=upgrade_packages, uv=uv)
     result = proc.run(cmd, env=env, cwd=work, check=False)
     if result.returncode != 0:
@@ -169,10 +207,16 @@ def _header_fields(spec: StageSpec, *, python: str, env: Mapping[str, str], uv: 
     return {k: v for k, v in fields.items() if v}
 
 
-def _same_pins_and_facts(old: Lock, new: Lock, body: str) -> bool:
-    old_body = old.path.read_text(encoding="utf-8").splitlines()[min(p.line for p in old.pins) - 1:]
+def _same_pins_and_facts(old: Lock, new: Lock) -> bool:
+    """Whether a re-lock changed nothing that matters (the time of resolution and uv's version do not): the file
+    is then left byte for byte as it was, no git noise."""
     same_facts = all(old.header.get(k) == new.header.get(k) for k in _DEFINING_FIELDS)
-    return same_facts and [line for line in old_body if line] == [line for line in body.splitlines() if line]
+    return same_facts and _body(old) == _body(new)
+
+
+def _body(lock: Lock) -> list[str]:
+    lines = lock.data.decode("utf-8").replace("\r\n", "\n").split("\n")
+    return [line for line in lines[min(pin.line for pin in lock.pins) - 1:] if line]
 
 
 def _replace(target: Path, text: str) -> None:
