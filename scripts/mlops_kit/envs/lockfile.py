@@ -355,11 +355,10 @@ def _check_seal(lines: Sequence[str], first: int, path: Path, command: str) -> N
     seal_at = [(index + 1, line) for index, line in enumerate(lines) if _is_seal(index, line, first)]
     digests = [(number, line) for number, line in seal_at if line.startswith(_DIGEST)]
     stored = [token for _, line in seal_at if line.startswith(_BLOCKS) for token in line[len(_BLOCKS):].split()]
-    refused = (f"the lock was edited by hand (its digest no longer matches) and is refused whole: restore it from "
-               f"git or re-lock with: {command}")
+    refused = f"is refused whole: restore it from git or re-lock with: {command}"
     if len(digests) != 1 or not stored:
         raise BadInput(f"{path}: its seal (one '{_DIGEST.strip()}' line and '{_BLOCKS.strip()}' lines at the end of "
-                       f"the header) is missing or repeated; {refused}")
+                       f"the header) is missing or repeated; the lock was edited by hand and {refused}")
     kept = [(index + 1, line) for index, line in enumerate(lines) if not _is_seal(index, line, first)]
     blocks = _blocks([line for _, line in kept], first - len(seal_at), [number for number, _ in kept])
     if digests[0][1][len(_DIGEST):].strip() == _digest([line for _, line in kept]):  # every line as sealed
@@ -369,7 +368,7 @@ def _check_seal(lines: Sequence[str], first: int, path: Path, command: str) -> N
     else:
         where = _first_edit(stored, blocks, len(lines))
     where = where or f"line {digests[0][0]}: the seal itself differs"
-    raise BadInput(f"{path}: {where}; {refused}")
+    raise BadInput(f"{path}: {where}; the lock was edited by hand (its digest no longer matches) and {refused}")
 
 
 def _first_edit(stored: Sequence[str], blocks: Sequence[_Block], last_line: int) -> str | None:
