@@ -1,7 +1,8 @@
 """Build (or reuse) the venv of one pipeline stage from its spec, register its Jupyter kernel, keep an audit trail.
 
-Thin command-line edge over :mod:`mlops_kit.envs.build` (build and cache), :mod:`mlops_kit.envs.lockfile` (lock files),
-:mod:`mlops_kit.envs.installers`, :mod:`mlops_kit.envs.audit` and :mod:`mlops_kit.envs.kernel`.
+Thin command-line edge over :mod:`mlops_kit.envs.build` (build and cache), :mod:`mlops_kit.envs.lockfile` and
+:mod:`mlops_kit.envs.resolution` (lock files), :mod:`mlops_kit.envs.installers`, :mod:`mlops_kit.envs.audit` and
+:mod:`mlops_kit.envs.kernel`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from mlops_kit.envs import (  # noqa: E402
     kernel,
     lockfile,
     pyinstall,
+    resolution,
     spec,
 )
 
@@ -39,8 +41,12 @@ exactly the lock's versions, every file's sha256 checked, nothing resolved, and 
 lock (env.json records it; the audit bundle holds a copy). --lock writes the locks of the given specs (one lock
 serves Windows, Linux and macOS for the spec's Python minor and later; existing pins are kept unless --upgrade or
 --upgrade-package NAME); it builds nothing unless --build is added. A lock older than its spec (stale) stops the
-build with exit 2 and the command that refreshes it; --check-lock checks every given lock in milliseconds without
-network (for CI and pre-commit). A tampered lock (a hash that does not match) is exit 4, its venv never used.
+build with exit 2 and the command that refreshes it. A lock is whole or refused: a digest in its header covers
+every line, so a lock edited by hand (a package removed or added, a hash changed) is exit 2 naming the first
+edited line; so is one saved with a byte-order mark or pinning a package twice for Windows, Linux or macOS.
+--check-lock applies the same rules to every given lock in milliseconds without network (for CI and pre-commit).
+A downloaded file whose hash does not match the lock is exit 4, its venv never used. After every install the
+venv's dependency closure is checked (uv pip check / pip check): a missing requirement is exit 4, venv unused.
 Without a lock the packages are resolved at build time, as before, and the build says it is unpinned.
 --spec may be repeated or name a folder (all its *.yaml specs).
 
@@ -111,10 +117,11 @@ def build_parser() -> cli.ArgParser:
     parser.add_argument("--upgrade", action="store_true",
                         help="with --lock: re-resolve every package (default: keep the pins the spec still allows)")
     parser.add_argument("--upgrade-package", action="append", default=[], metavar="NAME",
-                        help="with --lock: re-resolve this package only (repeatable)")
+                        help="with --lock: re-resolve this package only (repeatable; a package of the spec or "
+                             "pinned in its lock)")
     parser.add_argument("--check-lock", action="store_true",
-                        help="only check that each spec's lock is fresh (no network, no build): one line per "
-                             "stale or missing lock, exit 2 if any (for CI and pre-commit)")
+                        help="only check each spec's lock as a build would (fresh, whole, well-formed; no network, "
+                             "no build): one line per refused lock, exit 2 if any (for CI and pre-commit)")
     parser.add_argument("--quiet", action="store_true", help="print only errors and the venv path(s)")
     return parser
 
@@ -150,8 +157,8 @@ def _main(argv: list[str]) -> int:
         return _report(lockfile.check_locks(files, echo=echo), errors.EXIT_BAD_INPUT)
     stages = [spec.load_spec(f) for f in files]  # every spec valid before anything is resolved or built
     if args.lock:
-        failed = _report(lockfile.write_locks(stages, upgrade=args.upgrade, upgrade_packages=args.upgrade_package,
-                                           echo=echo), errors.EXIT_ENV_BUILD)
+        failed = _report(resolution.write_locks(stages, upgrade=args.upgrade, upgrade_packages=args.upgrade_package,
+                                             echo=echo), errors.EXIT_ENV_BUILD)
         if failed or not args.build:
             return failed
     root = paths.venv_root(args.venv_root)

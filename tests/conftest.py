@@ -16,7 +16,7 @@ import pytest
 
 from helpers import REAL_PYENV_ROOT, TOOLKIT_PYTHON, UV_CACHE, pyenv_pythons, start_mlflow_server
 
-pytest_plugins = ("helpers_notebook",)  # its stage-venv fixtures serve several test modules
+pytest_plugins = ("helpers_notebook", "helpers_locks")  # their fixtures serve several test modules
 
 _DROPPED_PREFIXES = ("MLFLOW_", "GO_", "JUPYTER_", "PIP_INDEX", "PIP_EXTRA", "UV_INDEX", "UV_EXTRA", "ML_VENV_ROOT")
 

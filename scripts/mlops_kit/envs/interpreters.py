@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-import json
 import os
 import re
 import shutil
@@ -28,6 +27,7 @@ from pathlib import Path, PureWindowsPath
 
 from ..core import paths, proc
 from ..core.errors import BadInput, PythonNotFound
+from . import probe
 from .spec import PythonRequest
 
 _PROBE = (
@@ -110,19 +110,13 @@ _ProbeInfo = tuple[tuple[int, int, int], str, str, str]  # version, executable, 
 
 def _probe(path: str) -> _ProbeInfo | None:
     try:
-        result = proc.run([path, "-I", "-c", _PROBE], check=False, timeout=_PROBE_TIMEOUT)
-    except proc.CommandError:  # missing, not executable, "exec format error", timeout
-        return None
-    if result.returncode != 0:
-        return None
-    try:
-        info = json.loads(result.stdout.strip().splitlines()[-1])
+        info = probe.ask(path, _PROBE, timeout=_PROBE_TIMEOUT)
         version = tuple(int(part) for part in info["version"])
         if len(version) != 3:
             return None
         return ((version[0], version[1], version[2]), str(info.get("executable") or ""),
                 str(info.get("implementation") or "cpython"), str(info.get("releaselevel") or "final"))
-    except (ValueError, IndexError, KeyError, TypeError):
+    except (probe.ProbeFailed, ValueError, KeyError, TypeError):  # missing, not Python, a timeout, an odd answer
         return None
 
 
