@@ -38,16 +38,16 @@ def job_environment(pipeline: gocd.Pipeline, stage: gocd.Stage, job: gocd.Job, *
             verb = "overriding" if _pop(env, var.name) is not None else "setting"
             echo(f"[go] {verb} environment variable '{var.name}' to value '{_shown(var.name, value, var.secure)}'\n")
             env[var.name] = value
-    for name, value in overrides.items():
+    for name, override in overrides.items():
         old = _pop(env, name)
-        if value is None:
+        if override is None:
             if old is not None:
                 echo(f"[local] removing environment variable '{name}' (the XML's value is for GoCD agents)\n")
         else:
             verb = "overriding" if old is not None else "setting"
-            shown = _shown(name, value, name.upper() in secure)
+            shown = _shown(name, override, name.upper() in secure)
             echo(f"[local] {verb} environment variable '{name}' to value '{shown}'\n")
-            env[name] = value
+            env[name] = override
     for name, value in go_vars.items():
         _pop(env, name)
         env[name] = value
@@ -106,9 +106,6 @@ def rehearsal_origin(state_dir: Path) -> str:
     counter when they log to one tracking server (see ``tracking.pipeline_key``)."""
     where = f"{socket.gethostname()}|{state_dir.resolve()}"
     return "local-" + hashlib.sha256(where.encode()).hexdigest()[:10]
-
-
-
 
 
 def plain_values(variables: tuple[gocd.Variable, ...]) -> dict[str, str]:
