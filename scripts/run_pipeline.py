@@ -35,8 +35,9 @@ and fetches. --shared-workdir runs all jobs in one folder instead (as on one age
 one after the other).
 
 Job timeout, as on GoCD: a job whose console shows nothing for <job timeout="N"> minutes (else --job-timeout, the
-server-wide default) is cancelled: its running task's whole process tree is stopped (kernels included), no further
-task runs, nothing is published; the job shows as "timed out" and its stage as cancelled.
+server-wide default) is cancelled: its running task's whole process tree is stopped (kernels included, and on Linux
+what its tasks daemonized), no further task runs, nothing is published; the job shows as "timed out" and its stage
+as cancelled.
 
 An <exec command="python"> finds this toolkit's Python: its folder is put first on the jobs' PATH, as the
 operator does on a GoCD agent. Values in the XML meant for the GoCD agents are replaced for local runs:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import textwrap
+import uuid
 from pathlib import Path
+from typing import Iterator
+
+import psutil
 
 from helpers import REPO_ROOT, run_script
 from mlops_kit.rehearsal import gocd, gocd_reader
@@ -135,3 +141,40 @@ def write_tree(root: Path, files: list[str]) -> None:
     for name in files:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(name, encoding="utf-8")
+
+
+# The case of a daemonizing task, exactly as reported: its `sleep 1005` detaches (new session, parent gone).
+DAEMONIZING_TASK = 'sh -c \'echo s; (setsid sh -c "sleep 1005 &"); sleep 1000\''
+TEST_TAG = "MLOPS_KIT_TEST_TAG"
+
+
+def daemonizing_exec(command: str = 'echo s; (setsid sh -c "sleep 1005 &"); sleep 1000') -> str:
+    """An <exec> running ``sh -c <command>`` (by default :data:`DAEMONIZING_TASK`'s)."""
+    escaped = command.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return f'<exec command="sh"><arg>-c</arg><arg>{escaped}</arg></exec>'
+
+
+def tagged_processes(tag: str, cmdline: list[str] | None = None) -> list[psutil.Process]:
+    """Live processes (not zombies) of this user whose environment carries ``TEST_TAG=tag`` (and, if given, whose
+    command line is ``cmdline``): what a test started, whatever became of its parents."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if cmdline is not None and process.info["cmdline"] != cmdline:
+                continue
+            if process.environ().get(TEST_TAG) == tag and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+    return found
+
+
+@contextlib.contextmanager
+def nothing_left_running() -> Iterator[dict[str, str]]:
+    """An environment whose every descendant carries a tag of its own; whatever carries it when the block ends is
+    killed, so a failing test never leaves a process behind."""
+    tag = uuid.uuid4().hex
+    try:
+        yield {**os.environ, TEST_TAG: tag}
+    finally:
+        for process in tagged_processes(tag):
+            with contextlib.suppress(psutil.Error):
+                process.kill()

@@ -1,11 +1,13 @@
 """mlops_kit.rehearsal.job: one job as an agent runs it: its console and console log (secrets masked), its timeout,
-its cancel (the whole tree); run for real through run_pipeline.py."""
+its cancel (the whole tree, and on Linux what it daemonized), what it leaves running; run for real through
+run_pipeline.py."""
 
 from __future__ import annotations
 
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +15,22 @@ import psutil
 import pytest
 
 from helpers import POSIX_SIGNALS, SCRIPTS, TOOLKIT_PYTHON, default_ctrl_c
-from helpers_gocd import PROCESS_TREE, TREE_ROLES, cruise_xml, job_xml, py_task, rehearse, stage_jobs_xml, stage_xml
+from helpers_gocd import (
+    PROCESS_TREE,
+    TREE_ROLES,
+    cruise_xml,
+    daemonizing_exec,
+    job_xml,
+    nothing_left_running,
+    py_task,
+    rehearse,
+    stage_jobs_xml,
+    stage_xml,
+    tagged_processes,
+)
+
+LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="orphans come back to a child subreaper, "
+                           "which only Linux has (Windows: Job Objects)")
 
 
 def _pids_gone(folder: Path) -> dict[str, bool]:
@@ -52,29 +69,82 @@ def test_a_silent_job_times_out_with_its_tree_and_nothing_after_it(tmp_path: Pat
     assert "s/silent timed out at task 1" in err
 
 
+@LINUX
+def test_a_daemonized_grandchild_ends_with_its_timed_out_job(tmp_path: Path) -> None:
+    """The case as reported: ``sh -c 'echo s; (setsid sh -c "sleep 1005 &"); sleep 1000'`` with a short job
+    timeout. Exit 7 was right, but ``sleep 1005`` lived on (re-parented to PID 1), and it held the task's output
+    open, so the cancel also waited 5 s for that output to end."""
+    with nothing_left_running() as env:
+        done = rehearse(tmp_path, cruise_xml(stage_xml("s", daemonizing_exec())), "--job-timeout", "0.03",
+                        "--cancel-grace", "5", env=env)
+        survivors = tagged_processes(env["MLOPS_KIT_TEST_TAG"], ["sleep", "1005"])
+    assert done.returncode == 7, done.stdout + done.stderr
+    assert not survivors, [p.info for p in survivors]
+    assert "[s/s] s\n" in done.stdout and "Go cancelled this job" in done.stdout
+    assert "On Cancel Task completed" in done.stdout
+
+
+@LINUX
+def test_a_cancel_ends_its_own_jobs_orphans_only_and_a_job_ends_what_it_left_running(tmp_path: Path) -> None:
+    """Two jobs at once, each with an orphan re-parented to the rehearsal: the silent one times out and its
+    ``sleep 1005`` ends with it; the other job's ``sleep 1006`` is still alive after that cancel (the other job saw
+    it), and ends when its own job ends, which says so in its log."""
+    silent_log = tmp_path / "my repo/.pipeline/artifacts/demo/1/s/1/silent/cruise-output/console.log"
+    busy = (
+        "import subprocess, sys, time, pathlib, psutil\n"
+        "subprocess.run(['sh', '-c', '(setsid sh -c \"sleep 1006 &\")'], check=True)\n"
+        "log, deadline = pathlib.Path(sys.argv[1]), time.time() + 120\n"
+        "def cancelled(): return 'On Cancel Task completed' in (log.read_text() if log.exists() else '')\n"
+        "while not cancelled() and time.time() < deadline:\n"
+        "    print('waiting for the other job to be cancelled', flush=True)\n"
+        "    time.sleep(0.3)\n"
+        "alive = [p for p in psutil.process_iter(['cmdline']) if p.info['cmdline'] == ['sleep', '1006']]\n"
+        "print('my orphan after the other job was cancelled:', 'alive' if alive else 'gone', flush=True)\n")
+    busy_task = f'<exec command="python"><arg>busy.py</arg><arg>{silent_log}</arg></exec>'
+    xml = cruise_xml(stage_jobs_xml("s", job_xml("silent", daemonizing_exec()),
+                                    job_xml("busy", busy_task, attrs=' timeout="0"')))
+    with nothing_left_running() as env:
+        done = rehearse(tmp_path, xml, "--job-timeout", "0.03", "--cancel-grace", "3", env=env,
+                        files={"busy.py": busy})
+        survivors = [p for n in ("1005", "1006") for p in tagged_processes(env["MLOPS_KIT_TEST_TAG"], ["sleep", n])]
+    out = done.stdout
+    assert done.returncode == 7, out + done.stderr
+    assert not survivors, [p.info for p in survivors]
+    assert "[s/busy] my orphan after the other job was cancelled: alive" in out
+    assert re.search(r"\[s/busy\] \[local\] the job left 1 process\(es\) running; ended with it: \d+ sleep 1006", out)
+    assert re.search(r"^\s+silent\s+TIMED OUT", out, re.MULTILINE) and re.search(r"^\s+busy\s+passed", out,
+                                                                                 re.MULTILINE)
+
+
 @POSIX_SIGNALS
 def test_sigterm_cancels_the_running_jobs_and_prints_the_summary(tmp_path: Path) -> None:
-    """SIGTERM sent to the rehearsal alone: its jobs' trees do not get it, the rehearsal ends them."""
+    """SIGTERM sent to the rehearsal alone: its jobs' trees do not get it, the rehearsal ends them, what a job
+    daemonized included."""
     pids = tmp_path / "pids"
     repo = tmp_path / "my repo"
     repo.mkdir()
     (repo / "tree.py").write_text(PROCESS_TREE, encoding="utf-8")
-    xml = cruise_xml(stage_xml("s", '<exec command="python"><arg>tree.py</arg><arg>' + str(pids) + '</arg>'
-                                    '<arg>task</arg></exec>'))
+    tree = f'<exec command="python"><arg>tree.py</arg><arg>{pids}</arg><arg>task</arg></exec>'
+    xml = cruise_xml(stage_jobs_xml("s", job_xml("s", tree), job_xml("daemon", daemonizing_exec())))
     (repo / "cfg.xml").write_text(xml, encoding="utf-8")
-    rehearsal = subprocess.Popen([str(TOOLKIT_PYTHON), str(SCRIPTS / "run_pipeline.py"), "--config",
-                                  str(repo / "cfg.xml"), "--cancel-grace", "1"], cwd=repo, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not (pids / "grandchild.pid").is_file() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        rehearsal.send_signal(signal.SIGTERM)
-        out, err = rehearsal.communicate(timeout=60)
-    finally:
-        rehearsal.kill()
+    with nothing_left_running() as env:
+        rehearsal = subprocess.Popen([str(TOOLKIT_PYTHON), str(SCRIPTS / "run_pipeline.py"), "--config",
+                                      str(repo / "cfg.xml"), "--cancel-grace", "1"], cwd=repo, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            deadline = time.monotonic() + 60
+            while not (pids / "grandchild.pid").is_file() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            while not tagged_processes(env["MLOPS_KIT_TEST_TAG"], ["sleep", "1005"]) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            rehearsal.send_signal(signal.SIGTERM)
+            out, err = rehearsal.communicate(timeout=60)
+        finally:
+            rehearsal.kill()
+        survivors = tagged_processes(env["MLOPS_KIT_TEST_TAG"], ["sleep", "1005"])
     assert rehearsal.returncode == 143, out + err  # SIGTERM: exit 143, the same handling as Ctrl-C (130)
     assert all(_pids_gone(pids).values()), _pids_gone(pids)
+    assert not survivors or not sys.platform.startswith("linux"), [p.info for p in survivors]
     assert "[local] interrupted: cancelling the running jobs" in out and re.search(r"^\s+s\s+CANCELLED", out,
                                                                                    re.MULTILINE)
     assert err.strip() == "error: terminated (SIGTERM)"
@@ -168,3 +238,4 @@ def test_token_only_urls_never_reach_the_log_the_console_log_or_the_closing_note
     for secret in ("gh0token", "tr4cktoken", "0verride"):
         assert secret not in out + err + logs, secret
     assert "https://***@mlflow.example:5000" in out and "https://***@git.example/y" in out
+

@@ -9,8 +9,9 @@ keeps it), its timeout, its cancel, and what it publishes.
   second.
 * **Cancel** is what GoCD's agent does: the running task's whole process tree gets SIGTERM, kernels included
   (``taskkill /T /F`` on Windows), then no further task runs (not even ``runif="any"``) and nothing is published.
-  Unlike GoCD, which leaves a hard kill to an operator, what is still alive after a grace period is killed: a
-  rehearsal leaves nothing running. The job is "timed out" (GoCD's result: Cancelled).
+  Unlike GoCD, which leaves a hard kill to an operator, what is still alive after a grace period is killed, and the
+  processes the job left behind (daemons re-parented away from its tree) end with it: a rehearsal leaves nothing
+  running (:mod:`mlops_kit.core.jobprocesses`). The job is "timed out" (GoCD's result: Cancelled).
 * **Ctrl-C** cancels the running jobs the same way, after giving them the grace period to end on their own (in a
   terminal they got the Ctrl-C too); SIGTERM reaches the rehearsal alone, so their tasks are cancelled at once.
 """
@@ -23,8 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
+from ..core import proc
 from ..core.console import Echo
 from ..core.errors import Terminated
+from ..core.jobprocesses import JobProcesses
 from ..core.redact import redact
 from . import artifacts, gocd, tasks
 
@@ -134,27 +137,33 @@ class JobStop:
 
 def run_job(stage: str, job: gocd.Job, *, workdir: Path, store: Path, env: dict[str, str], echo: JobConsole,
             stop: JobStop, grace: float) -> JobResult:
-    """Run the tasks of one job in order with runif rules, then publish its artifacts (not after a cancel)."""
+    """Run the tasks of one job in order with runif rules, end what they left running, then publish its artifacts
+    (not after a cancel)."""
     target = job_store(store, stage, job.name)
     result = JobResult(stage, job.name, workdir=workdir, artifacts=target, log=console_log(target))
+    processes = JobProcesses()
     status: Literal["passed", "failed"] = "passed"
-    for number, task in enumerate(job.tasks, start=1):
-        named = f"task {number} ({task.describe(72)})"
-        if stop.before_task():
-            result.failed_task = f"the start of {named}"
-            break
-        if not tasks.should_run(task.runif, status):
-            echo(f"[go] skipping task {number} ({task.describe()}): runif {sorted(task.runif)}, job is {status}\n")
-            continue
-        echo(f"[go] {tasks.stamp()} task {number}/{len(job.tasks)}: {task.describe()}\n")
-        task_started = time.monotonic()
-        outcome = _run_task(task, workdir=workdir, store=store, env=env, echo=echo, stop=stop, grace=grace)
-        if outcome == "cancelled":
-            result.failed_task = named
-            break
-        echo(f"[go] task {number} {outcome} in {time.monotonic() - task_started:.1f}s\n")
-        if outcome == "failed" and status == "passed":
-            status, result.failed_task = "failed", named
+    try:
+        for number, task in enumerate(job.tasks, start=1):
+            named = f"task {number} ({task.describe(72)})"
+            if stop.before_task():
+                result.failed_task = f"the start of {named}"
+                break
+            if not tasks.should_run(task.runif, status):
+                echo(f"[go] skipping task {number} ({task.describe()}): runif {sorted(task.runif)}, job is {status}\n")
+                continue
+            echo(f"[go] {tasks.stamp()} task {number}/{len(job.tasks)}: {task.describe()}\n")
+            task_started = time.monotonic()
+            outcome = _run_task(task, workdir=workdir, store=store, env=env, echo=echo, stop=stop, grace=grace,
+                                processes=processes)
+            if outcome == "cancelled":
+                result.failed_task = named
+                break
+            echo(f"[go] task {number} {outcome} in {time.monotonic() - task_started:.1f}s\n")
+            if outcome == "failed" and status == "passed":
+                status, result.failed_task = "failed", named
+    finally:
+        _end_leftovers(processes, grace, echo)
     if stop.reason is not None:
         echo(f"[go] job {stop.reason}: no further task runs and nothing is published (GoCD: job Cancelled)\n")
         result.status = stop.reason
@@ -168,7 +177,14 @@ def run_job(stage: str, job: gocd.Job, *, workdir: Path, store: Path, env: dict[
 
 
 def _run_task(task: gocd.Task, *, workdir: Path, store: Path, env: dict[str, str], echo: JobConsole, stop: JobStop,
-              grace: float) -> tasks.TaskOutcome:
+              grace: float, processes: JobProcesses) -> tasks.TaskOutcome:
     if isinstance(task, gocd.ExecTask):
-        return tasks.run_exec(task, workdir=workdir, env=env, echo=echo, stop=stop, grace=grace)
+        return tasks.run_exec(task, workdir=workdir, env=env, echo=echo, stop=stop, grace=grace, job=processes)
     return "passed" if artifacts.run_fetch(task, workdir=workdir, store=store, echo=echo) else "failed"
+
+
+def _end_leftovers(processes: JobProcesses, grace: float, echo: Echo) -> None:
+    """What the job's tasks left running (a daemon, a server started in the background) ends with the job."""
+    ended = proc.end_strays(processes, grace)
+    if ended:
+        echo(f"[local] the job left {len(ended)} process(es) running; ended with it: {'; '.join(ended)}\n")

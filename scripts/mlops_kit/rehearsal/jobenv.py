@@ -123,3 +123,4 @@ def check_secure_variables(pipeline: gocd.Pipeline, base: Mapping[str, str],
     """Refuse before anything runs if a secure variable has no value on this machine (environment or --env)."""
     for var in all_variables(pipeline):
         _variable_value(var, base, pipeline, overrides)
+

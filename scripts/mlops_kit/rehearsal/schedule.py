@@ -10,6 +10,8 @@ A rehearsal, not a scheduler, but it schedules like GoCD wherever a pipeline's a
   order). With ``--shared-workdir`` (one folder, as on one agent) the jobs of a stage run one after the other.
 * Ctrl-C / SIGTERM reach the main thread here; the jobs are asked to stop and waited for, so each ends its
   process tree before the run returns.
+* On Linux the rehearsal is a child subreaper while it runs, so what a job's tasks daemonize comes back to it and
+  ends with the job (:mod:`mlops_kit.core.jobprocesses`).
 
 Everything lives under a state folder (default ``<repo>/.pipeline``, :mod:`mlops_kit.rehearsal.statedir`):
 counters, each run's working copies (kept for inspection) and artifacts; ``--keep N`` prunes older runs.
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Mapping
 
-from ..core import git
+from ..core import git, jobprocesses
 from ..core.console import Echo
 from ..run.runrecord import PIPELINE_ORIGIN_VAR
 from . import gocd, jobenv, statedir, workspace
@@ -97,7 +99,8 @@ def run_pipeline(pipeline: gocd.Pipeline, settings: LocalSettings, *, echo: Echo
     try:
         if settings.keep is not None:
             statedir.prune(settings.state_dir, settings.keep, echo)
-        return _run_claimed(pipeline, settings, slot.counter, base, echo)
+        with jobprocesses.subreaper():
+            return _run_claimed(pipeline, settings, slot.counter, base, echo)
     finally:
         slot.release()
 

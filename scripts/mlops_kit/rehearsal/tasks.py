@@ -1,7 +1,7 @@
 """Running one task as a GoCD agent does: GoCD's ``runif`` rule, then an ``<exec>`` started without a shell, its
 arguments exactly as the ``<arg>`` elements give them (batch files through ``cmd /s /c`` on Windows, as GoCD's
 Windows agent runs them), and the agent's words when a command cannot start (not found: 127; not executable: 126).
-A cancelled task is ended with its whole process tree (:mod:`mlops_kit.core.proc`).
+A cancelled task is ended with its whole process tree and what its job left running (:mod:`mlops_kit.core.proc`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Callable, Literal, Mapping
 
 from ..core import paths, proc
 from ..core.console import Echo
+from ..core.jobprocesses import JobProcesses
 from . import gocd
 
 TaskOutcome = Literal["passed", "failed", "cancelled"]
@@ -34,9 +35,10 @@ def resolve_command(command: str, *, cwd: Path, env: Mapping[str, str]) -> str |
 
 
 def run_exec(task: gocd.ExecTask, *, workdir: Path, env: dict[str, str], echo: Echo,
-             stop: Callable[[], bool] | None = None, grace: float = 10.0) -> TaskOutcome:
+             stop: Callable[[], bool] | None = None, grace: float = 10.0,
+             job: JobProcesses | None = None) -> TaskOutcome:
     """Run an <exec>: no shell, arguments exactly as the <arg> elements give them. "cancelled": ``stop()`` became
-    true while it ran, and it was ended with its whole process tree."""
+    true while it ran, and it was ended with its whole process tree (and the processes ``job`` left behind)."""
     cwd = workdir / task.workingdir if task.workingdir else workdir
     if not cwd.is_dir():
         echo(f"[go] Working directory \"{cwd}\" is not a directory!\n")
@@ -45,7 +47,7 @@ def run_exec(task: gocd.ExecTask, *, workdir: Path, env: dict[str, str], echo: E
     command = [executable or task.command, *task.args]
     batch = executable is not None and paths.is_windows() and executable.lower().endswith((".bat", ".cmd"))
     argv = windows_batch_command(command) if batch else command
-    started = proc.start(argv, env=env, cwd=cwd, echo=echo) if executable is not None else \
+    started = proc.start(argv, env=env, cwd=cwd, echo=echo, job=job) if executable is not None else \
         proc.Result((task.command,), 127, "", "not found")
     if isinstance(started, proc.Result):  # what a GoCD agent prints when ProcessBuilder cannot start the command
         path = next((v for k, v in env.items() if k.upper() == "PATH"), "")
@@ -58,7 +60,7 @@ def run_exec(task: gocd.ExecTask, *, workdir: Path, env: dict[str, str], echo: E
     code = started.wait(stop)
     if code is None:
         echo("[go] On Cancel Task: Kills child processes\n[go] Attempting to kill child processes.\n")
-        code = started.kill_tree(grace)
+        code = started.kill_tree(grace, job)
         echo(f"[go] On Cancel Task completed\n[go] Task status: cancelled (exit code: {code})\n")
         return "cancelled"
     if code != 0:
