@@ -37,7 +37,7 @@ one after the other).
 Job timeout, as on GoCD: a job whose console shows nothing for <job timeout="N"> minutes (else --job-timeout, the
 server-wide default) is cancelled: its running task's whole process tree is stopped (kernels included, and on Linux
 what its tasks daemonized), no further task runs, nothing is published; the job shows as "timed out" and its stage
-as cancelled.
+as cancelled. Secure variables' values are masked in every console line and console log.
 
 An <exec command="python"> finds this toolkit's Python: its folder is put first on the jobs' PATH, as the
 operator does on a GoCD agent. Values in the XML meant for the GoCD agents are replaced for local runs:

@@ -28,6 +28,7 @@ from helpers_gocd import (
     stage_xml,
     tagged_processes,
 )
+from mlops_kit.rehearsal import job
 
 LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="orphans come back to a child subreaper, "
                            "which only Linux has (Windows: Job Objects)")
@@ -224,6 +225,27 @@ def _rehearsal_files(repo: Path) -> dict[Path, str]:
             if p.is_file() and not p.is_relative_to(state / "work")}
 
 
+def test_a_secure_variables_value_never_reaches_a_console_or_a_console_log(tmp_path: Path) -> None:
+    """The case as reported: ``<variable name="MY_SECRET" secure="true">`` and a task echoing ``$MY_SECRET``
+    showed the value in the job's console and its cruise-output/console.log. GoCD masks it; so does the
+    rehearsal, and the values of secret-named variables (in the XML or from --env) too."""
+    variables = ('<environmentvariables><variable name="MY_SECRET" secure="true"><encryptedValue>AES:x</encryptedValue>'
+                 '</variable><variable name="DB_PASSWORD"><value>pl41n-Passw0rd</value></variable>'
+                 "</environmentvariables>")
+    tasks = (daemonizing_exec("echo $MY_SECRET") + daemonizing_exec("echo connecting with $DB_PASSWORD")
+             + py_task("import os; print('token is', os.environ['API_TOKEN'], flush=True)"))
+    with nothing_left_running() as env:
+        done = rehearse(tmp_path, cruise_xml(stage_xml("s", tasks), pipeline_extra=variables),
+                        "--env", "API_TOKEN=t0k3n-from-cli", env={**env, "MY_SECRET": "s3cr3t-V4lue-77"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    files = _rehearsal_files(tmp_path / "my repo")
+    log = next(text for path, text in files.items() if path.name == "console.log")
+    assert "[go] task 1 passed" in log and "\n***\n" in log and "connecting with ***" in log and "token is ***" in log
+    for secret in ("s3cr3t-V4lue-77", "pl41n-Passw0rd", "t0k3n-from-cli"):
+        assert secret not in done.stdout + done.stderr, secret
+        assert not [path for path, text in files.items() if secret in text], secret
+
+
 def test_token_only_urls_never_reach_the_log_the_console_log_or_the_closing_note(tmp_path: Path) -> None:
     """A token alone in a URL's user part is a secret: masked in the 'overriding' lines, the job's console log and
     the closing note."""
@@ -239,3 +261,17 @@ def test_token_only_urls_never_reach_the_log_the_console_log_or_the_closing_note
         assert secret not in out + err + logs, secret
     assert "https://***@mlflow.example:5000" in out and "https://***@git.example/y" in out
 
+
+def test_a_job_console_masks_before_it_shows_and_keeps(tmp_path: Path) -> None:
+    from mlops_kit.core import redact
+
+    shown: list[str] = []
+    console = job.JobConsole("[s/j]", shown.append, tmp_path / "cruise-output" / "console.log")
+    redact.register_secret("Zq9-unit-secret")
+    try:
+        console("a Zq9-unit-secret b\n\nsecond line")
+    finally:
+        console.close()
+        redact.forget_secrets()
+    assert shown == ["[s/j] a *** b\n\n[s/j] second line\n"]
+    assert (tmp_path / "cruise-output" / "console.log").read_text() == "a *** b\n\nsecond line\n"

@@ -3,7 +3,8 @@ the ``GO_*`` variables GoCD gives every task; plus what a local rehearsal change
 venv root meant for the agents, the toolkit's Python first on ``PATH``).
 
 Secure variables have no readable value in the XML: a rehearsal takes them from this machine (``--env NAME=VALUE``
-or the environment) and the log shows them masked, as GoCD does.
+or the environment) and the log shows them masked, as GoCD does: their values (and those of secret-looking names)
+are masked in every line a job prints too (:func:`secret_values`, registered with :mod:`mlops_kit.core.redact`).
 """
 
 from __future__ import annotations
@@ -124,3 +125,10 @@ def check_secure_variables(pipeline: gocd.Pipeline, base: Mapping[str, str],
     for var in all_variables(pipeline):
         _variable_value(var, base, pipeline, overrides)
 
+
+def secret_values(pipeline: gocd.Pipeline, base: Mapping[str, str],
+                  overrides: Mapping[str, str | None]) -> list[str]:
+    """The values a job's console must never show: every secure variable's (as this machine gives it) and every
+    variable's whose name looks secret (``DB_PASSWORD`` in plain text in the XML is still a password)."""
+    return [_variable_value(var, base, pipeline, overrides) for var in all_variables(pipeline)
+            if var.secure or is_secret_name(var.name)]

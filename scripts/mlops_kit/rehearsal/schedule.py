@@ -28,6 +28,7 @@ from typing import Literal, Mapping
 
 from ..core import git, jobprocesses
 from ..core.console import Echo
+from ..core.redact import is_secret_name, register_secret
 from ..run.runrecord import PIPELINE_ORIGIN_VAR
 from . import gocd, jobenv, statedir, workspace
 from .job import FAILED_STATUSES, Interruption, JobConsole, JobResult, JobStop, console_log, job_store, run_job
@@ -95,6 +96,7 @@ def run_pipeline(pipeline: gocd.Pipeline, settings: LocalSettings, *, echo: Echo
     """Run every stage in order (stop after a failed or cancelled one), the jobs of a stage in parallel."""
     base = dict(os.environ if base_env is None else base_env)
     jobenv.check_secure_variables(pipeline, base, settings.overrides)
+    _register_secret_values(pipeline, base, settings.overrides)
     slot = statedir.claim_run(settings.state_dir, pipeline.name)
     try:
         if settings.keep is not None:
@@ -103,6 +105,17 @@ def run_pipeline(pipeline: gocd.Pipeline, settings: LocalSettings, *, echo: Echo
             return _run_claimed(pipeline, settings, slot.counter, base, echo)
     finally:
         slot.release()
+
+
+def _register_secret_values(pipeline: gocd.Pipeline, base: Mapping[str, str],
+                            overrides: Mapping[str, str | None]) -> None:
+    """GoCD masks secure variables' values in the console; so does the rehearsal, and values of secret-looking
+    names too: registered before any job runs, every line of every console and console log is masked."""
+    for value in jobenv.secret_values(pipeline, base, overrides):
+        register_secret(value)
+    for name, override in overrides.items():
+        if override is not None and is_secret_name(name):
+            register_secret(override)
 
 
 def _run_claimed(pipeline: gocd.Pipeline, settings: LocalSettings, counter: int, base: dict[str, str],
