@@ -79,7 +79,7 @@ class JobProcesses:
 
     def __init__(self) -> None:
         self.cookie = uuid.uuid4().hex
-        self._started: set[int] = set()
+        self._started: dict[int, subprocess.Popen[Any]] = {}
 
     def environment(self, env: Mapping[str, str]) -> dict[str, str]:
         """``env`` for a process of this job: its cookie added (after any the caller had, for a rehearsal run
@@ -89,7 +89,7 @@ class JobProcesses:
 
     def adopt(self, popen: subprocess.Popen[Any]) -> None:
         """A command this job started (ended through its own handle; on Windows, the Job Object's slot)."""
-        self._started.add(popen.pid)
+        self._started[popen.pid] = popen
 
     def strays(self) -> list[Any]:
         """The job's processes that are no longer in the tree of a command it started: orphans re-parented to this
@@ -101,8 +101,9 @@ class JobProcesses:
         candidates = psutil.Process().children() if _is_subreaper() else psutil.process_iter()
         found = []
         for process in candidates:
-            if process.pid in self._started or process.pid == os.getpid():
-                continue
+            started = self._started.get(process.pid)
+            if process.pid == os.getpid() or (started is not None and started.poll() is None):
+                continue  # a command of the job still running: ended through its own handle (its pid, not reused)
             with contextlib.suppress(psutil.Error):
                 if self.cookie in process.environ().get(COOKIE_VARIABLE, "").split():
                     found.append(process)
