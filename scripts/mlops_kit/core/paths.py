@@ -24,6 +24,11 @@ def is_windows() -> bool:
     return _PLATFORM == "win32"
 
 
+def is_linux() -> bool:
+    """Linux-only facilities (a child subreaper, ``/proc``) are asked for through this, never ``sys.platform``."""
+    return _PLATFORM.startswith("linux")
+
+
 def path_list_separator() -> str:
     """``;`` on Windows, ``:`` elsewhere (``os.pathsep`` of the platform the toolkit is acting for)."""
     return ";" if is_windows() else ":"
