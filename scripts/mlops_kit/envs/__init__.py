@@ -5,7 +5,8 @@ May import: ``core``.
 * ``spec``: the stage spec (``specs/<stage>.yaml``), strictly parsed;
 * ``lockfile``: stage lock files (resolve, check fresh, install exactly, verify);
 * ``interpreters``: finding the Python a spec asks for;
-* ``pyinstall``: installing a missing Python;
+* ``pyinstall``: installing a missing Python with the platform's installer (``--install-python``);
+* ``managed``: downloading a missing Python through uv (the toolkit's folder, the policy, the download's record);
 * ``installers``: uv/pip commands, package indexes, freeze files;
 * ``build``: the venv build and cache (build lock, health check, reuse);
 * ``audit``: the ``env.json`` record and the audit bundle;
