@@ -281,3 +281,31 @@ def test_two_builds_needing_the_same_missing_python_download_it_once(bare: Path,
     assert {r["python"]["path"] for r in records} == {str(bare / "pythons" / python_mirror.keys["3.12"] / "bin" /
                                                           "python3.12")}
     assert all(r["python"]["managed"]["sha256"] == sha256_of(python_mirror.archives["3.12"]) for r in records)
+
+
+def _break(python: Path) -> None:
+    python.unlink()
+    python.write_text("#!/bin/sh\nexit 1\n", encoding="utf-8")
+    python.chmod(0o755)
+
+
+@pytest.mark.slow
+def test_a_broken_download_of_ours_is_installed_again_one_not_ours_is_left_alone(bare: Path,
+                                                                                 python_mirror: Mirror) -> None:
+    folder = bare / "pythons"
+    first = managed.find_or_download(req("3.10"), folder=folder, policy=managed.download_policy(), echo=print)
+    _break(first.path)
+    stale = folder / ".downloads" / python_mirror.keys["3.10"]
+    stale.mkdir(parents=True)
+    (stale / "partial.tar.gz").write_bytes(b"left by a run killed mid-download")
+    interpreters.clear_cache()
+    said, echo = lines()
+    again = managed.find_or_download(req("3.10"), folder=folder, policy=managed.download_policy(), echo=echo)
+    assert again.downloaded and again.path == first.path and any("installing it again" in line for line in said)
+    assert subprocess.run([str(again.path), "-c", "pass"]).returncode == 0 and not (folder / ".downloads").exists()
+    (again.path.parent.parent / interpreters.MANAGED_RECORD).unlink()  # now as if uv put it there for someone else
+    _break(again.path)
+    interpreters.clear_cache()
+    with pytest.raises(PythonNotFound, match="the toolkit did not download it; remove it"):
+        managed.find_or_download(req("3.10"), folder=folder, policy=managed.download_policy(), echo=print)
+    assert again.path.read_text(encoding="utf-8").startswith("#!/bin/sh"), "left as it was"

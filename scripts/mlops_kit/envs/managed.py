@@ -33,7 +33,6 @@ import os
 import re
 import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal, Mapping
@@ -138,7 +137,7 @@ def download(request: PythonRequest, *, folder: Path, missing: NoMatchingPython,
     env = uv_environment()
     build = offered_build(request, env, missing)
     with _download_lock(folder, build.key, echo):
-        on_disk = interpreters.find_python(request, managed=folder) if _in_folder(folder, build) else None
+        on_disk = _on_disk(request, folder)
         if on_disk is not None:
             echo(f"Python {on_disk.version_text} ({build.key}) is in {folder} now (downloaded by another run "
                  "meanwhile): reusing it")
@@ -147,7 +146,7 @@ def download(request: PythonRequest, *, folder: Path, missing: NoMatchingPython,
         echo(f"Python {request.text!r} is not installed: downloading {build.key} through uv from "
              f"{redact(build.url)} into {folder} (once; later builds reuse it)")
         _install(build, folder, env, missing, echo)
-    found = interpreters.find_python(request, managed=folder) if _in_folder(folder, build) else None
+    found = _on_disk(request, folder)
     if found is None or found.managed is None or found.managed.key != build.key:
         raise PythonNotFound(f"{missing.what}; uv installed {build.key} into {folder} but it does not run as "
                              f"Python {build.version}; remove {folder / build.key} and try again, {missing.install_hint}")
@@ -184,12 +183,16 @@ def offered_build(request: PythonRequest, env: Mapping[str, str], missing: NoMat
 
 
 def _install(build: Build, folder: Path, env: dict[str, str], missing: NoMatchingPython, echo: Echo) -> None:
-    """``uv python install`` of exactly ``build`` (output streamed), then its download record, written last."""
+    """``uv python install`` of exactly ``build`` (output streamed), then its download record, written last. The
+    archive copy lives in ``.downloads/<build>`` (ours alone under the build's lock: a killed run's is cleared)."""
     own_cache = not env.get("UV_PYTHON_CACHE_DIR", "").strip()
-    archives = folder / ".downloads" / uuid.uuid4().hex[:12] if own_cache else Path(env["UV_PYTHON_CACHE_DIR"])
+    archives = folder / ".downloads" / build.key if own_cache else Path(env["UV_PYTHON_CACHE_DIR"])
+    if own_cache:
+        shutil.rmtree(archives, ignore_errors=True)
     try:
-        result = _uv(["python", "install", "--no-bin", "--no-registry", "--install-dir", str(folder), build.key],
-                     {**env, "UV_PYTHON_CACHE_DIR": str(archives)}, echo=echo)
+        result = _uv(["python", "install", "--no-bin", "--no-registry", *_reinstall(folder / build.key, echo),
+                      "--install-dir", str(folder), build.key], {**env, "UV_PYTHON_CACHE_DIR": str(archives)},
+                     echo=echo)
         if result.returncode != 0:
             raise PythonNotFound(f"{missing.what}, and downloading {build.key} through uv failed ({uv_error(result)});"
                                  f" {missing.install_hint}, {FIX}")
@@ -199,6 +202,18 @@ def _install(build: Build, folder: Path, env: dict[str, str], missing: NoMatchin
             shutil.rmtree(archives, ignore_errors=True)
             with contextlib.suppress(OSError):
                 archives.parent.rmdir()  # .downloads, once no other download uses it
+
+
+def _reinstall(target: Path, echo: Echo) -> list[str]:
+    """``--reinstall`` for a build of ours whose interpreter no longer runs (uv would call it installed); a broken
+    build the toolkit did not download is not touched: the user is asked to remove it."""
+    if not target.exists():
+        return []
+    if not (target / interpreters.MANAGED_RECORD).is_file():
+        raise PythonNotFound(f"{target} exists but its interpreter does not run, and the toolkit did not download it; "
+                             "remove it (or run 'uv python install --reinstall') and try again")
+    echo(f"{target} is the toolkit's download but its interpreter does not run: installing it again")
+    return ["--reinstall"]
 
 
 def _archive(archives: Path, build: Build) -> Path | None:
@@ -298,8 +313,12 @@ def _version_tuple(text: str) -> tuple[int, int, int]:
     return major, minor, patch
 
 
-def _in_folder(folder: Path, build: Build) -> bool:
-    return interpreters.managed_python(folder / build.key).is_file()
+def _on_disk(request: PythonRequest, folder: Path) -> Interpreter | None:
+    """A managed build in ``folder`` satisfying ``request`` now (another run may have just downloaded one)."""
+    try:
+        return interpreters.find_python(request, managed=folder)
+    except NoMatchingPython:
+        return None
 
 
 def _list_source(env: Mapping[str, str]) -> str:
