@@ -20,9 +20,9 @@ from mlops_kit.core import cli, console, errors, paths  # noqa: E402
 from mlops_kit.envs import (  # noqa: E402
     build,
     installers,
-    interpreters,
     kernel,
     lockfile,
+    managed,
     pyinstall,
     resolution,
     spec,
@@ -49,6 +49,14 @@ A downloaded file whose hash does not match the lock is exit 4, its venv never u
 venv's dependency closure is checked (uv pip check / pip check): a missing requirement is exit 4, venv unused.
 Without a lock the packages are resolved at build time, as before, and the build says it is unpinned.
 --spec may be repeated or name a folder (all its *.yaml specs).
+
+The Python: --python, else an installed one (py launcher, pyenv-win, PATH, pyenv), else one uv installed earlier
+into the toolkit's folder of Pythons (UV_PYTHON_INSTALL_DIR, else "pythons" next to the venv root), else it is
+downloaded there through uv (python-build-standalone; nothing is added to PATH folders or the registry; once per
+machine: later builds reuse it). --python-downloads never (or MLOPS_PYTHON_DOWNLOADS=never, or uv's
+UV_PYTHON_DOWNLOADS=never/manual) turns downloads off: a missing Python is then exit 3. Behind a firewall, point
+uv at a mirror: UV_PYTHON_INSTALL_MIRROR (a copy of the python-build-standalone releases) or
+UV_PYTHON_DOWNLOADS_JSON_URL (a downloads list of your own). env.json records where the interpreter came from.
 
 Re-running with an unchanged spec and interpreter reuses the venv (no install) after a health check; a changed
 package list, Python request, interpreter, installer, lock or freeze file rebuilds it, and the reason is
@@ -78,6 +86,8 @@ examples (PowerShell):
   python scripts\\create_venv.py --spec specs\\ingest.yaml --spec specs\\train.yaml --lock --upgrade-package pandas
   python scripts\\create_venv.py --spec specs\\ingest.yaml --kernel-scope none
   python scripts\\create_venv.py --spec specs\\train.yaml --install-python
+  $env:UV_PYTHON_INSTALL_MIRROR = "https://nexus.corp.example/repository/python-build-standalone"
+  python scripts\\create_venv.py --spec specs\\ingest.yaml --python-downloads never
   $venv = python scripts\\create_venv.py --spec specs\\ingest.yaml --quiet | Select-Object -Last 1
   python scripts\\create_venv.py --spec specs\\ingest.yaml --from-freeze audit\\pip_freeze.txt --force
 
@@ -99,6 +109,9 @@ def build_parser() -> cli.ArgParser:
     parser.add_argument("--install-python", action="store_true",
                         help="if no installed Python matches python_version, install one (Windows: the Python "
                              "install manager, winget, pyenv-win or choco; elsewhere pyenv), then build")
+    parser.add_argument("--python-downloads", choices=managed.CHOICES, metavar="{auto,never}",
+                        help="when no installed Python matches: download one through uv (auto, the default) or stop "
+                             "with exit 3 (never); default: $MLOPS_PYTHON_DOWNLOADS, else uv's UV_PYTHON_DOWNLOADS")
     parser.add_argument("--installer", choices=installers.INSTALLERS, default="uv",
                         help="uv (default, fast) or pip (fallback, e.g. when uv cannot reach your index)")
     parser.add_argument("--force", action="store_true", help="rebuild even if the venv is up to date")
@@ -162,6 +175,7 @@ def _main(argv: list[str]) -> int:
         if failed or not args.build:
             return failed
     root = paths.venv_root(args.venv_root)
+    args.policy = managed.download_policy(args.python_downloads)  # a bad setting: exit 2 before anything is built
     for stage in stages:  # bad input (a foreign folder, a stale lock) before slow discovery and any build
         build.refuse_unowned(Path(os.path.abspath(root)) / stage.venv_name)
         build.lock_for(stage, args.from_freeze)
@@ -175,10 +189,12 @@ def _main(argv: list[str]) -> int:
 
 
 def _build(stage: spec.StageSpec, root: Path, args: argparse.Namespace, echo: console.Echo) -> None:
+    folder = managed.pythons_dir(root)
     if args.install_python and args.python is None:
-        interp = pyinstall.install_python(stage.python, echo=echo)
+        interp = pyinstall.install_python(stage.python, echo=echo, managed=folder)
     else:
-        interp = interpreters.find_python(stage.python, explicit=args.python)
+        interp = managed.find_or_download(stage.python, folder=folder, policy=args.policy, explicit=args.python,
+                                          echo=echo)
     result = build.ensure_env(
         stage, venv_root=root, interpreter=interp, installer=args.installer, force=args.force,
         from_freeze=args.from_freeze, kernel_scope=args.kernel_scope, audit_dir=args.audit_dir, echo=echo,

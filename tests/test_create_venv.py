@@ -69,7 +69,8 @@ def test_help_explains_and_lists_exit_codes() -> None:
     done = run_script("create_venv.py", "--help")
     assert done.returncode == 0
     for needle in ("ML_VENV_ROOT", "PowerShell", "cmd", "--from-freeze", "--kernel-scope", "--lock", "--check-lock",
-                   "specs/ --lock --build", "exit codes:",
+                   "specs/ --lock --build", "exit codes:", "--python-downloads", "UV_PYTHON_INSTALL_MIRROR",
+                   "MLOPS_PYTHON_DOWNLOADS",
                    "4    environment build or install failed"):
         assert needle in done.stdout
 
@@ -481,3 +482,45 @@ def test_a_lock_missing_a_needed_package_fails_the_closure_check_and_its_venv_is
     venv = root / spec.venv_name
     assert (venv / ".mlops_kit").is_file() and not (venv / "audit" / "env.json").exists()
     assert not kernel_registered(build.kernel.kernel_name_for(spec.venv_name))
+
+
+# ------------------------------------------------------------------------------------- a Python this machine lacks
+
+
+def _no_python_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """No installed Python: PATH without one, pyenv elsewhere (the uv downloads list is the tests' empty one)."""
+    (tmp_path / "empty-bin").mkdir(exist_ok=True)
+    return {**os.environ, "PATH": str(tmp_path / "empty-bin"), "PYENV_ROOT": str(tmp_path / "no-pyenv"), **extra}
+
+
+@pytest.mark.parametrize(("args", "extra", "why"), [
+    (["--python-downloads", "never"], {}, "--python-downloads never"),
+    ([], {"MLOPS_PYTHON_DOWNLOADS": "never"}, "MLOPS_PYTHON_DOWNLOADS=never"),
+    ([], {"UV_PYTHON_DOWNLOADS": "manual"}, "UV_PYTHON_DOWNLOADS=manual"),
+])
+def test_downloads_off_and_the_python_missing_is_exit_3_one_line_nothing_made(
+        tmp_path: Path, spec_file: Path, args: list[str], extra: dict[str, str], why: str) -> None:
+    root = tmp_path / "venvs"
+    done = run_script("create_venv.py", "--spec", str(spec_file), "--venv-root", str(root), *args,
+                      env=_no_python_env(tmp_path, **extra))
+    assert_one_line_error(done, 3, "no Python matching '3.12' found", f"downloads are off ({why})",
+                          "'pyenv install 3.12'", "--python-downloads auto", "UV_PYTHON_INSTALL_MIRROR",
+                          f"uv-managed {tmp_path / 'pythons'} (none yet)")
+    assert not root.exists() and not (tmp_path / "pythons").exists()
+
+
+def test_no_download_for_the_request_is_exit_3_not_4(tmp_path: Path, spec_file: Path) -> None:
+    """Downloads allowed, but uv's list offers nothing (the tests' list is empty; behind a firewall: no mirror)."""
+    done = run_script("create_venv.py", "--spec", str(spec_file), "--venv-root", str(tmp_path / "venvs"),
+                      env=_no_python_env(tmp_path))
+    assert_one_line_error(done, 3, "has no CPython build matching '3.12'", "UV_PYTHON_DOWNLOADS_JSON_URL=",
+                          "UV_PYTHON_INSTALL_MIRROR")
+    assert not (tmp_path / "venvs").exists() and not (tmp_path / "pythons").exists()
+
+
+def test_a_bad_downloads_setting_is_exit_2(tmp_path: Path, spec_file: Path) -> None:
+    done = run_script("create_venv.py", "--spec", str(spec_file), "--venv-root", str(tmp_path / "venvs"),
+                      env=_no_python_env(tmp_path, MLOPS_PYTHON_DOWNLOADS="sometimes"))
+    assert_one_line_error(done, 2, "MLOPS_PYTHON_DOWNLOADS='sometimes': choose one of auto, never")
+    done = run_script("create_venv.py", "--spec", str(spec_file), "--python-downloads", "maybe")
+    assert done.returncode == 2 and "--python-downloads" in done.stderr

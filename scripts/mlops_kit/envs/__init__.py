@@ -8,7 +8,8 @@ May import: ``core``.
 * ``locked_install``: installing exactly a lock into a venv and verifying the venv against it;
 * ``probe``: asking another interpreter a question (a small script, a JSON answer);
 * ``interpreters``: finding the Python a spec asks for;
-* ``pyinstall``: installing a missing Python;
+* ``pyinstall``: installing a missing Python with the platform's installer (``--install-python``);
+* ``managed``: downloading a missing Python through uv (the toolkit's folder, the policy, the download's record);
 * ``installers``: uv/pip commands, package indexes, freeze files;
 * ``build``: the venv build and cache (build lock, health check, reuse);
 * ``audit``: the ``env.json`` record and the audit bundle;

@@ -66,10 +66,11 @@ class InstallMethod:
 # ----------------------------------------------------------------------------------------------- public API
 
 
-def install_python(request: PythonRequest, *, echo: Echo = print) -> Interpreter:
-    """Return a verified interpreter for ``request``, installing it first when discovery finds none."""
+def install_python(request: PythonRequest, *, echo: Echo = print, managed: Path | None = None) -> Interpreter:
+    """Return a verified interpreter for ``request``, installing it first when discovery (the uv-managed Pythons in
+    ``managed`` included) finds none."""
     try:
-        return interpreters.find_python(request)
+        return interpreters.find_python(request, managed=managed)
     except PythonNotFound:
         pass
     plan, looked_for = survey(request)

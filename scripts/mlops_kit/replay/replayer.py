@@ -7,9 +7,11 @@ One stage run:
    notebook as given (``source/``), the parameters copy, metrics.
 2. *Check everything before anything is built or run*: the run finished; every masked parameter is given with
    ``-p`` (else exit 2 naming it), and each ``-p`` names a masked value or relocates an input; the notebook is at
-   hand; the recorded interpreter version (the patch: ``3.10.13``, found like create_venv finds one, installed
-   with ``--install-python``) is on this machine (else exit 3 with the install hint). A pipeline's stages are all
-   checked before its first stage is built.
+   hand; the recorded interpreter version (the patch: ``3.10.13``) is found like create_venv finds one: installed,
+   else uv-managed in the toolkit's folder of Pythons (the stage venv root's, so stage builds and replays share it),
+   else downloaded through uv when the policy allows (the report says so), else exit 3 with the install hint
+   (``--install-python``: the platform's installer). A pipeline's stages are all checked before its first stage is
+   built.
 3. *Inputs*: an input that an earlier run produced is taken from that run's ``outputs/`` (downloaded), or, in a
    pipeline replay, from the replayed upstream's output folder; a raw input from its recorded path (or where
    ``-p NAME PATH`` relocates it). Every file's sha256 must be the recorded one, else the stage is not run and the
@@ -63,7 +65,7 @@ import filelock
 import yaml
 
 from ..core import console, git, paths
-from ..envs import build, installers, interpreters, pyinstall
+from ..envs import build, installers, interpreters, managed, pyinstall
 from ..run import lineage, stage_run, tracking_worker
 from . import recorded
 from ..run import params
@@ -92,6 +94,7 @@ class ReplayRequest:
     overrides: tuple[tuple[str, str], ...] = ()
     rtol: float = 0.0
     install_python: bool = False
+    python_downloads: str | None = None  # auto / never; None: MLOPS_PYTHON_DOWNLOADS, else UV_PYTHON_DOWNLOADS, else auto
     python: Path | None = None
     repo: Path | None = None
     cwd: Path | None = None
@@ -192,10 +195,12 @@ def _workdir(request: ReplayRequest) -> Iterator[Path]:
 
 def _checked(runs: list[recorded.RecordedRun], request: ReplayRequest) -> list[_Stage]:
     """Every stage read and checked; the masked names and ``-p`` checked over all stages; Pythons found last."""
+    policy = managed.download_policy(request.python_downloads)
     stages = [_read_stage(run, index, request) for index, run in enumerate(runs)]
     _check_overrides(stages, request.overrides)
     for stage in stages:
-        stage.interpreter = _interpreter(stage.env["python"]["version"], request)
+        stage.interpreter = _interpreter(stage.env["python"]["version"], request, policy)
+        stage.notes.extend(_interpreter_notes(stage.interpreter))
     return stages
 
 
@@ -314,18 +319,30 @@ def _masked(stage: _Stage) -> list[str]:
     return lineage.masked_names(stage.values)
 
 
-def _interpreter(version: str, request: ReplayRequest) -> Interpreter:
-    """Exactly the recorded version (exit 3 with the install hint when it is not installed)."""
+def _interpreter(version: str, request: ReplayRequest, policy: managed.DownloadPolicy) -> Interpreter:
+    """Exactly the recorded version: installed, uv-managed, or downloaded (exit 3 with the install hint when none
+    of those can be had). Managed Pythons live beside the stage venv root, whatever the replay's --venv-root."""
     wanted = parse_python_request(version)
     if request.python is not None:
         return interpreters.find_python(wanted, explicit=request.python)
+    folder = managed.pythons_dir(paths.venv_root())
     if request.install_python:
-        return pyinstall.install_python(wanted, echo=console.progress)
+        return pyinstall.install_python(wanted, echo=console.progress, managed=folder)
     try:
-        return interpreters.find_python(wanted)
+        return managed.find_or_download(wanted, folder=folder, policy=policy, echo=console.progress)
     except PythonNotFound as exc:
         raise PythonNotFound(f"the record needs Python {version}: {exc}; or let replay_run.py install it: "
                              "--install-python") from None
+
+
+def _interpreter_notes(interp: Interpreter) -> list[str]:
+    """What the report says of a uv-managed interpreter: its build, and whether this replay downloaded it."""
+    build = interp.managed
+    if build is None:
+        return []
+    sha = f", sha256 {build.sha256}" if build.sha256 else ""
+    how = "downloaded through uv for this replay" if interp.downloaded else "uv-managed, downloaded earlier"
+    return [f"interpreter: Python {interp.version_text} {how} ({build.key}{sha})"]
 
 
 # ---------------------------------------------------------------------------------------------------- steps 3-6

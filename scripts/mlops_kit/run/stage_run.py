@@ -221,6 +221,8 @@ def _record(request: NotebookRunRequest, stage: str, env: audit.EnvRecord, run: 
     tags = {"mlflow.runName": stage, "mlflow.source.name": source, "mlflow.source.type": "JOB" if gocd else "LOCAL",
             "mlflow.user": runrecord.current_user(), "mlops_kit.role": "stage", "mlops_kit.stage": stage,
             "mlops_kit.venv": str(env.venv_dir), "mlops_kit.envs.kernel": env.kernel_name,
+            "mlops_kit.python_source": env.python.source or "unknown",
+            **({"mlops_kit.python_build": env.python.managed.key} if env.python.managed else {}),
             **({"mlflow.source.git.commit": code.commit, "mlflow.source.git.branch": code.branch}
                if code.commit != "unknown" else {}),
             **({runrecord.PIPELINE_KEY_TAG: key} if key else {}), **gocd, **_nesting(request)}
