@@ -16,9 +16,10 @@ import pytest
 
 from helpers import REAL_PYENV_ROOT, TOOLKIT_PYTHON, UV_CACHE, pyenv_pythons, start_mlflow_server
 
-pytest_plugins = ("helpers_notebook",)  # its stage-venv fixtures serve several test modules
+pytest_plugins = ("helpers_notebook", "helpers_team_server")  # session fixtures serving several test modules
 
-_DROPPED_PREFIXES = ("MLFLOW_", "GO_", "JUPYTER_", "PIP_INDEX", "PIP_EXTRA", "UV_INDEX", "UV_EXTRA", "ML_VENV_ROOT")
+_DROPPED_PREFIXES = ("MLFLOW_", "GO_", "JUPYTER_", "PIP_INDEX", "PIP_EXTRA", "UV_INDEX", "UV_EXTRA", "ML_VENV_ROOT",
+                     "AWS_", "PGPASS")  # a developer's own cloud and database credentials stay out
 
 
 @pytest.fixture(autouse=True)
