@@ -257,10 +257,11 @@ def server_command(backend_uri: str, mode: ArtifactMode, port: int, *, prefix: s
             "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
 
 
-def server_env(pg: Postgres | None, s3: S3, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def server_env(pg: Postgres | None, s3: S3 | None, extra: Mapping[str, str] | None = None, *,
+               pool: Mapping[str, str] = POOL_ENV) -> dict[str, str]:
     """The server's environment: credentials as variables (never on its command line), the pool settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_", "PG"))}
-    env.update({**s3.env(), **POOL_ENV, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(extra or {})})
+    env.update({**(s3.env() if s3 else {}), **pool, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(extra or {})})
     if pg is not None:
         env["PGPASSWORD"] = pg.password
     return env
@@ -268,10 +269,10 @@ def server_env(pg: Postgres | None, s3: S3, extra: Mapping[str, str] | None = No
 
 @contextlib.contextmanager
 def start_team_server(root: Path, pg: Postgres, s3: S3, *, mode: ArtifactMode = "proxied", database: str = "mlflow",
-                      workers: int = SERVER_WORKERS, extra_env: Mapping[str, str] | None = None
-                      ) -> Iterator[TeamServer]:
+                      workers: int = SERVER_WORKERS, extra_env: Mapping[str, str] | None = None,
+                      pool: Mapping[str, str] = POOL_ENV) -> Iterator[TeamServer]:
     """A health-checked ``mlflow server`` on ``database`` of ``pg`` (created when missing), artifacts in S3 under
-    ``<mode>/``; stopped at the end."""
+    ``<database>/<mode>/``; stopped at the end. ``pool``: the SQLAlchemy pool variables ({} = MLflow's default)."""
     root.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(Exception):  # psycopg2's DuplicateDatabase: a second server on the same database
         pg.create_database(database)
@@ -279,7 +280,24 @@ def start_team_server(root: Path, pg: Postgres, s3: S3, *, mode: ArtifactMode = 
     prefix = f"{database}/{mode}"
     server = TeamServer(f"http://127.0.0.1:{port}", mode, prefix,
                         server_command(pg.uri(database), mode, port, prefix=prefix, workers=workers),
-                        server_env(pg, s3, extra_env), root / f"server-{mode}.log")
+                        server_env(pg, s3, extra_env, pool=pool), root / f"server-{mode}.log")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def start_sqlite_server(root: Path, *, workers: int = SERVER_WORKERS) -> Iterator[TeamServer]:
+    """The same server on a SQLite file with its artifacts in a local folder (what a team outgrows), for comparison."""
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    command = [str(TOOLKIT_PYTHON), "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+               "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts", "--host", "127.0.0.1",
+               "--port", str(port), "--workers", str(workers)]
+    server = TeamServer(f"http://127.0.0.1:{port}", "proxied", "", command, server_env(None, None, pool={}),
+                        root / "server-sqlite.log")
     try:
         server.start()
         yield server

@@ -48,6 +48,7 @@ from helpers import (
     wait_healthy,
 )
 from helpers_notebook import NOTEBOOKS, env_with, one_error_line, run_nb
+from mlops_kit.core.redact import redact
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +88,7 @@ def _sha256(path: Path) -> str:
 def _keep_console(folder: Path, done: subprocess.CompletedProcess[str]) -> None:
     """A command's console kept with the test's files (the secrets test reads every file written)."""
     with open(folder / "console.log", "a", encoding="utf-8") as log:
-        log.write(f"$ {done.args}\n{done.stdout}{done.stderr}\n")
+        log.write(f"$ {redact(str(done.args))}\n{done.stdout}{done.stderr}\n")  # the command: the test's, masked
 
 
 def _s3_prefix(server: TeamServer, client: MlflowClient, run: Any) -> str:
@@ -323,7 +324,7 @@ def test_a_server_down_for_20_s_mid_stage_then_log_existing_uploads_once(
     """The team's server stops while the notebook runs and comes back 20 s later: the stage ends with exit 6 and
     keeps its files; ``--log-existing`` then uploads the run once (one run, FINISHED, every file in S3); a second
     ``--log-existing`` is refused."""
-    with start_team_server(tmp_path / "server", team_pg, team_s3, mode="proxied") as server:
+    with start_team_server(tmp_path / "server", team_pg, team_s3, mode="proxied", workers=1) as server:
         output = tmp_path / "out" / "waits_out.ipynb"
         started, release = tmp_path / "started", tmp_path / "release"
         runner = subprocess.Popen([str(TOOLKIT_PYTHON), str(SCRIPTS / "run_notebook.py"), "--venv", str(venv_small),
@@ -376,9 +377,10 @@ def _readme_commands() -> str:
 
 
 def test_the_readmes_two_commands_start_a_team_server(tmp_path: Path, team_pg: Postgres, team_s3: S3) -> None:
-    """The README's Linux commands, run as written in bash with this machine's database, S3, ports and credentials
-    put in (and 127.0.0.1 for 0.0.0.0: a test listens on no other address): a run logged through it lands in
-    PostgreSQL and its artifact in the bucket; a request naming another host is refused (``--allowed-hosts``)."""
+    """The README's Linux commands, run as written in bash with this machine's database, S3, ports, credentials and
+    worker count put in (and 127.0.0.1 for 0.0.0.0: a test listens on no other address): a run logged through it
+    lands in PostgreSQL and its artifact in the bucket; a request naming another host is refused
+    (``--allowed-hosts``)."""
     role_password, port = "readme-" + os.urandom(8).hex(), free_port()
     with contextlib.closing(team_pg.connect()) as connection, connection.cursor() as cursor:
         cursor.execute(f"CREATE ROLE mlflow LOGIN PASSWORD '{role_password}'")
@@ -389,7 +391,7 @@ def test_the_readmes_two_commands_start_a_team_server(tmp_path: Path, team_pg: P
                           ("<secret access key>", team_s3.secret_key),
                           ("http://minio.example.internal:9000", team_s3.endpoint),
                           ("@db.example.internal:5432/mlflow ", f"@127.0.0.1:{team_pg.port}/mlflow_readme "),
-                          ("--host 0.0.0.0 --port 5000", f"--host 127.0.0.1 --port {port}"),
+                          ("--host 0.0.0.0 --port 5000 --workers 4", f"--host 127.0.0.1 --port {port} --workers 1"),
                           ("mlflow.example.internal:5000", f"127.0.0.1:{port}"),
                           ("mlflow.example.internal,", "127.0.0.1,")):
         assert written in script, written
@@ -468,3 +470,21 @@ def _holds(path: Path, value: bytes) -> bool:
                 return True
             tail = block[-len(value):]
     return False
+
+
+def test_credentials_in_the_tracking_uri_stay_out_of_the_notebooks_own_output(tmp_path: Path, venv_mlflow: Path,
+                                                                             team_server: TeamServer) -> None:
+    """A notebook that ends the stage run itself makes MLflow print where the run is; with the login in the URI
+    (``http://user:password@host``) that would be the password, in the executed notebook published and logged."""
+    password = "nb-" + os.urandom(8).hex()
+    uri = team_server.url.replace("http://", f"http://ana:{password}@")  # the server ignores a login it does not ask
+    output = tmp_path / "out" / "ends_out.ipynb"
+    done = run_nb("--venv", str(venv_mlflow), "--notebook", str(NOTEBOOKS / "ends_run.ipynb"), "--output",
+                  str(output), "--stage", "ends", "--tracking-uri", uri, "--experiment", "team login in uri",
+                  cwd=tmp_path)
+    _keep_console(tmp_path, done)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = _runs(MlflowClient(team_server.url), "team login in uri")
+    assert run.data.metrics["by_notebook"] == 1.0
+    written = [p for p in _written(tmp_path) if _holds(p, password.encode())]
+    assert written == []
