@@ -54,7 +54,8 @@ def postgres_bindir() -> Path:
                                     check=True).stdout.strip())
         if (found / _exe("initdb")).is_file():
             return found
-    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                    key=lambda p: [int(part) for part in p.parent.parent.name.split(".") if part.isdigit()])
     if debian:
         return debian[-1].parent
     on_path = shutil.which("initdb")
@@ -115,6 +116,13 @@ class Postgres:
     def create_database(self, name: str) -> None:
         with contextlib.closing(self.connect()) as connection, connection.cursor() as cursor:
             cursor.execute(f'CREATE DATABASE "{name}"')
+
+    def databases(self) -> list[str]:
+        """The cluster's databases but PostgreSQL's own."""
+        with contextlib.closing(self.connect()) as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT datname FROM pg_database WHERE datname NOT IN ('postgres', 'template0', "
+                           "'template1') ORDER BY datname")
+            return [row[0] for row in cursor.fetchall()]
 
     def connections(self, database: str) -> list[dict[str, Any]]:
         """The client connections to ``database`` (pg_stat_activity), this query's own left out."""
