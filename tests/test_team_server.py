@@ -21,6 +21,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mlflow import MlflowClient
+
+from helpers import (
+    NEW_PROCESS_GROUP,
+    REPO_ROOT,
+    SCRIPTS,
+    TOOLKIT_PYTHON,
+    free_port,
+    run_script,
+    stop_process_group,
+    wait_healthy,
+)
+from helpers_notebook import NOTEBOOKS, env_with, one_error_line, run_nb
 from helpers_team_server import (
     BUCKET,
     POOL_ENV,
@@ -35,19 +48,6 @@ from helpers_team_server import (
     start_team_server,
     wait_until,
 )
-from mlflow import MlflowClient
-
-from helpers import (
-    NEW_PROCESS_GROUP,
-    REPO_ROOT,
-    SCRIPTS,
-    TOOLKIT_PYTHON,
-    free_port,
-    run_script,
-    stop_process_group,
-    wait_healthy,
-)
-from helpers_notebook import NOTEBOOKS, env_with, one_error_line, run_nb
 from mlops_kit.core.redact import redact
 
 pytestmark = pytest.mark.slow
@@ -412,7 +412,7 @@ def test_the_readmes_two_commands_start_a_team_server(tmp_path: Path, team_pg: P
         run = client.create_run(client.create_experiment("readme"))
         (tmp_path / "note.txt").write_text("through the README's server", encoding="utf-8")
         client.log_artifact(run.info.run_id, str(tmp_path / "note.txt"))
-        assert list(team_s3.objects("mlflow-artifacts", "team/"))[0].endswith("/artifacts/note.txt")
+        assert next(iter(team_s3.objects("mlflow-artifacts", "team/"))).endswith("/artifacts/note.txt")
         with contextlib.closing(team_pg.connect("mlflow_readme")) as connection, connection.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM runs")
             assert cursor.fetchone() == (1,)
