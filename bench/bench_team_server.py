@@ -83,6 +83,11 @@ def machine_cpu() -> float:
     return t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
 
 
+def load_average() -> float:
+    """The last minute's load average (POSIX; 0 elsewhere): how busy the machine was besides the bench."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+
+
 def postmaster_pid(pg: Postgres) -> int:
     return int((pg.root / "data" / "postmaster.pid").read_text().split()[0])
 
@@ -109,8 +114,11 @@ def measure(name: str, server: TeamServer, server_pids: Callable[[], list[int]],
     if failed:
         raise SystemExit(f"{name}, {len(folders)} at once: a rehearsal failed ({failed[0].code}):\n"
                          f"{failed[0].output[-3000:]}")
-    print(f"  {name:28} {len(folders)} at once: {seconds:6.1f} s", flush=True)
-    return Result(name, len(folders), seconds, server_cpu() - cpu0, machine_cpu() - machine0)
+    result = Result(name, len(folders), seconds, server_cpu() - cpu0, machine_cpu() - machine0)
+    print(f"  {name:28} {len(folders)} at once: {seconds:6.1f} s, server CPU {result.server_cpu:.1f} s "
+          f"({100 * result.server_cpu / max(result.machine_cpu, 1e-9):.1f} % of the machine's), load average "
+          f"{load_average():.1f}", flush=True)
+    return result
 
 
 @contextlib.contextmanager
