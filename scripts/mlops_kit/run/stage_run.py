@@ -296,6 +296,9 @@ def _run_ready(live: _Run) -> dict[str, str]:
     live.files.output_dir.mkdir(parents=True, exist_ok=True)
     env = {"MLFLOW_RUN_ID": ids["run_id"], "MLFLOW_TRACKING_URI": live.record.tracking_uri,
            "MLFLOW_EXPERIMENT_ID": ids["experiment_id"]}
+    if redact.strip_credentials(live.record.tracking_uri) != live.record.tracking_uri:
+        # a notebook ending the run itself makes MLflow print "View run at <URI>", login and all, into its output
+        env["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     if live.served is not None:  # a ServedStoreError here: exit 6, the run ended FAILED (_not_served)
         env.update(served_store.client_env(live.tracker.result(live.served)))
     return env

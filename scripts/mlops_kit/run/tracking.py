@@ -73,6 +73,16 @@ _MAX_ROUNDS = 50  # repair rounds before a family that does not settle is an err
 _PARENT_TAG = "mlflow.parentRunId"
 _QUIET_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+# Files from 100 MiB go to the server's object store in 10 MiB parts through presigned URLs, when the server offers
+# it (``mlflow server --serve-artifacts`` on S3, GCS or Azure: MLflow asks its /server-info), instead of one PUT the
+# server must receive whole and copy on before it answers (MLflow's default threshold is 500 MiB). README: "Team
+# server".
+_LARGE_UPLOADS = {"MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE": str(100 * 1024**2)}
+# A runner talking to a database directly holds a connection only while it calls it: its calls come in two bursts
+# (start, end) around a notebook that may run for hours, and a pool would keep a connection idle per running stage
+# on the team's database meanwhile.
+_NO_IDLE_CONNECTIONS = {"MLFLOW_SQLALCHEMYSTORE_POOLCLASS": "NullPool"}
+_DATABASE_SCHEMES = ("postgresql", "mysql", "mssql", "oracle")
 
 _CLIENTS: dict[str, Any] = {}
 
@@ -106,8 +116,9 @@ def preflight(uri: str) -> None:
 
 def _client(uri: str) -> Any:
     if uri not in _CLIENTS:
-        for name, value in _QUIET_RETRIES.items():
-            os.environ.setdefault(name, value)
+        database = urlsplit(uri).scheme.partition("+")[0] in _DATABASE_SCHEMES
+        for name, value in {**_QUIET_RETRIES, **_LARGE_UPLOADS, **(_NO_IDLE_CONNECTIONS if database else {})}.items():
+            os.environ.setdefault(name, value)  # the user's own settings win
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stderr is for our lines
         if strip_credentials(uri) != uri:  # MLflow's "View run at <uri>" would print the password
             os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
