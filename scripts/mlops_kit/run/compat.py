@@ -196,7 +196,7 @@ class PapermillCells:
     def nb(self) -> Any:
         return self._client.nb
 
-    def start(self, cell: Any, index: int) -> None:
+    def execute(self, cell: Any, index: int) -> None:
         """Papermill's bookkeeping first (progress bar, timing metadata), then nbclient executes the cell."""
         self._client.nb_man.cell_start(cell, index)
         self._client.execute_cell(cell, index)

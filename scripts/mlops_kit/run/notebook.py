@@ -263,7 +263,7 @@ def _run_cells(state: _Progress, cells: compat.PapermillCells) -> None:
     for index, cell in enumerate(nb.cells):
         state.current_index = index
         try:
-            cells.start(cell, index)
+            cells.execute(cell, index)
         except CellExecutionError as err:
             _failed(state, cells, index, "cell-error", err.ename, err.evalue)
             break
