@@ -66,7 +66,7 @@ import yaml
 
 from ..core import console, git, paths
 from ..core.errors import BadInput, NotebookFailed, NotReproduced, PythonNotFound
-from ..envs import build, installers, interpreters, managed, pyinstall
+from ..envs import build, installers, interpreters, lockfile, managed, pyinstall
 from ..envs.audit import FREEZE_TXT, LOCK_TXT, SPEC_YAML
 from ..envs.interpreters import Interpreter
 from ..envs.spec import parse_python_request, parse_spec
@@ -393,7 +393,7 @@ def _replay_stage(stage: _Stage, upstream: dict[str, Path | None], target: Targe
         result.verdict = verdict.NOT_RUN
         result.notes.append("not run: its inputs are not the recorded ones")
         return result
-    built = _environment(stage, request, folder)
+    built = _environment(stage, request, folder, result.notes)
     output_dir = folder / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', stage.name)}_outputs"
     replay_id = _execute(stage, built, folder, output_dir, target, request, parent, result, tracker)
     result.replay_run_id = replay_id
@@ -505,7 +505,7 @@ def _verify(recorded_tree: lineage.Tree, location: Path, excluded: Sequence[str]
 # ---------------------------------------------------------------------------------------------------- environment
 
 
-def _environment(stage: _Stage, request: ReplayRequest, folder: Path) -> build.EnvResult:
+def _environment(stage: _Stage, request: ReplayRequest, folder: Path, notes: list[str]) -> build.EnvResult:
     """The replay venv (step 4): recorded spec + lock, else freeze; exactly the recorded interpreter."""
     env_dir = Path(stage.run.environment or "")
     spec_text = (env_dir / SPEC_YAML).read_text(encoding="utf-8")
@@ -517,13 +517,25 @@ def _environment(stage: _Stage, request: ReplayRequest, folder: Path) -> build.E
     installer = (stage.env.get("installer") or {}).get("name", "uv")
     defining = lock if lock.is_file() else env_dir / FREEZE_TXT
     if lock.is_file():
-        shutil.copyfile(lock, spec_file.with_name(f"{name}.lock.txt"))
+        _place_recorded_lock(lock, spec_file.with_name(f"{name}.lock.txt"), stage.env, notes)
     digest = hashlib.sha256(f"{stage.env['python']['version']}\n{installer}\n".encode() + defining.read_bytes())
     spec = dataclasses.replace(parse_spec(spec_text, source=spec_file), venv_name=f"{name}-{digest.hexdigest()[:8]}")
     root = Path(os.path.abspath(request.venv_root)) if request.venv_root else paths.venv_root() / "replay"
     return build.ensure_env(spec, venv_root=root, interpreter=stage.interpreter, installer=installer,
                            from_freeze=None if lock.is_file() else defining, kernel_scope="none",
                            echo=console.progress)
+
+
+def _place_recorded_lock(recorded: Path, target: Path, env: dict[str, Any], notes: list[str]) -> None:
+    """The recorded lock next to the replay's spec. One written before locks were sealed is sealed for the replay
+    (pins and body unchanged) when its bytes are the ones the run's env.json names; anything else is copied as
+    it is and read, strictly, like any lock."""
+    data = recorded.read_bytes()
+    upgraded = lockfile.upgrade_recorded(data, (env.get("lock") or {}).get("sha256"))
+    if upgraded is not None:
+        notes.append("the recorded lock predates sealed locks: its sha256 is the one env.json recorded, so it was "
+                     "sealed for this replay (pins unchanged)")
+    target.write_bytes(upgraded if upgraded is not None else data)
 
 
 def _compare_env(stage: _Stage, built: build.EnvResult) -> verdict.EnvRow:
