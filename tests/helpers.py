@@ -86,11 +86,12 @@ def wait_healthy(url: str, server: subprocess.Popen, log: Path, timeout: float =
 
 
 @contextlib.contextmanager
-def start_mlflow_server(root: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A real ``mlflow server`` on 127.0.0.1 (SQLite backend, proxied artifacts, free port), health-checked;
-    yields ``(uri, process)`` and stops it on exit (a test may also stop it earlier)."""
+def start_mlflow_server(root: Path, port: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real ``mlflow server`` on 127.0.0.1 (SQLite backend, proxied artifacts, a free port unless ``port``: the
+    same server started again on its store), health-checked; yields ``(uri, process)`` and stops it on exit (a test
+    may also stop it earlier)."""
     root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     log = root / "server.log"
     cmd = [str(TOOLKIT_PYTHON), "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",

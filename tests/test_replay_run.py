@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,9 @@ import filelock
 import pytest
 from mlflow import MlflowClient
 
-from helpers import run_script
+from helpers import SCRIPTS, TOOLKIT_PYTHON, run_script, stop_process_group
 from helpers_managed import Mirror, managed_builds, one_python_machine
-from helpers_notebook import NOTEBOOKS, env_with, one_error_line, run_nb
+from helpers_notebook import NOTEBOOKS, env_with, one_error_line, private_mlflow_server, run_nb
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +34,8 @@ def _run(venv: Path, work: Path, uri: str, stage: str, notebook: str, *params: s
          env: dict[str, str] | None = None, experiment: str = EXPERIMENT) -> str:
     """One recorded stage run (run_notebook.py); its run id."""
     done = run_nb("--venv", str(venv), "--notebook", str(NOTEBOOKS / notebook), "--output",
-                  str(work / "out" / f"{stage}_out.ipynb"), "--stage", stage, "--tracking-uri", uri,
-                  "--experiment", experiment, *params, env=env, cwd=work)
+                  str(work / "out" / f"{stage}_out.ipynb"), "--stage", stage,
+                  *(("--tracking-uri", uri) if uri else ()), "--experiment", experiment, *params, env=env, cwd=work)
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads((work / "out" / f"{stage}_out.mlops_run.json").read_text(encoding="utf-8"))
     return manifest["run_id"]
@@ -288,3 +290,122 @@ def test_a_run_recorded_before_lineage_takes_its_notebook_from_git(tmp_path: Pat
     done = run_script("replay_run.py", run_id, "--tracking-uri", uri, "--workdir", str(tmp_path / "w"),
                       "--venv-root", str(replay_root), cwd=tmp_path)
     assert done.returncode == 2 and "parameters copy" in one_error_line(done.stderr)
+
+
+# ---------------------------------------------------------------------------------------------------- issue 17.9
+# What the notebook logs itself (params, tags, metric histories, artifacts) is compared too, on the embedded SQLite
+# store (the default): the notebook logs through the store the runner serves it.
+
+
+@pytest.fixture(scope="module")
+def held(tmp_path_factory: pytest.TempPathFactory, venv_mlflow: Path, replay_root: Path) -> dict[str, Any]:
+    """Runs of logs_everything.ipynb on the default store: one logging the same things every run (and 500 files
+    in one artifact folder), one drawing a seed, a time stamp, a tag and a metric's middle step at random."""
+    work = tmp_path_factory.mktemp("held work")
+    same = _run(venv_mlflow, work, "", "same", "logs_everything.ipynb", "-p", "many", "500", experiment="held")
+    varies = _run(venv_mlflow, work, "", "varies", "logs_everything.ipynb", "-p", "vary",
+                  "[seed, stamp, tag, history]", experiment="held")
+    return {"work": work, "same": same, "varies": varies, "replay_root": replay_root,
+            "uri": f"sqlite:///{(work / 'mlflow.db').as_posix()}"}
+
+
+def _replay_default(held: dict[str, Any], run_id: str, workdir: Path) -> Any:
+    """replay_run.py with no --tracking-uri, from the folder holding the default store."""
+    return run_script("replay_run.py", run_id, "--venv-root", str(held["replay_root"]), "--workdir", str(workdir),
+                      cwd=held["work"])
+
+
+def test_what_the_notebook_logs_itself_is_compared_and_the_skipped_are_listed(held: dict[str, Any],
+                                                                               tmp_path: Path) -> None:
+    done = _replay_default(held, held["same"], tmp_path / "same")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
+    assert "params: " in done.stdout and "not compared (differs per run by nature)" in done.stdout
+    (replayed,) = _replays_of(held["uri"], held["same"])
+    assert replayed.info.status == "FINISHED" and replayed.data.tags["mlops_kit.replay_verdict"] == "reproduced"
+    report = _artifact_json(held["uri"], replayed.info.run_id, "replay/report.json", tmp_path)
+    compared = {(row["kind"], row["name"]): row for row in report["held"]}
+    for key in (("param", "seed"), ("tag", "nb_tag"), ("metric", "loss"), ("artifact", "stamp.txt"),
+                ("artifact", "dicts/d.json"), ("artifact", "many/f0499.txt"), ("artifact", "outputs/result.txt"),
+                ("param", "python_version"), ("tag", "mlops_kit.stage")):
+        assert compared[key]["same"], key
+    assert compared[("metric", "loss")]["recorded"] == "3 steps"
+    assert report["metrics"][[m["name"] for m in report["metrics"]].index("nan_metric")]["same"], "NaN is NaN"
+    assert sum(1 for kind, name in compared if name.startswith("many/")) == 500
+    skipped = {(row["kind"], row["name"]): row for row in report["skipped"]}
+    assert {("param", "venv_name"), ("param", "output_dir"), ("tag", "mlflow.user"), ("tag", "mlops_kit.role"),
+            ("artifact", "same_out.ipynb"), ("artifact", "environment/env.json"),
+            ("artifact", "lineage/lineage.json")} <= set(skipped)
+    venv_tag = skipped[("tag", "mlops_kit.venv")]  # set by the notebook under a toolkit tag's name: shown, skipped
+    assert venv_tag["recorded"].startswith("set by the notebook") and venv_tag["why"]
+
+
+def test_randomness_logged_by_the_notebook_itself_is_not_reproduced(held: dict[str, Any], tmp_path: Path) -> None:
+    done = _replay_default(held, held["varies"], tmp_path / "varies")
+    assert done.returncode == 8, done.stdout[-4000:] + done.stderr[-3000:]
+    line = one_error_line(done.stderr)
+    for named in ("param seed (recorded ", "artifact stamp.txt (recorded ", "tag nb_tag (recorded ",
+                  "metric loss (recorded step 1: "):
+        assert named in line, (named, line)
+    assert "param venv_name" not in line and "mlops_kit.venv" not in line
+    assert re.search(r"seed +DIFFERENT \(value\): recorded \d+, replayed \d+", done.stdout)
+    (replayed,) = _replays_of(held["uri"], held["varies"])
+    assert replayed.info.status == "FINISHED" and replayed.data.tags["mlops_kit.replay_verdict"] == "not reproduced"
+
+
+def test_an_artifact_deleted_from_the_store_is_named(held: dict[str, Any], tmp_path: Path) -> None:
+    """An output the store lost is still checked against lineage's sha256; anything else lost is a difference."""
+    artifacts = next((held["work"] / "mlruns").glob(f"*/{held['same']}/artifacts"))
+    (artifacts / "outputs" / "result.txt").unlink()
+    (artifacts / "dicts" / "d.json").unlink()
+    done = _replay_default(held, held["same"], tmp_path / "deleted")
+    assert done.returncode == 8, done.stdout[-4000:] + done.stderr[-3000:]
+    line = one_error_line(done.stderr)
+    assert "artifact dicts/d.json (recorded -, replayed " in line and "result.txt" not in line
+    (replayed,) = [r for r in _replays_of(held["uri"], held["same"])
+                   if r.data.tags["mlops_kit.replay_verdict"] == "not reproduced"]
+    report = _artifact_json(held["uri"], replayed.info.run_id, "replay/report.json", tmp_path)
+    (result,) = [row for row in report["held"] if row["name"] == "outputs/result.txt"]
+    assert result["same"] and "gone from the recorded run's store: lineage's sha256" in result["how"]
+
+
+# ---------------------------------------------------------------------------------------------------- issue 17.10
+
+
+def test_a_server_stopping_mid_replay_never_leaves_a_finished_run_without_a_verdict(
+        tmp_path: Path, venv_small: Path, replay_root: Path) -> None:
+    """A real mlflow server, stopped while the replayed notebook runs: the replay is exit 6 naming the manifest;
+    --log-existing after the restart uploads the replay run and ends it FAILED (no verdict), never FINISHED."""
+    work, hold, started = tmp_path / "work", tmp_path / "hold", tmp_path / "started"
+    work.mkdir()
+    with private_mlflow_server(tmp_path / "server") as (uri, server):
+        recorded = _run(venv_small, work, uri, "hold", "holds.ipynb", "-p", "started_file", str(started),
+                        "-p", "hold_file", str(hold), experiment="server stops")
+        started.unlink()
+        hold.touch()  # the replayed notebook waits while it exists
+        replay = subprocess.Popen([str(TOOLKIT_PYTHON), str(SCRIPTS / "replay_run.py"), recorded, "--tracking-uri",
+                                   uri, "--venv-root", str(replay_root), "--workdir", str(tmp_path / "replay")],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        try:
+            deadline = time.monotonic() + 600
+            while not started.exists() and replay.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert started.exists(), replay.communicate(timeout=60)
+            stop_process_group(server)  # the server goes down mid-replay
+        finally:
+            hold.unlink(missing_ok=True)
+        out, err = replay.communicate(timeout=600)
+    assert replay.returncode == 6, out[-3000:] + err[-3000:]
+    line = one_error_line(err)
+    manifest = tmp_path / "replay" / "1-hold" / "hold_out.mlops_run.json"
+    assert "--log-existing" in line and str(manifest) in line
+    port = int(uri.rsplit(":", 1)[1])
+    with private_mlflow_server(tmp_path / "server", port=port) as (again, _):
+        done = run_nb("--log-existing", str(manifest))
+        assert done.returncode == 0, done.stderr[-3000:]
+        (replayed,) = _replays_of(again, recorded)
+        assert replayed.info.status == "FAILED", replayed.info.status
+        assert replayed.data.tags["mlops_kit.failure_kind"] == "replay-interrupted"
+        assert f"replay_run.py {recorded}" in replayed.data.tags["mlops_kit.error_value"]
+        assert "mlops_kit.replay_verdict" not in replayed.data.tags
+        assert "outputs/result.txt" in {a.path for a in MlflowClient(again).list_artifacts(replayed.info.run_id,
+                                                                                           "outputs")}

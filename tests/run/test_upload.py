@@ -148,3 +148,29 @@ def test_a_manifest_written_by_an_earlier_version_is_uploaded(tmp_path: Path, ml
     assert logged["outputs"]["path"] == str(here / "ingest_outputs") and run.data.tags[
         "mlops_kit.outputs.sha256"] == logged["outputs"]["sha256"]
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["input_dir: data"]
+
+
+@pytest.mark.slow
+def test_a_replay_run_finished_without_its_verdict_never_ends_finished(tmp_path: Path) -> None:
+    """A replay's run (issue 17.10) stays RUNNING after its notebook until the replay logs the verdict; a store gone
+    before that: its manifest is uploaded later by --log-existing, which ends it FAILED, never FINISHED."""
+    uri = f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}"
+    tags = {"mlflow.runName": "train", "mlops_kit.role": "replay", "mlops_kit.replay_of": "abc123"}
+    record = run_record(uri, experiment="unit replay", tags=tags, ended_by_caller=True)
+    tracking.apply_ids(record, tracking.start_run(record))
+    record.params_logged, record.status = True, "FINISHED"
+    tracking.finish_run(record)
+    client = MlflowClient(uri)
+    assert client.get_run(record.run_id).info.status == "RUNNING", "the replay ends it after its verdict"
+    record.logged = True
+    manifest = tmp_path / "replay.mlops_run.json"
+    runrecord.save_manifest(record, manifest)
+    upload.mark_replay_unfinished(manifest, "FAILED", "the replay stopped before its verdict (store gone)")
+    upload.upload_manifest(manifest)
+    run = client.get_run(record.run_id)
+    assert run.info.status == "FAILED" and run.data.tags["mlops_kit.failure_kind"] == "replay-interrupted"
+    unlogged = run_record(uri, experiment="unit replay", tags=tags, ended_by_caller=True, status="FINISHED")
+    runrecord.save_manifest(unlogged, manifest)  # the store was down at the notebook's end: never created
+    done = upload.upload_manifest(manifest)
+    run = client.get_run(done.run_id)
+    assert run.info.status == "FAILED" and "replay_run.py abc123" in run.data.tags["mlops_kit.error_value"]

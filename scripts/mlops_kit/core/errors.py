@@ -29,8 +29,8 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
                            "written and logged"),
     (EXIT_TRACKING, "MLflow tracking store unreachable or refused the run"),
     (EXIT_PIPELINE_FAILED, "a pipeline job failed (run_pipeline.py)"),
-    (EXIT_NOT_REPRODUCED, "not reproduced (replay_run.py): a metric, an output file, the environment or an input "
-                          "differs from the record; the table names each"),
+    (EXIT_NOT_REPRODUCED, "not reproduced (replay_run.py): a metric (any step), param, tag, artifact, output "
+                          "file, the environment or an input differs from the record; the table names each"),
     (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
     (EXIT_TERMINATED, "terminated (SIGTERM, as when GoCD cancels a job): handled like Ctrl-C"),
 )

@@ -3,6 +3,8 @@
 May import: ``core``, ``envs``, ``run``.
 
 * ``recorded``: a recorded run read back from MLflow (and the replay's own runs written there);
+* ``contents``: everything a run holds (params, tags, metric histories, artifacts) compared, what is skipped and why,
+  the artifact comparers (:func:`~mlops_kit.replay.contents.register`);
 * ``replayer``: check, place the verified inputs, rebuild the recorded environment, re-execute, compare;
 * ``verdict``: the comparison rules, the table and ``report.json``.
 """

@@ -29,7 +29,9 @@ from ..core.errors import BadInput
 from ..core.redact import redact
 from ..run import lineage, store, tracking
 from ..run.lineage import LineageRecord, Outputs
+from ..run.runrecord import MAX_TAG_VALUE
 from ..run.store import Target
+from .contents import Held
 
 ROLE_TAG = "mlops_kit.role"
 REPLAY_OF_TAG = "mlops_kit.replay_of"
@@ -167,6 +169,32 @@ def stage_runs(uri: str, parent_run_id: str) -> list[str]:
     return [run.info.run_id for run in latest.values()]
 
 
+def contents(uri: str, run_id: str, dest: str) -> Held:
+    """Everything the run holds, for :mod:`mlops_kit.replay.contents`: params, tags, every metric's history and
+    every artifact, downloaded into ``dest`` (an artifact the store lists but cannot give is named, not fatal)."""
+    with store.guard(uri, f"reading everything run {run_id} holds"):
+        client = store.open_client(uri)
+        run = _get_run(client, uri, run_id)
+        histories = {key: [(m.step, float(m.value)) for m in sorted(client.get_metric_history(run_id, key),
+                                                                     key=lambda m: (m.step, m.timestamp))]
+                     for key in run.data.metrics}
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        unreadable: list[str] = []
+        try:
+            client.download_artifacts(run_id, "", dest)
+        except Exception:  # noqa: BLE001 - one file it cannot give: take the others one by one, name that one
+            _download_each(client, run_id, None, Path(dest), unreadable)
+    return Held(dict(run.data.params), dict(run.data.tags), histories, dest, unreadable)
+
+
+def _download_each(client: Any, run_id: str, path: str | None, dest: Path, unreadable: list[str]) -> None:
+    for item in client.list_artifacts(run_id, path):
+        if item.is_dir:
+            _download_each(client, run_id, item.path, dest, unreadable)
+        elif _download(client, run_id, item.path, dest) is None:
+            unreadable.append(item.path)
+
+
 def metrics(uri: str, run_id: str) -> dict[str, float]:
     """A run's metrics (last values)."""
     with store.guard(uri, f"reading the metrics of run {run_id}"):
@@ -192,6 +220,15 @@ def log_report(uri: str, run_id: str, verdict: str, report: dict[str, Any], text
         client.set_tag(run_id, VERDICT_TAG, verdict)
         if end_status:
             client.set_terminated(run_id, status=end_status)
+
+
+def end_without_verdict(uri: str, run_id: str, status: str, why: str) -> None:
+    """A replay run whose verdict was not reached: ended ``status`` (FAILED or KILLED), saying why."""
+    with store.guard(uri, f"ending the replay run {run_id}"):
+        client = store.open_client(uri)
+        client.set_tag(run_id, "mlops_kit.failure_kind", "replay-interrupted")
+        client.set_tag(run_id, "mlops_kit.error_value", why[:MAX_TAG_VALUE])
+        client.set_terminated(run_id, status=status)
 
 
 def _plain(value: Any) -> Any:

@@ -65,14 +65,15 @@ import filelock
 import yaml
 
 from ..core import console, git, paths
-from ..core.errors import BadInput, NotebookFailed, NotReproduced, PythonNotFound
+from ..core.errors import BadInput, NotebookFailed, NotReproduced, PythonNotFound, TrackingError
 from ..envs import build, installers, interpreters, lockfile, managed, pyinstall
 from ..envs.audit import FREEZE_TXT, LOCK_TXT, SPEC_YAML
 from ..envs.interpreters import Interpreter
 from ..envs.spec import parse_python_request, parse_spec
-from ..run import lineage, notebook, params, stage_run, tracking_worker
+from ..run import lineage, notebook, params, stage_run, tracking_worker, upload
+from ..run.runrecord import RunResult
 from ..run.store import Target, resolve_target
-from . import recorded, verdict
+from . import contents, recorded, verdict
 
 MARKER = ".mlops_kit_replay"
 WORKDIR_LOCK = ".mlops_kit_replay.lock"  # held for the whole replay: the next one must not empty a live folder
@@ -395,20 +396,87 @@ def _replay_stage(stage: _Stage, upstream: dict[str, Path | None], target: Targe
         return result
     built = _environment(stage, request, folder, result.notes)
     output_dir = folder / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', stage.name)}_outputs"
-    replay_id = _execute(stage, built, folder, output_dir, target, request, parent, result, tracker)
-    result.replay_run_id = replay_id
-    if result.verdict != verdict.FAILED:
-        upstream[run.run_id] = output_dir
-        result.metrics = verdict.compare_metrics(run.metrics, tracker.call(recorded.metrics, target.uri, replay_id),
-                                            request.rtol)
-        result.outputs = verdict.compare_files(run.outputs.hashed.files if run.outputs is not None else [],
-                                               lineage.hash_outputs(output_dir).hashed.files)
-    result.environment = _compare_env(stage, built)
-    result.decide()
-    if replay_id:
-        tracker.call(recorded.log_report, target.uri, replay_id, result.verdict, dataclasses.asdict(result),
-                     verdict.stage_text(result, request.rtol))
+    executed = _execute(stage, built, folder, output_dir, target, request, parent, result, tracker)
+    replay_id = result.replay_run_id = executed.run_id if executed is not None else None
+    with _verdict_or_failed(executed, tracker, target.uri):
+        if result.verdict != verdict.FAILED:
+            upstream[run.run_id] = output_dir
+            result.metrics = verdict.compare_metrics(run.metrics, tracker.call(recorded.metrics, target.uri,
+                                                                               replay_id), request.rtol)
+            result.outputs = verdict.compare_files(run.outputs.hashed.files if run.outputs is not None else [],
+                                                   lineage.hash_outputs(output_dir).hashed.files)
+            assert replay_id is not None
+            _compare_contents(stage, replay_id, built, folder, tracker, target.uri, request.rtol, result)
+        result.environment = _compare_env(stage, built)
+        result.decide()
+        if replay_id:
+            tracker.call(recorded.log_report, target.uri, replay_id, result.verdict, dataclasses.asdict(result),
+                         verdict.stage_text(result, request.rtol), "FINISHED" if result.verdict != verdict.FAILED
+                         else None)
     return result
+
+
+def _compare_contents(stage: _Stage, replay_id: str, built: build.EnvResult, folder: Path,
+                      tracker: tracking_worker.Tracker, uri: str, rtol: float, result: verdict.StageReport) -> None:
+    """Everything both runs hold (:mod:`mlops_kit.replay.contents`): params, tags, metric histories, artifacts."""
+    run = stage.run
+    held = folder / "held"
+    if held.exists():
+        paths.rmtree(held)
+    old = tracker.call(recorded.contents, uri, run.run_id, str(held / "recorded"))
+    new = tracker.call(recorded.contents, uri, replay_id, str(held / "replayed"))
+    record = run.lineage
+    inputs = [_flat_key(item.param) for item in record.inputs] if record is not None else []
+    rows, skipped = result.held, result.skipped
+    contents.compare_values("param", old.params, new.params, lambda name: contents.skip_param(name, inputs), rows,
+                            skipped)
+    contents.compare_values("tag", old.tags, new.tags, contents.skip_tag, rows, skipped)
+    contents.compare_histories(old.metrics, new.metrics, rtol, rows, skipped)
+    known = {f"outputs/{f.path}": f.sha256 for f in run.outputs.hashed.files} if run.outputs is not None else {}
+    plan = contents.ArtifactPlan((_recorded_stem(run), Path(_executed_name(stage)).stem), record is not None, known)
+    context = contents.CompareContext(paths.venv_python(built.venv_dir), rtol, held / "scratch")
+    contents.compare_artifacts(old, new, plan, context, rows, skipped)
+
+
+def _flat_key(param: Sequence[Any]) -> str:
+    """The MLflow param an input's parameter is logged as: ``["cfg", "files", 0]`` -> ``cfg.files`` (lists are
+    logged whole)."""
+    keys = []
+    for part in param:
+        if isinstance(part, int):
+            break
+        keys.append(str(part))
+    return ".".join(keys)
+
+
+def _recorded_stem(run: recorded.RecordedRun) -> str:
+    """The recorded executed notebook's name without ``.ipynb``."""
+    if run.lineage is not None and run.lineage.source_notebook:
+        return posixpath.basename(run.lineage.source_notebook).removesuffix(".source.ipynb")
+    return Path(run.executed).stem if run.executed else ""
+
+
+@contextlib.contextmanager
+def _verdict_or_failed(executed: RunResult | None, tracker: tracking_worker.Tracker, uri: str) -> Iterator[None]:
+    """A replay's finished run is left RUNNING until its verdict is logged, which ends it. Whatever stops that
+    (the store gone, Ctrl-C) must not leave it looking like a replay that passed: it is ended FAILED (KILLED on
+    Ctrl-C) if the store answers, else its manifest is made to do so with ``--log-existing``."""
+    try:
+        yield
+    except BaseException as exc:
+        if executed is None or executed.run_id is None or executed.status != "FINISHED":
+            raise
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        why = f"the replay stopped before its verdict ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})"
+        try:
+            tracker.call(recorded.end_without_verdict, uri, executed.run_id, status, why)
+        except Exception:  # noqa: BLE001 - the store is gone: the manifest ends it later (--log-existing)
+            upload.mark_replay_unfinished(executed.manifest, status, why)
+            if isinstance(exc, TrackingError):
+                raise TrackingError(f"{exc}; the replay run {executed.run_id} has no verdict: end it with python "
+                                    f"scripts/run_notebook.py --log-existing \"{executed.manifest}\" (it ends "
+                                    f"{status}), then replay again") from None
+        raise
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
@@ -551,28 +619,33 @@ def _compare_env(stage: _Stage, built: build.EnvResult) -> verdict.EnvRow:
 # ---------------------------------------------------------------------------------------------------- execute
 
 
+def _executed_name(stage: _Stage) -> str:
+    """The replay's executed notebook: the recorded one's name (older runs: named after the stage's folder)."""
+    source_notebook = stage.run.lineage.source_notebook if stage.run.lineage is not None else None
+    return Path(source_notebook).name.replace(".source.ipynb", ".ipynb") if source_notebook \
+        else f"{stage.folder_name}_out.ipynb"
+
+
 def _execute(stage: _Stage, built: build.EnvResult, folder: Path, output_dir: Path, target: Target,
              request: ReplayRequest, parent: str | None, result: verdict.StageReport,
-             tracker: tracking_worker.Tracker) -> str | None:
-    """Step 5: run_notebook's machinery on the recorded notebook and parameters; returns the replay run's id."""
+             tracker: tracking_worker.Tracker) -> RunResult | None:
+    """Step 5: run_notebook's machinery on the recorded notebook and parameters; returns the replay run."""
     params_file = folder / "params.yaml"
     params_file.write_text(params.yaml_text(stage.values), encoding="utf-8")
-    source_notebook = stage.run.lineage.source_notebook if stage.run.lineage is not None else None
-    executed = Path(source_notebook).name.replace(".source.ipynb", ".ipynb") if source_notebook \
-        else f"{stage.folder_name}_out.ipynb"
-    output = folder / executed
+    output = folder / _executed_name(stage)
     run_request = stage_run.NotebookRunRequest(
         venv=built.venv_dir, notebook=stage.source, output=output, params_file=params_file,
         param_overrides=stage.secrets, output_dir=output_dir, stage=stage.name, tracking_uri=target.uri,
         experiment=target.experiment, log_output=request.log_output, no_progress=True,
         cell_timeout=request.cell_timeout, cwd=_kernel_folder(stage, request, folder, result.notes),
-        tags=((recorded.REPLAY_OF_TAG, stage.run.run_id), (recorded.ROLE_TAG, REPLAY_ROLE)), parent_run_id=parent)
+        tags=((recorded.REPLAY_OF_TAG, stage.run.run_id), (recorded.ROLE_TAG, REPLAY_ROLE)), parent_run_id=parent,
+        ended_by_caller=True)
     try:
-        return stage_run.run(run_request, tracker).run_id  # the replay's worker: mlflow is imported there already
+        return stage_run.run(run_request, tracker)  # the replay's worker: mlflow is imported there already
     except stage_run.NotebookRunFailed as exc:
         result.verdict = verdict.FAILED
         result.notes.append(str(exc))
-        return exc.result.run_id
+        return exc.result
 
 
 def _kernel_folder(stage: _Stage, request: ReplayRequest, folder: Path, notes: list[str]) -> Path:

@@ -5,6 +5,9 @@ Rules (one place, so the table, the JSON, the tags and the exit code always agre
 * a metric matches when both runs have it and ``|replayed - recorded| <= rtol * |recorded|`` (``--rtol``, default
   0: exact), NaN matching NaN; a metric only one run has is a difference;
 * an output file matches when its sha256 is the recorded one; a file only one run wrote is a difference;
+* everything else the run holds (:mod:`mlops_kit.replay.contents`) matches too: every param, tag and artifact (by
+  sha256, or a registered comparer) and every step of every metric's history, the notebook's own included, except
+  what that module's rule skips (listed in the report with the reason);
 * the environment matches when the replay venv's freeze equals the recorded freeze, package for package, and the
   interpreter's version is the recorded one;
 * an input matches when every file of it has its recorded sha256 (a stage whose inputs differ is not run).
@@ -23,6 +26,7 @@ from typing import Any, Iterable, Literal, Mapping
 
 from ..envs import installers
 from ..run.lineage import FileEntry
+from .contents import Row, Skipped, short
 
 Verdict = Literal["reproduced", "not reproduced", "notebook failed", "not run"]
 REPRODUCED: Verdict = "reproduced"
@@ -103,12 +107,17 @@ class StageReport:
     outputs: list[FileRow] = field(default_factory=list)
     environment: EnvRow | None = None
     notes: list[str] = field(default_factory=list)
+    held: list[Row] = field(default_factory=list)  # params, tags, metric histories, artifacts (contents)
+    skipped: list[Skipped] = field(default_factory=list)  # what was not compared, and why
 
     def differences(self) -> list[str]:
         """What is not as recorded, one short phrase each (the error line lists them)."""
         out = [f"input {row.param} {row.status}" for row in self.inputs if not row.ok]
-        out += [f"metric {row.name}" for row in self.metrics if not row.same]
+        out += [f"metric {row.name} (recorded {_num(row.recorded)}, replayed {_num(row.replayed)})"
+                for row in self.metrics if not row.same]
         out += [f"output {row.path} ({row.status})" for row in self.outputs if not row.same]
+        out += [f"{row.kind} {row.name} (recorded {short(row.recorded, 24)}, replayed {short(row.replayed, 24)})"
+                for row in self.held if not row.same]
         if self.environment is not None and not self.environment.same:
             out.append("environment (" + "; ".join(self.environment.differences[:3] or ["Python version"]) + ")")
         return out
@@ -236,7 +245,31 @@ def stage_text(stage: StageReport, rtol: float) -> str:
         freeze = f"freeze identical ({env.packages} packages)" if not env.differences else \
             f"{len(env.differences)} package(s) differ: " + "; ".join(env.differences)
         lines.append(f"  environment: {python}, built from {env.built_from}; {freeze}")
+    lines += _held_text(stage)
     return "\n".join(lines)
+
+
+def _held_text(stage: StageReport) -> list[str]:
+    """The params, tags, histories and artifacts compared (the differing ones named), then what was skipped."""
+    if not stage.held and not stage.skipped:
+        return []
+    lines = []
+    for kind in ("param", "tag", "metric", "artifact"):
+        rows = [r for r in stage.held if r.kind == kind]
+        if not rows:
+            continue
+        differ = [r for r in rows if not r.same]
+        noun = "metric histories" if kind == "metric" else f"{kind}s"
+        lines.append(f"  {noun}: {len(rows) - len(differ)} of {len(rows)} the same")
+        for row in differ:
+            lines.append(f"    {row.name}  DIFFERENT ({row.how}): recorded {short(row.recorded)}, replayed "
+                         f"{short(row.replayed)}")
+    if stage.skipped:
+        lines.append("  not compared (differs per run by nature)")
+        width = min(40, max(len(s.kind) + 1 + len(s.name) for s in stage.skipped))
+        for item in stage.skipped:
+            lines.append(f"    {item.kind + ' ' + item.name:<{width}}  {item.why}")
+    return lines
 
 
 def text(report: Report) -> str:

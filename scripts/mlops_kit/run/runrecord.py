@@ -195,6 +195,7 @@ class RunRecord:
     params_logged: bool = False
     logged: bool = False
     lineage: LineageRecord | None = None  # None: not recorded (a record made before lineage existed)
+    ended_by_caller: bool = False  # a replay's run: left RUNNING when finished, ended once its verdict is logged
     schema: int = 1
 
     @property
@@ -242,6 +243,8 @@ def save_manifest(record: RunRecord, path: Path) -> None:
     data["folders"] = [f.to_json() for f in record.folders]
     data["metrics"] = {k: (v if math.isfinite(v) else str(v)) for k, v in record.metrics.items()}
     data["lineage"] = record.lineage.to_json() if record.lineage is not None else {}
+    if not record.ended_by_caller:  # only a replay's manifest has it: every other one reads as before it existed
+        del data["ended_by_caller"]
     paths.write_json_atomic(path, data, indent=1)
 
 

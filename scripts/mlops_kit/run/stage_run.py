@@ -78,6 +78,7 @@ class NotebookRunRequest:
     cwd: Path | None = None
     tags: tuple[tuple[str, str], ...] = ()  # extra run tags (a replay's mlops_kit.replay_of)
     parent_run_id: str | None = None  # nest under this run, not under a pipeline instance's parent (a replay)
+    ended_by_caller: bool = False  # a replay: a finished run stays RUNNING until the replay logs its verdict
 
 
 _MAX_TIMEOUT = 7 * 24 * 3600.0
@@ -259,7 +260,7 @@ def _record(request: NotebookRunRequest, stage: str, env: audit.EnvRecord, run: 
         tags=runrecord.loggable_tags(tags), pipeline_key=key,
         pipeline_run_name=f"{gocd.get('GO_PIPELINE_NAME')} #{gocd.get('GO_PIPELINE_COUNTER')}" if key else None,
         files=files, folders=[RunFile(str(run.output_dir), "outputs")], executed_notebook=str(run.output),
-        html=str(run.html),
+        html=str(run.html), ended_by_caller=request.ended_by_caller,
     )
     _plan_lineage(record, request, env, run, masked, target, source)
     return record

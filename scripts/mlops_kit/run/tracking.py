@@ -217,7 +217,8 @@ def finish_run(record: RunRecord) -> None:
 
             tags = [RunTag(f"mlops_kit.{k}", clip(str(v), MAX_TAG_VALUE)) for k, v in record.failure.items()]
             client.log_batch(record.run_id, tags=tags, synchronous=True)
-        client.set_terminated(record.run_id, status=record.status, end_time=record.end_time)
+        if not (record.ended_by_caller and record.status == "FINISHED"):  # a replay ends it after its verdict
+            client.set_terminated(record.run_id, status=record.status, end_time=record.end_time)
         if record.pipeline_key:
             record.parent_run_id = _settle(client, record.experiment_id or store.experiment_id(client, record.target),
                                            record)

@@ -92,6 +92,8 @@ def upload_manifest(path: Path, *, uri: str | None = None) -> RunRecord:
         record.status, record.end_time = "KILLED", int(path.stat().st_mtime * 1000)
         record.failure = {"failure_kind": "runner-vanished",
                           "error_value": "the runner stopped before ending the run (killed, or its machine went down)"}
+    if record.ended_by_caller:  # a replay's run uploaded without its replay: no verdict, so never FINISHED
+        _replay_without_verdict(record)
     if not record.params_logged or not _run_exists(record):
         record.params_logged = False
         tracking.apply_ids(record, tracking.start_run(record))
@@ -101,6 +103,31 @@ def upload_manifest(path: Path, *, uri: str | None = None) -> RunRecord:
     record.logged = True
     save_manifest(record, path)
     return record
+
+
+def _replay_without_verdict(record: RunRecord) -> None:
+    """A replay's run reaching the store without the replay (its tracking server stopped mid-way, its runner
+    vanished): everything it ran is uploaded, but a run FINISHED without a verdict would read as a replay that
+    passed; it ends FAILED (KILLED when its runner vanished), saying how to get the verdict."""
+    record.ended_by_caller = False
+    if record.status == "KILLED":
+        return
+    replay_of = record.tags.get("mlops_kit.replay_of", "RUN_ID")
+    record.status = "FAILED"
+    record.failure = {**record.failure, "failure_kind": record.failure.get("failure_kind", "replay-interrupted"),
+                      "error_value": record.failure.get("error_value", "the replay stopped before its verdict "
+                                                        "(tracking store unreachable); replay again: python "
+                                                        f"scripts/replay_run.py {replay_of}")}
+
+
+def mark_replay_unfinished(path: Path, status: str, why: str) -> None:
+    """A replay's run whose verdict could not be logged (the store went away after the notebook ran): its manifest
+    is made to end it ``status`` (FAILED, or KILLED after Ctrl-C) when ``--log-existing`` uploads it."""
+    record = load_manifest(path)
+    record.status = "KILLED" if status == "KILLED" else "FAILED"
+    record.failure = {"failure_kind": "replay-interrupted", "error_value": why}
+    record.ended_by_caller, record.logged = False, False
+    save_manifest(record, path)
 
 
 def _relocate_files(record: RunRecord, near: Path) -> None:
