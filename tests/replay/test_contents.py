@@ -83,6 +83,22 @@ def test_every_artifact_by_sha256_a_lost_output_by_lineage(tmp_path: Path) -> No
     assert [s.name for s in skipped] == ["stage_out.ipynb"]
 
 
+def test_a_logged_model_outside_the_runs_artifacts_is_listed_as_not_compared(tmp_path: Path) -> None:
+    rows: list[Row] = []
+    skipped: list[Skipped] = []
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    old, new = Held({}, {}, {}, str(tmp_path / "a"), models={"model": "m-1"}), Held({}, {}, {}, str(tmp_path / "b"))
+    contents.compare_artifacts(old, new, contents.ArtifactPlan((), True, {}), CompareContext(None, 0.0, tmp_path),
+                               rows, skipped)
+    assert [(r.name, r.same) for r in rows] == [("logged model model", False)], "logged by one run only"
+    old.models["model"], new.models["model"] = "m-1", "m-2"
+    rows.clear()
+    contents.compare_artifacts(old, new, contents.ArtifactPlan((), True, {}), CompareContext(None, 0.0, tmp_path),
+                               rows, skipped)
+    assert rows == [] and [(s.name, s.recorded, s.replayed) for s in skipped] == [("logged model model", "m-1", "m-2")]
+
+
 def test_a_model_folder_is_one_unit_without_mlflows_run_ids(tmp_path: Path) -> None:
     model = {"model/model.pkl": "weights", "model/MLmodel": "run_id: abc\nmodel_uuid: u1\nflavors: {sklearn: {}}\n"}
     replayed = {"model/model.pkl": "weights", "model/MLmodel": "run_id: def\nmodel_uuid: u2\nflavors: {sklearn: {}}\n"}

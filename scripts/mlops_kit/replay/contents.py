@@ -38,6 +38,7 @@ class Held:
     metrics: dict[str, History]
     artifacts: str  # local folder holding every artifact of the run
     unreadable: list[str] = field(default_factory=list)  # artifacts listed but not downloaded (with why)
+    models: dict[str, str] = field(default_factory=dict)  # MLflow 3 logged models of the run: name -> model id
 
 
 @dataclass
@@ -92,6 +93,8 @@ _VOLATILE_TAGS = {
 }
 _VOLATILE_TAG_PREFIXES = {"GO_": "GoCD's variables of the job that ran it",
                           "mlflow.databricks.": _RUN_CONTEXT}
+_LOGGED_MODEL = "an MLflow 3 logged model (kept outside the run's artifacts; its serialized file differs per run): " \
+                "not compared until a comparer by predictions is registered"
 _VOLATILE_METRIC_PREFIXES = {"system/": "MLflow's system metrics (CPU, memory of the machine)"}
 
 
@@ -315,5 +318,11 @@ def compare_artifacts(recorded: Held, replayed: Held, plan: ArtifactPlan, contex
         if sha_a is None and path in plan.known_outputs:
             sha_a, how = plan.known_outputs[path], "sha256 (gone from the recorded run's store: lineage's sha256)"
         rows.append(Row("artifact", path, sha_a, sha_b, sha_a is not None and sha_a == sha_b, how))
+    for name in sorted(recorded.models.keys() | replayed.models.keys()):
+        old_id, new_id = recorded.models.get(name), replayed.models.get(name)
+        if old_id is None or new_id is None:  # logged by one run only: a difference; its content is not compared
+            rows.append(Row("artifact", f"logged model {name}", old_id, new_id, False, "logged model (by name)"))
+        else:
+            skipped.append(Skipped("artifact", f"logged model {name}", _LOGGED_MODEL, old_id, new_id))
     for problem in recorded.unreadable + replayed.unreadable:
         skipped.append(Skipped("artifact", problem, "listed by the store but could not be downloaded"))

@@ -184,7 +184,18 @@ def contents(uri: str, run_id: str, dest: str) -> Held:
             client.download_artifacts(run_id, "", dest)
         except Exception:  # noqa: BLE001 - one file it cannot give: take the others one by one, name that one
             _download_each(client, run_id, None, Path(dest), unreadable)
-    return Held(dict(run.data.params), dict(run.data.tags), histories, dest, unreadable)
+        models = _logged_models(client, run)
+    return Held(dict(run.data.params), dict(run.data.tags), histories, dest, unreadable, models)
+
+
+def _logged_models(client: Any, run: Any) -> dict[str, str]:
+    """MLflow 3's logged models made by the run (name -> model id); none with an older MLflow or store."""
+    try:
+        found = client.search_logged_models(experiment_ids=[run.info.experiment_id],
+                                            filter_string=f"source_run_id = '{run.info.run_id}'")
+    except Exception:  # noqa: BLE001 - AttributeError (MLflow 2) or a store without logged models
+        return {}
+    return {model.name: model.model_id for model in found}
 
 
 def _download_each(client: Any, run_id: str, path: str | None, dest: Path, unreadable: list[str]) -> None:
