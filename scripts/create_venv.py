@@ -179,6 +179,7 @@ def _main(argv: list[str]) -> int:
     for stage in stages:  # bad input (a foreign folder, a stale lock) before slow discovery and any build
         build.refuse_unowned(Path(os.path.abspath(root)) / stage.venv_name)
         build.lock_for(stage, args.from_freeze)
+    build.check_venv_root(root)  # an account that cannot write it: exit 2 naming ML_VENV_ROOT, nothing downloaded
     if args.from_freeze is not None:
         installers.read_freeze(args.from_freeze)
     if args.audit_dir is not None and args.audit_dir.exists() and not args.audit_dir.is_dir():

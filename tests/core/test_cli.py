@@ -35,3 +35,20 @@ def test_a_failure_is_one_redacted_line_with_its_code(capsys: pytest.CaptureFixt
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ")
     assert "hunter2" not in err and "s3cret" not in err
+
+
+def test_a_console_that_cannot_show_a_character_never_crashes_a_tool() -> None:
+    """A Windows agent's pipe is cp1252: printing a path with ✓ or 日本 must not become an internal error."""
+    import subprocess
+    import sys
+
+    from helpers import SCRIPTS
+
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from mlops_kit.core import cli, console\n"
+            "def main(argv):\n    print('out: café ✓ 日本'); console.warn('café ✓ 日本'); return 0\n"
+            "sys.exit(cli.run(main, []))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(SCRIPTS)], capture_output=True, check=False,
+                          env={"PYTHONIOENCODING": "cp1252", "LANG": "C", "LC_ALL": "C"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode("cp1252").strip() == "out: café ? ??"
+    assert done.stderr.decode("cp1252").strip() == "warning: café ? ??"

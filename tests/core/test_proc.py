@@ -143,3 +143,44 @@ def test_a_finished_command_whose_leftover_holds_the_pipe_does_not_hang(tmp_path
     assert started.wait() == 0
     assert time.monotonic() - begin < 20
     psutil.Process(int(lines[0])).kill()
+
+
+# ------------------------------------------------------------------------------ the child environment (issue 22)
+
+
+def test_children_get_utf8_unless_the_user_chose_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYTHONUTF8", raising=False)
+    monkeypatch.delenv("PYTHONIOENCODING", raising=False)
+    probe = [sys.executable, "-c", "import sys; print(sys.flags.utf8_mode, sys.stdout.encoding); print('café ✓ 日本')"]
+    done = proc.run(probe, env={"PATH": os.environ["PATH"], "LANG": "C", "LC_ALL": "C"})
+    assert done.stdout.splitlines() == ["1 utf-8", "café ✓ 日本"]
+    env = proc.child_environment({"PYTHONUTF8": "0", "PYTHONIOENCODING": "latin-1"})
+    assert (env["PYTHONUTF8"], env["PYTHONIOENCODING"]) == ("0", "latin-1")
+    assert proc.child_environment({})["PYTHONUTF8"] == "1" and proc.utf8_defaults({"PYTHONUTF8": ""}) == \
+        {"PYTHONIOENCODING": "utf-8"}
+
+
+def test_windows_names_are_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(paths, "_PLATFORM", "win32")
+    env = proc.child_environment({"PythonUtf8": "0", "Path": "C:\\Windows"})
+    assert "PYTHONUTF8" not in env and env["PythonUtf8"] == "0" and env["PYTHONIOENCODING"] == "utf-8"
+
+
+def test_a_service_account_s_children_keep_uv_out_of_its_profile(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    monkeypatch.setattr(paths, "_PLATFORM", "win32")
+    monkeypatch.setenv("USERPROFILE", "C:\\Windows\\system32\\config\\systemprofile")
+    monkeypatch.setenv("ProgramData", str(tmp_path))
+    monkeypatch.delenv("UV_CACHE_DIR", raising=False)
+    assert proc.child_environment({})["UV_CACHE_DIR"] == str(tmp_path / "mlops_kit" / "uv-cache")
+    assert proc.child_environment({"uv_cache_dir": "D:\\cache"})["uv_cache_dir"] == "D:\\cache"
+    assert "UV_CACHE_DIR" not in proc.child_environment({"uv_cache_dir": "D:\\cache"})
+
+
+def test_a_rehearsed_task_gets_the_environment_exactly_as_given(tmp_path: Path) -> None:
+    lines: list[str] = []
+    code = "import os; print(sorted(k for k in os.environ if k.startswith('PYTHONIO')))"
+    started = proc.start([sys.executable, "-c", code],
+                         env={"PATH": os.environ["PATH"]}, echo=lines.append)
+    assert not isinstance(started, proc.Result) and started.wait() == 0
+    assert lines == ["[]\n"]

@@ -62,9 +62,28 @@ def test_refuse_unowned(tmp_path: Path) -> None:
 
 def test_venv_root_that_is_a_file_is_bad_input(tmp_path: Path, pythons: dict[str, Path]) -> None:
     (tmp_path / "root").write_text("not a folder")
-    with pytest.raises(BadInput, match="cannot create the venv root"):
+    with pytest.raises(BadInput, match="cannot create or write the venv root.*set ML_VENV_ROOT"):
         build.ensure_env(make_spec(tmp_path), venv_root=tmp_path / "root", interpreter=interp(pythons["3.12"]))
     assert (tmp_path / "root").read_text() == "not a folder"
+
+
+def test_a_service_account_whose_program_data_is_not_writable_is_told_to_set_ml_venv_root(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LocalSystem (seam: win32 and the environment Windows gives the service) defaults to %ProgramData%; when that
+    cannot be written, exit 2 names ML_VENV_ROOT and nothing is made."""
+    monkeypatch.setattr(paths, "_PLATFORM", "win32")
+    monkeypatch.setenv("USERPROFILE", "C:\\Windows\\system32\\config\\systemprofile")
+    monkeypatch.setenv("ProgramData", str(tmp_path / "ProgramData"))
+    (tmp_path / "ProgramData").write_text("a file where the folder should be")
+    root = paths.venv_root()
+    assert root == tmp_path / "ProgramData" / "mlops_kit" / "venvs"
+    with pytest.raises(BadInput, match=r"default venv root of a LocalSystem account is not writable.*set ML_VENV_ROOT") \
+            as info:
+        build.check_venv_root(root)
+    assert info.value.exit_code == 2 and "\n" not in str(info.value)
+    (tmp_path / "ProgramData").unlink()
+    build.check_venv_root(root)
+    assert list(tmp_path.iterdir()) == []  # checked, nothing made
 
 
 # ---------------------------------------------------------------------------------------------------- inputs

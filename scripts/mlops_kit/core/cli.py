@@ -1,4 +1,5 @@
-"""The edge every entry point goes through: one line per failure, a documented exit code, no traceback.
+"""The edge every entry point goes through: one line per failure, a documented exit code, no traceback, and a
+console that never raises on a character its code page cannot show (replaced by ``?``).
 
 Usage in ``scripts/<tool>.py``::
 
@@ -43,6 +44,7 @@ def _terminate(_signum: int, _frame: Any) -> None:
 
 def run(main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> int:
     """Call ``main(argv)`` and map every failure to one line and an exit code."""
+    console.tolerate_unprintable()  # a cp1252 console (a Windows agent's pipe) never turns a path into a crash
     args = list(sys.argv[1:] if argv is None else argv)
     previous = _install(signal.SIGTERM, _terminate)
     try:

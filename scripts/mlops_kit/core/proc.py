@@ -1,5 +1,10 @@
 """The one helper for running subprocesses: never ``shell=True``, always a list of arguments.
 
+Every command :func:`run` runs gets :func:`child_environment`: the caller's environment (or ours) plus ``PYTHONUTF8=1`` and
+``PYTHONIOENCODING=utf-8`` unless already set (a Python child then reads and writes UTF-8 whatever the console's code
+page: cp1252 on a Windows agent), and, for a Windows service account, the uv cache outside its ``system32`` profile.
+:func:`start` (a rehearsed GoCD task) passes the environment exactly as given: what the agent would give it.
+
 It either captures output (for short queries such as ``python -c ...``) or streams it line by line to the
 console (for long installs, so a user or a GoCD log sees progress) while keeping a tail for error messages.
 
@@ -44,6 +49,7 @@ from .errors import ToolkitError
 from .jobprocesses import JobProcesses, reap
 
 _TAIL_LINES = 40
+UTF8_DEFAULTS = {"PYTHONUTF8": "1", "PYTHONIOENCODING": "utf-8"}
 _DRAIN_SECONDS = 5.0  # after a command exited: how long to wait for the end of its output (see Started.wait)
 _POLL_SECONDS = 0.1
 
@@ -77,6 +83,22 @@ class WindowsCommandLine(str):
     express. Still no ``shell=True``: cmd.exe is named explicitly and the caller quotes every argument."""
 
 
+def utf8_defaults(env: Mapping[str, str]) -> dict[str, str]:
+    """The UTF-8 settings ``env`` does not set itself (names compared case-insensitively on Windows): a user's own
+    ``PYTHONUTF8=0`` or ``PYTHONIOENCODING=cp1252`` is kept."""
+    present = {name.upper() for name in env} if paths.is_windows() else set(env)
+    return {name: value for name, value in UTF8_DEFAULTS.items() if name not in present}
+
+
+def child_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a process the toolkit starts: ``env`` (default: ours) plus :func:`utf8_defaults` and the
+    service account's folders (:func:`mlops_kit.core.paths.service_environment`). The one place that builds it."""
+    base = dict(os.environ if env is None else env)
+    extra = {**utf8_defaults(base), **paths.service_environment()}
+    present = {name.upper() for name in base} if paths.is_windows() else set(base)
+    return {**base, **{name: value for name, value in extra.items() if name not in present}}
+
+
 def format_cmd(cmd: Sequence[str | os.PathLike[str]]) -> str:
     """Render a command for messages, quoting arguments that contain spaces."""
     return subprocess.list2cmdline([os.fspath(c) for c in cmd])
@@ -105,6 +127,7 @@ def run(
         raise ValueError("proc.run: timeout is not supported with stream=True")
     args = (str(cmd),) if isinstance(cmd, WindowsCommandLine) else tuple(os.fspath(c) for c in cmd)
     launch = cmd if isinstance(cmd, WindowsCommandLine) else args
+    env = child_environment(env)
     try:
         if stream:
             started = _launch(args, launch, env=env, cwd=cwd, echo=echo or _echo_stderr)
@@ -112,7 +135,7 @@ def run(
             text = "".join(started.tail)
             return _check(Result(args, code if code is not None else -1, text, text if code else ""), check)
         done = subprocess.run(
-            launch, env=dict(env) if env is not None else None, cwd=cwd, capture_output=True,
+            launch, env=env, cwd=cwd, capture_output=True,
             text=True, encoding="utf-8", errors="replace", timeout=timeout, stdin=subprocess.DEVNULL,
         )
     except OSError as exc:
@@ -190,7 +213,8 @@ def start(cmd: Sequence[str | os.PathLike[str]] | WindowsCommandLine, *, env: Ma
           cwd: Path | None = None, echo: Callable[[str], None] | None = None,
           job: JobProcesses | None = None) -> Started | Result:
     """Start ``cmd`` (never through a shell), its output streamed to ``echo``; a :class:`Result` with exit code
-    127/126 when it cannot be started. With ``job``, the command and everything it starts belong to that job."""
+    127/126 when it cannot be started. With ``job``, the command and everything it starts belong to that job. The
+    environment is ``env`` exactly (a GoCD task gets the agent's, not :func:`child_environment`'s additions)."""
     args = (str(cmd),) if isinstance(cmd, WindowsCommandLine) else tuple(os.fspath(c) for c in cmd)
     launch = cmd if isinstance(cmd, WindowsCommandLine) else args
     if job is not None:

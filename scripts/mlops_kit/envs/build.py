@@ -276,6 +276,14 @@ def _build_lock(plan: _Plan, echo: Echo) -> Iterator[None]:
         lock.release()
 
 
+def check_venv_root(root: Path) -> None:
+    """Exit 2 before anything is found, downloaded or built when this account could not create folders in the venv
+    root (or, while it does not exist, in its nearest existing parent); nothing is left behind."""
+    reason = paths.not_writable(root)
+    if reason is not None:
+        raise _unwritable_root(root, reason)
+
+
 def _prepare_root(root: Path) -> Path:
     """Create the venv root (git-ignored when we create it, e.g. inside a GoCD working copy); return .locks."""
     created = not root.exists()
@@ -284,8 +292,19 @@ def _prepare_root(root: Path) -> Path:
         if created:
             (root / ".gitignore").write_text("# created by mlops_kit create_venv.py\n*\n", encoding="utf-8")
     except OSError as exc:
-        raise BadInput(f"{root}: cannot create the venv root ({exc})") from None
+        raise _unwritable_root(root, exc.strerror or str(exc)) from None
     return root / ".locks"
+
+
+def _unwritable_root(root: Path, reason: str) -> BadInput:
+    """The one line for a venv root this account cannot write, naming the setting that moves it."""
+    service = paths.service_account()
+    default = paths.service_folder("venvs")
+    if service is not None and default is not None and paths.same_path(root, default):
+        return BadInput(f"{root}: the default venv root of a {service.service} account is not writable for it "
+                        f"({reason}); set ML_VENV_ROOT to a folder this account can write (e.g. C:\\ml_venvs)")
+    return BadInput(f"{root}: cannot create or write the venv root ({reason}); set ML_VENV_ROOT (or --venv-root) to "
+                    "a folder this account can write")
 
 
 def _ensure_locked(plan: _Plan, *, force: bool, before: tuple[int, int, int] | None, echo: Echo) -> EnvResult:
