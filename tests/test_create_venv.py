@@ -524,3 +524,27 @@ def test_a_bad_downloads_setting_is_exit_2(tmp_path: Path, spec_file: Path) -> N
     assert_one_line_error(done, 2, "MLOPS_PYTHON_DOWNLOADS='sometimes': choose one of auto, never")
     done = run_script("create_venv.py", "--spec", str(spec_file), "--python-downloads", "maybe")
     assert done.returncode == 2 and "--python-downloads" in done.stderr
+
+
+# --- MLOPS_PYTHON_<MAJOR>_<MINOR> (issue 22) -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_operator_s_python_override_is_used_and_recorded(tmp_path: Path, spec_file: Path,
+                                                              pythons: dict[str, Path]) -> None:
+    chosen = tmp_path / "D" / "Python312" / "python"
+    chosen.parent.mkdir(parents=True)
+    chosen.symlink_to(pythons["3.12"])
+    env = {**os.environ, "MLOPS_PYTHON_3_12": str(chosen)}
+    done = run_script("create_venv.py", "--spec", str(spec_file), "--venv-root", str(tmp_path / "venvs"),
+                      "--kernel-scope", "none", env=env)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "venvs" / "ingest-venv" / "audit" / "env.json").read_text())
+    assert (record["python"]["source"], record["python"]["path"]) == ("MLOPS_PYTHON_3_12", str(chosen))
+
+
+def test_a_bad_python_override_is_exit_2_naming_it_and_nothing_is_made(tmp_path: Path, spec_file: Path) -> None:
+    env = {**os.environ, "MLOPS_PYTHON_3_12": "D:\\Python312\\python.exe"}
+    done = run_script("create_venv.py", "--spec", str(spec_file), "--venv-root", str(tmp_path / "venvs"), env=env)
+    assert_one_line_error(done, 2, "MLOPS_PYTHON_3_12=D:\\Python312\\python.exe: no such file")
+    assert not (tmp_path / "venvs").exists()

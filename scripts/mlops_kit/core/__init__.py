@@ -11,6 +11,7 @@ May import: nothing else of mlops_kit.
 * ``paths``: the platform seam, the venv layout, per-user folders (a service account's under ProgramData), atomic
   writes;
 * ``account``: who runs the toolkit (a person, or a Windows service account with a ``system32`` profile);
+* ``registry``: reading the Windows registry through one seam (keys, values, 64-/32-bit views, long paths);
 * ``git``: everything asked of git (optional everywhere);
 * ``userfile``: reading a file the user named, one line naming it on any problem.
 """

@@ -8,6 +8,7 @@ May import: ``core``.
 * ``locked_install``: installing exactly a lock into a venv and verifying the venv against it;
 * ``probe``: asking another interpreter a question (a small script, a JSON answer);
 * ``interpreters``: finding the Python a spec asks for;
+* ``pep514``: Pythons registered in the Windows registry (PEP 514), read without the py launcher;
 * ``pyinstall``: installing a missing Python with the platform's installer (``--install-python``);
 * ``managed``: downloading a missing Python through uv (the toolkit's folder, the policy, the download's record);
 * ``installers``: uv/pip commands, package indexes, freeze files;
