@@ -125,6 +125,9 @@ def test_build_on_real_pythons_audit_bundle(tmp_path: Path, pythons: dict[str, P
                                    "'pip', '--version'], text=True))")
     assert (venv / build.MARKER).is_file() and audit.read_env(venv).cache_key == data["cache_key"]
     assert (tmp_path / "venvs" / ".gitignore").read_text().endswith("*\n")  # we made the root: git-ignored
+    longest = max((str(p.relative_to(venv)) for p in venv.rglob("*") if p.is_file() and p.parent.name != "audit"),
+                  key=len)
+    assert len(data["longest_path"]["file"]) == len(longest)  # measured after the build, for a rebuild's budget
 
 
 @pytest.fixture()

@@ -13,6 +13,7 @@ May import: ``core``.
 * ``managed``: downloading a missing Python through uv (the toolkit's folder, the policy, the download's record);
 * ``installers``: uv/pip commands, package indexes, freeze files;
 * ``build``: the venv build and cache (build lock, health check, reuse);
+* ``pathbudget``: the longest path a venv will hold, against Windows' 260-character limit, before it is built;
 * ``audit``: the ``env.json`` record and the audit bundle;
 * ``kernel``: Jupyter kernelspecs for stage venvs.
 """

@@ -52,7 +52,7 @@ from .. import __version__
 from ..core import git, paths
 from ..core.console import Echo, progress
 from ..core.errors import BadInput, EnvBuildError
-from . import audit, installers, kernel, locked_install, lockfile, probe
+from . import audit, installers, kernel, locked_install, lockfile, pathbudget, probe
 from .audit import EnvRecord
 from .installers import FrozenPins, IndexSettings
 from .interpreters import Interpreter
@@ -137,6 +137,7 @@ def ensure_env(
     """Reuse the stage's venv if still valid, else (re)build it; register its kernel; copy the audit bundle."""
     plan = _make_plan(spec, venv_root, interpreter, installer, from_freeze, kernel_scope)
     refuse_unowned(plan.venv_dir)
+    pathbudget.check(budget(plan.venv_dir, plan.lock), spec=spec.source)
     record = None if force else _usable(plan)[0]
     if record is not None:  # no lock: re-registering a kernel in the user's own Jupyter dir needs no write access
         result = _reuse(plan, record, echo)
@@ -169,6 +170,23 @@ def lock_for(spec: StageSpec, from_freeze: Path | None = None) -> lockfile.Lock 
     if from_freeze is not None or not lockfile.lock_path(spec.source).exists():
         return None
     return lockfile.check_fresh(spec)
+
+
+def check_path_budget(spec: StageSpec, venv_root: Path, from_freeze: Path | None = None) -> None:
+    """Exit 2 before anything is written when the venv would hold a path past Windows' limit with long paths off
+    (:mod:`mlops_kit.envs.pathbudget`)."""
+    venv_dir = Path(os.path.abspath(venv_root)) / spec.venv_name
+    pathbudget.check(budget(venv_dir, lock_for(spec, from_freeze)), spec=spec.source)
+
+
+def budget(venv_dir: Path, lock: lockfile.Lock | None) -> pathbudget.Estimate:
+    """The path budget of ``venv_dir``: its lock's measured wheels and its last build's measure (same platform)."""
+    recorded = None
+    if (venv_dir / audit.AUDIT / audit.ENV_JSON).is_file():
+        with contextlib.suppress(BadInput):
+            record = audit.read_env(venv_dir)
+            recorded = record.longest_path if record.sys_platform == paths._PLATFORM else None
+    return pathbudget.estimate(venv_dir, lock, recorded)
 
 
 def refuse_unowned(venv_dir: Path) -> None:
@@ -470,7 +488,7 @@ def _record(plan: _Plan, installer_version: str, installed: locked_install.Insta
         spec_source=str(Path(os.path.abspath(spec.source))),
         from_freeze=(audit.FreezeSource(str(Path(os.path.abspath(plan.freeze.path))), plan.freeze.sha256)
                      if plan.freeze else None),
-        lock=_lock_info(installed), venv_dir=plan.venv_dir,
+        lock=_lock_info(installed), longest_path=pathbudget.measure_venv(plan.venv_dir), venv_dir=plan.venv_dir,
     )
 
 
