@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -453,11 +454,12 @@ def test_create_venv_installs_the_lock_stale_or_edited_is_exit_2_and_a_hash_mism
     tampered = run_script("create_venv.py", "--spec", str(good.source), *args)
     assert tampered.returncode == 4 and tampered.stdout == ""
     line = tampered.stderr.strip().splitlines()[-1]  # ours; uv's own streamed output has "error:" lines too
-    assert line.startswith(f"error: {lock}: hash mismatch for six==") and "marked incomplete" in line, line
-    assert (venv / ".mlops_kit").is_file() and not (venv / "audit" / "env.json").exists()  # never used
+    assert line.startswith(f"error: {lock}: hash mismatch for six==") and "the previous venv is put back" in line
+    good_sha = audit.read_env(venv).lock.sha256  # the venv of the good lock is back whole, the tampered one gone
+    assert good_sha == hashlib.sha256(committed).hexdigest() and not (venv.parent / f"~{venv.name}").exists()
     lock.write_bytes(committed)
     fixed = run_script("create_venv.py", "--spec", str(good.source), *args)
-    assert fixed.returncode == 0 and "a previous build did not finish" in fixed.stderr, fixed.stderr
+    assert fixed.returncode == 0 and f"reusing {venv}" in fixed.stderr, fixed.stderr
     assert audit.read_env(venv).lock.sha256 == lockfile.read_lock(lock).sha256
 
 

@@ -366,14 +366,17 @@ def test_failed_post_build_check_registers_no_kernel(tmp_path: Path, pythons: di
 @pytest.mark.slow
 def test_from_freeze_of_the_venvs_own_audit_survives_a_failed_rebuild(built, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed rebuild puts the previous venv back whole (issue 22): its freeze, its env.json, a working venv."""
     spec, base, root = built
     own = root / "stage-venv" / "audit" / "pip_freeze.txt"
     pins = own.read_text()
+    before = audit.read_env(root / "stage-venv")
     monkeypatch.setenv("UV_HTTP_RETRIES", "0")
-    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # the rebuild fails after emptying the venv
-    with pytest.raises(EnvBuildError, match="failed"):
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # the rebuild fails once the old one moved
+    with pytest.raises(EnvBuildError, match="failed.*the previous venv is put back as it was"):
         build.ensure_env(spec, venv_root=root, interpreter=base, from_freeze=own, echo=Recorder())
-    assert own.read_text() == pins and not (root / "stage-venv" / "audit" / "env.json").exists()
+    assert own.read_text() == pins and audit.read_env(root / "stage-venv") == before
+    assert build.health_check(root / "stage-venv", before) is None and not (root / "~stage-venv").exists()
     monkeypatch.delenv("PIP_INDEX_URL")
     result = build.ensure_env(spec, venv_root=root, interpreter=base, from_freeze=own, echo=Recorder())
     assert result.action == "rebuilt" and sorted(own.read_text().splitlines()) == sorted(pins.splitlines())

@@ -14,6 +14,7 @@ May import: ``core``.
 * ``installers``: uv/pip commands, package indexes, freeze files;
 * ``build``: the venv build and cache (build lock, health check, reuse);
 * ``pathbudget``: the longest path a venv will hold, against Windows' 260-character limit, before it is built;
+* ``swap``: replacing a venv that may be in use (moved aside, rebuilt, then deleted or put back);
 * ``audit``: the ``env.json`` record and the audit bundle;
 * ``kernel``: Jupyter kernelspecs for stage venvs.
 """

@@ -26,8 +26,13 @@ N forced runs rebuild once. A valid venv whose kernel is missing gets it re-regi
 Build order: create, install (:mod:`mlops_kit.envs.installers`, or
 :func:`mlops_kit.envs.locked_install.install_from_lock`), the dependency closure check (``uv pip check`` / ``pip
 check``), :func:`health_check`, freeze, audit files (the lock's copy too), kernel, ``env.json``: a venv that fails a
-check (or its lock's verification) never gets a kernel or an ``env.json``, so it is never used. A ``--from-freeze`` file inside the venv (its own ``audit/pip_freeze.txt``) is
-left in place while the folder is emptied, so a failed rebuild never loses it.
+check (or its lock's verification) never gets a kernel or an ``env.json``, so it is never used.
+
+Rebuild: the old venv is moved aside whole (``~<venv_name>``), the new one built at its path, then the old one
+deleted, or put back when the build fails or is interrupted (:mod:`mlops_kit.envs.swap`); a venv held open (a
+kernel running from it on Windows) is exit 4, untouched and still working. So a failed rebuild loses nothing, a
+``--from-freeze`` file inside the venv (its own ``audit/pip_freeze.txt``, read before anything moves) included.
+Before any of it, :mod:`mlops_kit.envs.pathbudget` checks the longest path the venv will hold (Windows).
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ from .. import __version__
 from ..core import git, paths
 from ..core.console import Echo, progress
 from ..core.errors import BadInput, EnvBuildError
-from . import audit, installers, kernel, locked_install, lockfile, pathbudget, probe
+from . import audit, installers, kernel, locked_install, lockfile, pathbudget, probe, swap
 from .audit import EnvRecord
 from .installers import FrozenPins, IndexSettings
 from .interpreters import Interpreter
@@ -338,7 +343,7 @@ def _ensure_locked(plan: _Plan, *, force: bool, before: tuple[int, int, int] | N
     else:
         echo(f"building {plan.venv_dir} (Python {plan.interpreter.version_text} at {plan.interpreter.path}, "
              f"installer {plan.installer})")
-    record, kdir = _build(plan, echo)
+    record, kdir = _build_swapping(plan, echo)
     echo(f"built {plan.venv_dir} in {time.monotonic() - started:.1f}s"
          + (f" (kernel {plan.kernel_name!r} registered in {kdir})" if kdir else ""))
     return EnvResult(plan.venv_dir, paths.venv_python(plan.venv_dir), record, "rebuilt" if existed else "built",
@@ -364,10 +369,26 @@ def _register(plan: _Plan) -> Path | None:
 # ---------------------------------------------------------------------------------------------------- build
 
 
-def _build(plan: _Plan, echo: Echo) -> tuple[EnvRecord, Path | None]:
-    """Marker first, env.json last; any failure leaves a marked venv without env.json (rebuilt next time)."""
+def _build_swapping(plan: _Plan, echo: Echo) -> tuple[EnvRecord, Path | None]:
+    """A venv of ours already there is moved aside first (exit 4, untouched, when it is held open), the new one is
+    built at its path, then the old one is deleted, or put back when the build fails (:mod:`mlops_kit.envs.swap`)."""
+    retired = swap.retire(plan.venv_dir, marker=MARKER) if (plan.venv_dir / MARKER).is_file() else None
+    try:
+        built = _build(plan, echo, rebuilding=retired is not None)
+    except BaseException:  # Ctrl-C and SIGTERM too: the old venv comes back
+        if retired is not None:
+            swap.restore(retired, plan.venv_dir)
+        raise
+    if retired is not None:
+        swap.discard(retired)
+    return built
+
+
+def _build(plan: _Plan, echo: Echo, *, rebuilding: bool = False) -> tuple[EnvRecord, Path | None]:
+    """Marker first, env.json last; a failure leaves a marked venv without env.json (a first build: rebuilt next
+    time; a rebuild: replaced by the previous venv, put back)."""
     venv_dir = plan.venv_dir
-    _make_marked_dir(venv_dir, keep=plan.freeze.path if plan.freeze else None)
+    _make_marked_dir(venv_dir)
     env = installers.installer_env(plan.installer, plan.index)
     try:
         installer_version = installers.create_venv(venv_dir, plan.interpreter.path, prompt=plan.spec.venv_name,
@@ -381,8 +402,9 @@ def _build(plan: _Plan, echo: Echo) -> tuple[EnvRecord, Path | None]:
             raise EnvBuildError(f"{venv_dir}: built but unusable: {reason}")
         freeze = installed.freeze if installed else installers.freeze(venv_dir, installer=plan.installer, env=env)
     except EnvBuildError as exc:
-        raise EnvBuildError(f"{exc} ({venv_dir} is left marked incomplete and will be rebuilt on the next run)") \
-            from None
+        after = ("the previous venv is put back as it was; the next run tries the rebuild again" if rebuilding else
+                 f"{venv_dir} is left marked incomplete and will be rebuilt on the next run")
+        raise EnvBuildError(f"{exc} ({after})") from None
     kdir = _register(plan)
     audit.write_bundle(record, freeze=freeze, spec_text=plan.spec.text,
                        lock_data=plan.lock.data if plan.lock else None)
@@ -434,42 +456,12 @@ def _requirements(plan: _Plan, echo: Echo) -> list[str]:
     return reqs
 
 
-def _make_marked_dir(venv_dir: Path, *, keep: Path | None = None) -> None:
-    """Create (or empty) the venv folder, keeping/writing the ownership marker before anything else.
-
-    ``keep``: the ``--from-freeze`` file, left in place when it lives in the venv (its own audit/pip_freeze.txt),
-    so a failed or killed rebuild never loses the user's only copy; a finished build overwrites it."""
-    if venv_dir.exists():
-        _empty_owned(venv_dir, keep)
+def _make_marked_dir(venv_dir: Path) -> None:
+    """Create the venv folder (absent, or empty: an old one was moved aside) and write the ownership marker before
+    anything else."""
     venv_dir.mkdir(exist_ok=True)
     marker = {"created_by": "mlops_kit create_venv.py", "created_at": _utc_now(), "toolkit": __version__}
     (venv_dir / MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
-
-
-def _empty_owned(venv_dir: Path, keep: Path | None = None) -> None:
-    """Delete an owned venv's content; env.json first (a crash midway leaves an incomplete venv); the marker is
-    kept (a crash never leaves an unmarked folder we would then refuse), and so is ``keep``."""
-    kept = {paths.norm(venv_dir / MARKER)} | ({paths.norm(keep)} if keep is not None else set())
-    try:
-        (venv_dir / audit.AUDIT / audit.ENV_JSON).unlink(missing_ok=True)
-        _delete_children(venv_dir, kept)
-    except OSError as exc:
-        raise EnvBuildError(f"cannot delete {venv_dir} for the rebuild ({exc}); close Jupyter kernels or "
-                            "programs using it and retry") from None
-
-
-def _delete_children(folder: Path, kept: set[str]) -> None:
-    for child in folder.iterdir():
-        name = paths.norm(child)
-        if name in kept:
-            continue
-        if child.is_dir() and not child.is_symlink():
-            if any(k.startswith(name + os.sep) for k in kept):
-                _delete_children(child, kept)
-            else:
-                paths.rmtree(child)
-        else:
-            child.unlink()
 
 
 def _record(plan: _Plan, installer_version: str, installed: locked_install.Installed | None) -> EnvRecord:
