@@ -574,7 +574,7 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path, venv_small: Path) -> Non
     child = _start_sleeping_run(tmp_path, venv_small, output)
     os.kill(child.pid, signal.SIGTERM)
     _, stderr = child.communicate(timeout=120)
-    assert child.returncode == 143, stderr
+    assert child.returncode == 143, stderr  # POSIX only; on Windows a cancel is TerminateProcess: exit code 1
     assert one_error_line(stderr) == "error: terminated (SIGTERM)" and "Traceback" not in stderr
     assert output.is_file() and "time.sleep(120)" in output.read_text()
     (run,) = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "mlops_kit")

@@ -1,5 +1,8 @@
-"""The edge every entry point goes through: one line per failure, a documented exit code, no traceback, and a
-console that never raises on a character its code page cannot show (replaced by ``?``).
+"""The edge every entry point goes through: one line per failure, a documented exit code, no traceback, a console
+that never raises on a character its code page cannot show (replaced by ``?``), and, on Windows, a Job Object
+holding the tool and everything it starts, so a tool killed with TerminateProcess (a GoCD cancel) takes its
+kernels and their children with it (:mod:`mlops_kit.core.winjob`; on Linux kernels watch their parent, and a
+rehearsal is a child subreaper).
 
 Usage in ``scripts/<tool>.py``::
 
@@ -18,7 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import console, errors
+from . import console, errors, winjob
 
 
 def exit_codes_help() -> str:
@@ -45,6 +48,9 @@ def _terminate(_signum: int, _frame: Any) -> None:
 def run(main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> int:
     """Call ``main(argv)`` and map every failure to one line and an exit code."""
     console.tolerate_unprintable()  # a cp1252 console (a Windows agent's pipe) never turns a path into a crash
+    refused = winjob.contain_this_process()  # Windows: what the tool starts (kernels too) dies with it, however
+    if refused:
+        console.warn(refused)
     args = list(sys.argv[1:] if argv is None else argv)
     previous = _install(signal.SIGTERM, _terminate)
     try:

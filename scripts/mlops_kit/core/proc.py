@@ -23,7 +23,9 @@ the way a GoCD agent cancels a job. That is the one platform branch here, :func:
   Each gets SIGTERM (GoCD's ``destroy()``), the listing is repeated while they exit (children started meanwhile are
   caught too), and whatever is left after the grace period gets SIGKILL.
 * Windows: ``taskkill /PID <pid> /T /F``: the process and all processes started by it, forcefully (GoCD's
-  ``destroy()`` is TerminateProcess there; Windows has no SIGTERM a console program would see).
+  ``destroy()`` is TerminateProcess there; Windows has no SIGTERM a console program would see); then, given the job,
+  its Job Object is terminated, which ends what left the tree too (:mod:`mlops_kit.core.winjob`). Either way the
+  command's exit code is 1 (TerminateProcess's, as ``taskkill /F`` leaves it), where POSIX reports 143 (SIGTERM).
 
 A process that left the tree before the kill (a daemon that detached itself and whose parent exited) is not in it.
 Given the :class:`~mlops_kit.core.jobprocesses.JobProcesses` of the job that started the command, the POSIX branch
@@ -197,6 +199,8 @@ class Started:
         docstring); returns its exit code as a Java-based agent reports it (128 + signal for a signalled process)."""
         if paths.is_windows():
             _end_tree_windows(self.popen, grace)
+            if job is not None:
+                job.terminate()
         else:
             _end_tree_posix(self.popen, grace, job)
         self._drain()
@@ -229,8 +233,8 @@ def start(cmd: Sequence[str | os.PathLike[str]] | WindowsCommandLine, *, env: Ma
 
 
 def end_strays(job: JobProcesses, grace: float) -> list[str]:
-    """End what ``job`` left running once its commands are done (SIGTERM, SIGKILL after ``grace``); returns a
-    description of each (pid and command line) for the job's log."""
+    """End what ``job`` left running once its commands are done (SIGTERM, SIGKILL after ``grace``; on Windows its Job
+    Object terminated); returns a description of each (pid and command line) for the job's log."""
     import psutil
 
     found = job.strays()
@@ -238,7 +242,9 @@ def end_strays(job: JobProcesses, grace: float) -> list[str]:
     for process in found:
         with contextlib.suppress(psutil.Error):
             described.append(f"{process.pid} {format_cmd(process.cmdline())[:120]}")
-    if found:
+    if found and paths.is_windows():
+        job.terminate()
+    elif found:
         _end_tree_posix(None, grace, job)
     return described
 
