@@ -21,7 +21,7 @@ def test_readme_exit_code_table_is_the_code_table() -> None:
     assert _readme_exit_codes() == dict(errors.EXIT_CODES)
 
 
-@pytest.mark.parametrize("tool", ["create_venv.py", "run_notebook.py", "run_pipeline.py", "replay_run.py"])
+@pytest.mark.parametrize("tool", ["create_venv.py", "run_notebook.py", "run_pipeline.py", "replay_run.py", "doctor.py"])
 def test_every_help_prints_the_table(tool: str) -> None:
     done = run_script(tool, "--help")
     assert done.returncode == 0 and cli.exit_codes_help() in done.stdout

@@ -14,6 +14,7 @@ EXIT_NOTEBOOK_FAILED = 5
 EXIT_TRACKING = 6
 EXIT_PIPELINE_FAILED = 7
 EXIT_NOT_REPRODUCED = 8
+EXIT_NOT_READY = 9
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
@@ -31,6 +32,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (EXIT_PIPELINE_FAILED, "a pipeline job failed (run_pipeline.py)"),
     (EXIT_NOT_REPRODUCED, "not reproduced (replay_run.py): a metric, an output file, the environment or an input "
                           "differs from the record; the table names each"),
+    (EXIT_NOT_READY, "agent not ready (doctor.py): a check failed; the table names each and its fix"),
     (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
     (EXIT_TERMINATED, "terminated (SIGTERM, as when GoCD cancels a job): handled like Ctrl-C"),
 )

@@ -10,5 +10,7 @@ May import: ``core``, ``envs``.
 * ``tracking_worker``: the helper process the MLflow calls run in;
 * ``served_store``: a local store served to the kernel over HTTP;
 * ``lineage``: the inputs a run was given, their hashes and producers, its outputs' hashes;
-* ``stage_run``: one stage run end to end.
+* ``stage_run``: one stage run end to end;
+* ``preflight``: an agent's pre-flight for ``doctor.py`` (account, venv root, path budget, Pythons, uv, git, the
+  tracking store, disk).
 """
