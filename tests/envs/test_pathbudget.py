@@ -181,3 +181,11 @@ def test_build_records_the_measure_and_reads_it_back(tmp_path: Path) -> None:
     record_path.write_text(json.dumps(data))
     assert audit.read_env(tmp_path / "v").longest_path == LongestPath(file="Lib/x.py", folder="Lib")
     assert build.budget(tmp_path / "v", None).longest == LongestPath(file="Lib/x.py", folder="Lib")
+
+
+def test_bytecode_is_not_counted(tmp_path: Path) -> None:
+    """Optional: Python and pip skip the bytecode they cannot write, as the table leaves it out."""
+    (tmp_path / "Lib" / "m" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "Lib" / "m" / "x.py").write_text("")
+    (tmp_path / "Lib" / "m" / "__pycache__" / "x.cpython-312.pyc").write_text("")
+    assert pathbudget.measure_venv(tmp_path) == LongestPath(file=str(Path("Lib/m/x.py")), folder=str(Path("Lib/m")))

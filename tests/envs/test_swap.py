@@ -179,3 +179,32 @@ def test_holders_are_found_by_program_argument_or_folder(tmp_path: Path) -> None
         child.wait()
     assert any(line.startswith(f"pid {child.pid} (") for line in found)
     assert swap.holders(tmp_path / "nobody-here") == []
+
+
+def test_a_leftover_of_ours_is_cleared_and_a_linked_one_loses_only_its_link(tmp_path: Path) -> None:
+    """Killed right after moving the old venv aside: no venv at the path, the old one at ~<name>."""
+    venv_dir = tmp_path / "stage-venv"
+    leftover = swap.retired_path(venv_dir)
+    (leftover / "Lib").mkdir(parents=True)
+    (leftover / build.MARKER).write_text("{}")
+    swap.clear_leftover(leftover, build.MARKER)
+    assert not leftover.exists()
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / build.MARKER).write_text("{}")
+    leftover.symlink_to(target)  # a venv that was a link: the link goes, its target is not ours to empty
+    swap.clear_leftover(leftover, build.MARKER)
+    assert not os.path.lexists(leftover) and (target / build.MARKER).is_file()
+
+
+def test_a_first_build_sweeps_only_a_leftover_of_ours(tmp_path: Path) -> None:
+    """Not ours (no marker): left alone, and the first build goes on; ours: deleted."""
+    venv_dir = tmp_path / "stage-venv"
+    leftover = swap.retired_path(venv_dir)
+    leftover.mkdir()
+    (leftover / "notes.txt").write_text("mine")
+    swap.sweep(leftover, build.MARKER)
+    assert (leftover / "notes.txt").read_text() == "mine"
+    (leftover / build.MARKER).write_text("{}")
+    swap.sweep(leftover, build.MARKER)
+    assert not leftover.exists()

@@ -373,6 +373,8 @@ def _build_swapping(plan: _Plan, echo: Echo) -> tuple[EnvRecord, Path | None]:
     """A venv of ours already there is moved aside first (exit 4, untouched, when it is held open), the new one is
     built at its path, then the old one is deleted, or put back when the build fails (:mod:`mlops_kit.envs.swap`)."""
     retired = swap.retire(plan.venv_dir, marker=MARKER) if (plan.venv_dir / MARKER).is_file() else None
+    if retired is None:  # a rebuild killed right after moving the old venv aside left it there
+        swap.sweep(swap.retired_path(plan.venv_dir), MARKER)
     try:
         built = _build(plan, echo, rebuilding=retired is not None)
     except BaseException:  # Ctrl-C and SIGTERM too: the old venv comes back

@@ -184,9 +184,11 @@ def longest_of(relative_files: Iterable[str]) -> LongestPath | None:
 
 
 def measure_venv(venv_dir: Path) -> LongestPath | None:
-    """The longest file and folder a built venv holds, relative to it (the platform's separators)."""
+    """The longest file and folder a built venv holds, relative to it (the platform's separators). ``__pycache__``
+    is left out, as in the table: bytecode is optional (Python and pip skip what they cannot write)."""
     found: list[str] = []
-    for folder, _dirs, files in os.walk(venv_dir):
+    for folder, dirs, files in os.walk(venv_dir):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
         found.extend(os.path.relpath(os.path.join(folder, name), venv_dir) for name in files)
     if not found:
         return None

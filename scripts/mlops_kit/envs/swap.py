@@ -44,7 +44,7 @@ def retire(venv_dir: Path, *, marker: str) -> Path:
     """Move the venv (ours: it carries ``marker``) aside, clearing a leftover of an interrupted rebuild first;
     :class:`EnvBuildError` when it is held open, the venv untouched."""
     retired = retired_path(venv_dir)
-    _clear_leftover(retired, marker)
+    clear_leftover(retired, marker)
     try:
         _move(venv_dir, retired)
     except OSError as exc:
@@ -76,23 +76,44 @@ def restore(retired: Path, venv_dir: Path) -> None:
 def discard(retired: Path) -> None:
     """The rebuild succeeded: delete the old venv (if something still holds a file, the next rebuild will)."""
     try:
-        paths.rmtree(retired)
+        _delete(retired)
     except OSError as exc:
         warn(f"the previous venv {retired} could not be deleted yet ({exc.strerror or exc}); the next rebuild "
              "deletes it")
 
 
-def _clear_leftover(retired: Path, marker: str) -> None:
+def clear_leftover(retired: Path, marker: str) -> None:
+    """Delete what a rebuild killed outright left at ``~<venv_name>`` (only when it carries ``marker``)."""
     if not os.path.lexists(retired):
         return
     if not (retired / marker).is_file():
         raise EnvBuildError(f"{retired} exists and was not left by create_venv.py (no {marker} marker); move it "
                             "away, the rebuild needs that name for a moment")
     try:
-        paths.rmtree(retired)
+        _delete(retired)
     except OSError as exc:
         raise EnvBuildError(f"{retired}, left by an interrupted rebuild, cannot be deleted ({exc.strerror or exc}); "
                             "close what uses it and run again") from None
+
+
+def sweep(retired: Path, marker: str) -> None:
+    """A first build does not need ``~<venv_name>``: a leftover of ours is deleted when it can be (a warning when a
+    file is still held), anything else there is left alone."""
+    if not (retired / marker).is_file():
+        return
+    try:
+        _delete(retired)
+    except OSError as exc:
+        warn(f"{retired}, left by an interrupted rebuild, could not be deleted yet ({exc.strerror or exc}); the "
+             "next rebuild deletes it")
+
+
+def _delete(folder: Path) -> None:
+    """The folder, or only the link when the venv was a symlink (its target is not ours to empty)."""
+    if folder.is_symlink():
+        folder.unlink()
+    else:
+        paths.rmtree(folder)
 
 
 def holders(folder: Path) -> list[str]:
