@@ -50,6 +50,22 @@ def build_venv(root: Path, *, stage: str, minor: str, packages: list[str]) -> Pa
 
 
 @pytest.fixture(scope="session")
+def example_venv_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The venv root of every rehearsal of the example pipeline in the session: the first builds its three stage
+    venvs (and a replay its replay venvs under ``replay``), every later one reuses them."""
+    return tmp_path_factory.mktemp("ml venvs")  # a space, as in "C:\\ML venvs"
+
+
+@pytest.fixture(scope="session")
+def venv_mlflow_s3(tmp_path_factory: pytest.TempPathFactory, pythons: dict[str, Path]) -> Path:
+    """Python 3.12 stage venv with mlflow-skinny and boto3: a notebook logging its own artifacts straight to S3 (a
+    server in direct mode hands out ``s3://`` artifact locations)."""
+    assert "3.12" in pythons
+    return build_venv(tmp_path_factory.getbasetemp() / "nb-venvs", stage="s3direct", minor="3.12",
+                      packages=["mlflow-skinny", "boto3"])
+
+
+@pytest.fixture(scope="session")
 def venv_mlflow(tmp_path_factory: pytest.TempPathFactory, pythons: dict[str, Path]) -> Path:
     """Python 3.12 stage venv with mlflow-skinny and the scikit-learn flavour's needs (pandas; skops for 3.x's
     default model format): a notebook logs metrics and a model itself, a small venv's way (no SQLite in skinny)."""
@@ -103,5 +119,6 @@ def one_error_line(stderr: str) -> str:
 private_mlflow_server = start_mlflow_server  # a server only one test uses (so it may stop it)
 
 
-__all__ = ["NOTEBOOKS", "REPO_ROOT", "build_venv", "env_with", "one_error_line", "private_mlflow_server", "run_nb",
-           "venv_mlflow", "venv_mlflow2", "venv_mlflow129", "venv_small"]
+__all__ = ["NOTEBOOKS", "REPO_ROOT", "build_venv", "env_with", "example_venv_root", "one_error_line",
+           "private_mlflow_server", "run_nb", "venv_mlflow", "venv_mlflow2", "venv_mlflow129", "venv_mlflow_s3",
+           "venv_small"]

@@ -9,13 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from helpers import REPO_ROOT, SCRIPTS, TOOLKIT_PYTHON, run_script
+from helpers import REPO_ROOT, SCRIPTS, TOOLKIT_PYTHON, copy_repo, run_script
 from helpers_managed import Mirror, downloads_in, managed_builds, one_python_machine
 from mlops_kit.envs.spec import load_spec
 
@@ -25,9 +24,9 @@ STAGES = ("ingest", "features", "train")
 
 
 @pytest.fixture(scope="module")
-def venv_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Shared by the tests of this module: the second run reuses the venvs the first one built."""
-    return tmp_path_factory.mktemp("ml venvs")  # a space, as in "C:\\ML venvs"
+def venv_root(example_venv_root: Path) -> Path:
+    """The session's: later runs (and tests/test_team_server.py) reuse the venvs the first one built."""
+    return example_venv_root
 
 
 def _client(uri: str):  # type: ignore[no-untyped-def]
@@ -187,20 +186,10 @@ def test_the_example_pipeline_replays_exactly_from_its_run_id(
         assert run.data.metrics == stages[name].data.metrics, name
 
 
-def _copy_repo(target: Path) -> None:
-    """The repository's files as a plain folder (no .git): also exercises the runner's non-git copy."""
-    names = subprocess.run(["git", "-C", str(REPO_ROOT), "ls-files", "-z", "--cached", "--others",
-                            "--exclude-standard"], capture_output=True, text=True, check=True).stdout.split("\0")
-    for name in filter(None, names):
-        if (REPO_ROOT / name).is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO_ROOT / name, target / name)
-
-
 def test_failing_train_notebook_fails_the_pipeline_and_keeps_earlier_results(
         mlflow_server: str, venv_root: Path, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    _copy_repo(repo)
+    copy_repo(repo)
     params = repo / "params" / "train_params.yaml"
     params.write_text(params.read_text(encoding="utf-8").replace("model: logistic_regression", "model: no_such_model"),
                       encoding="utf-8")

@@ -120,3 +120,14 @@ def test_not_writable_tries_a_real_write_and_leaves_nothing(tmp_path: Path) -> N
     a_file = tmp_path / "a file"
     a_file.write_text("x")
     assert paths.not_writable(a_file / "root") is not None  # (root writes anywhere: a chmod would not stop it)
+
+
+def test_inside_compares_absolute_paths_as_written_and_ignores_case_on_windows(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert paths.inside("out/x.ipynb", tmp_path) and paths.inside(tmp_path, tmp_path)
+    assert not paths.inside(tmp_path / "outputs2", tmp_path / "outputs"), "a longer name is not a subfolder"
+    assert not paths.inside(tmp_path, tmp_path / "sub")
+    assert not paths.inside(tmp_path / "Data" / "x", tmp_path / "data"), "exact on POSIX"
+    monkeypatch.setattr(paths, "_PLATFORM", "win32")
+    assert paths.inside(tmp_path / "Data" / "x", tmp_path / "data"), "case-insensitive on Windows"

@@ -5,6 +5,7 @@ Hand-written locks (fake hashes, no network); the example specs' committed locks
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 import time
 from pathlib import Path
@@ -242,3 +243,26 @@ def test_an_older_or_newer_format_says_which_and_how_to_re_lock(tmp_path: Path) 
     with pytest.raises(BadInput, match=r"lock format '3' is not the format 2 .*newer toolkit"):
         lockfile.read_lock(fake_lock(spec, pin("six", "1.17.0"), **{"lock-format": "3"}))
     assert [p.name for p in lockfile.read_lock(path, whole=False).pins] == ["six"]  # what a re-lock keeps
+
+
+def test_a_lock_a_run_recorded_in_the_older_format_is_sealed_for_its_replay_only_when_its_bytes_are_the_recorded_ones(
+        tmp_path: Path) -> None:
+    """Runs recorded before locks were sealed must still replay: their env.json holds the lock's sha256, which
+    vouches for it as a seal would. The body and pins stay as recorded; any other lock is read (and refused) as is."""
+    spec = write_spec(tmp_path, "stage", "3.12", ["six"])
+    path = fake_lock(spec, pin("six", "1.17.0") + pin("idna", "3.10"), **{"lock-format": "1"})
+    old = "".join(line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+                  if not line.startswith(("# digest:", "# blocks:"))).encode("utf-8")  # as format 1 wrote it
+    recorded = hashlib.sha256(old).hexdigest()
+    upgraded = lockfile.upgrade_recorded(old, recorded)
+    assert upgraded is not None
+    path.write_bytes(upgraded)
+    lock = lockfile.read_lock(path)
+    assert lock.header["lock-format"] == lockfile.LOCK_FORMAT
+    assert [(p.name, p.version, p.hashes) for p in lock.pins] == [("six", "1.17.0", (f"{0:064x}", f"{1:064x}")),
+                                                                 ("idna", "3.10", (f"{0:064x}", f"{1:064x}"))]
+    body = old.decode().split("\n\n", 1)[1]
+    assert upgraded.decode().endswith(body), "the body is the recorded one, byte for byte"
+    assert lockfile.upgrade_recorded(old.replace(b"1.17.0", b"1.16.0"), recorded) is None, "not the recorded bytes"
+    assert lockfile.upgrade_recorded(old, None) is None, "no record to vouch for it"
+    assert lockfile.upgrade_recorded(upgraded, hashlib.sha256(upgraded).hexdigest()) is None, "already sealed"

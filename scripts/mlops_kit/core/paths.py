@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import sys
@@ -75,9 +76,9 @@ def venv_root(arg: Path | str | None = None) -> Path:
 
 # -------------------------------------------------------------------------------------------- service accounts
 
-ServiceFolder = Literal["venvs", "uv-cache", "pythons", "jupyter"]
+ServiceFolder = Literal["venvs", "uv-cache", "jupyter"]  # managed Pythons: beside the venv root (envs.managed)
 SERVICE_SETTINGS: dict[ServiceFolder, str] = {"venvs": "ML_VENV_ROOT", "uv-cache": "UV_CACHE_DIR",
-                                              "pythons": "UV_PYTHON_INSTALL_DIR", "jupyter": "JUPYTER_DATA_DIR"}
+                                              "jupyter": "JUPYTER_DATA_DIR"}
 
 
 def service_account() -> account.Account | None:
@@ -96,8 +97,8 @@ def service_data_dir() -> Path:
 
 def service_folder(kind: ServiceFolder) -> Path | None:
     """``%ProgramData%\\mlops_kit\\<kind>`` when a service account runs the toolkit, else ``None``: the default of
-    ``ML_VENV_ROOT`` (venvs), ``UV_CACHE_DIR`` (uv-cache), ``UV_PYTHON_INSTALL_DIR`` (pythons) and
-    ``JUPYTER_DATA_DIR`` (jupyter), used only where that setting is not given."""
+    ``ML_VENV_ROOT`` (venvs; the managed Pythons go beside it), ``UV_CACHE_DIR`` (uv-cache) and ``JUPYTER_DATA_DIR``
+    (jupyter), used only where that setting is not given."""
     return service_data_dir() / kind if service_account() is not None else None
 
 
@@ -152,6 +153,21 @@ def same_path(a: Path | str, b: Path | str) -> bool:
 
 def norm(path: Path | str) -> str:
     return os.path.normcase(os.path.abspath(path))
+
+
+def inside(path: Path | str, folder: Path | str) -> bool:
+    """``path`` is ``folder`` or somewhere below it. Both are made absolute (relative to the current folder) and
+    compared as written: symlinks are not followed, so a path is judged by the name the user gave. Case-insensitive
+    on Windows (NTFS ignores case: ``C:\\Data\\out`` is inside ``c:\\data``), exact elsewhere."""
+    path_text, folder_text = norm(path), norm(folder)
+    if is_windows():
+        path_text, folder_text = path_text.lower(), folder_text.lower()
+    return Path(path_text).is_relative_to(folder_text)
+
+
+def base_name(path: str) -> str:
+    """The last part of a path written on any platform (a Windows agent's record read on Linux too)."""
+    return re.split(r"[\\/]", path.rstrip("\\/"))[-1] or path
 
 
 def write_text_atomic(path: Path, text: str) -> None:

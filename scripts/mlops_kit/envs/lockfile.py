@@ -330,6 +330,24 @@ def seal(text: str) -> str:
     return "\n".join([*kept[:end], _DIGEST + _digest(kept), *wrapped, *kept[end:]]) + "\n"
 
 
+def upgrade_recorded(data: bytes, recorded_sha256: str | None) -> bytes | None:
+    """A lock a run recorded in an older format (before seals), sealed in today's format with its pins and body
+    unchanged, so that a replay can install it; only when its bytes are the very ones the run recorded
+    (``recorded_sha256``, from its env.json: that record is the lock's integrity, not a seal). ``None`` when the
+    lock is already in today's format, or is not the recorded one (then it is read, and refused, as it is)."""
+    if recorded_sha256 is None or hashlib.sha256(data).hexdigest() != recorded_sha256:
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    header, _first = _parse_header(_lines(text))
+    found = header.get("lock-format", "")
+    if not found.isdigit() or int(found) >= int(LOCK_FORMAT):
+        return None
+    return seal(text.replace(f"# lock-format: {found}\n", f"# lock-format: {LOCK_FORMAT}\n", 1)).encode("utf-8")
+
+
 def _is_seal(index: int, line: str, first: int) -> bool:
     return index < first and line.startswith((_DIGEST, _BLOCKS))
 

@@ -34,7 +34,7 @@ from ..core import paths, proc, registry
 from ..core.errors import ToolkitError
 from ..core.redact import redact, strip_credentials
 from ..envs import build, installers, interpreters, managed, pathbudget, spec
-from . import runrecord
+from . import store
 
 Status = Literal["ok", "warn", "fail", "n/a"]
 MIN_FREE_GIB = 2.0  # below: fail (the example's three venvs and the uv cache take about 1.5 GiB)
@@ -98,8 +98,8 @@ def _stages(given: Sequence[Path]) -> tuple[list[spec.StageSpec], list[Row]]:
 def _account() -> Row:
     service = paths.service_account()
     if service is not None:
-        return Row("account", "ok", f"{service.describe()}; the venv root, uv cache, managed Pythons and Jupyter "
-                                    f"kernels default to {paths.service_data_dir()}")
+        return Row("account", "ok", f"{service.describe()}; the venv root (managed Pythons beside it), uv cache "
+                                    f"and Jupyter kernels default to {paths.service_data_dir()}")
     from ..core import account
 
     return Row("account", "ok", account.current().describe())
@@ -199,12 +199,12 @@ def _console() -> Row:
 
 
 def _tracking(uri: str | None) -> Row:
-    target = runrecord.resolve_target(uri, None)
+    target = store.resolve_target(uri, None)
     shown = redact(target.uri)
     scheme = urlsplit(target.uri).scheme
     if scheme in ("http", "https"):
         return _server(target.uri, shown)
-    db = runrecord.sqlite_file(target.uri)
+    db = store.sqlite_file(target.uri)
     if db is not None:
         return _sqlite(db)
     return Row("mlflow", "warn", f"{shown}: not checked (only servers and SQLite stores are)")
