@@ -12,11 +12,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mlops_kit.core import cli, errors  # noqa: E402
+from mlops_kit.core import cli  # noqa: E402
 
 DESCRIPTION = """\
 Check that this machine and account can run the pipeline, before a job finds out: one row per check, each OK,
-WARN, FAIL or N/A, with what was found and, when it is not OK, the exact fix.
+WARN, FAIL or N/A (ERROR: the check itself broke, a bug), with what was found and, when it is not OK, the exact fix.
 
   account           who runs this (a Windows service account: LocalSystem, LocalService, NetworkService) and where
                     its defaults live (%ProgramData%\\mlops_kit for a service account)
@@ -27,13 +27,17 @@ WARN, FAIL or N/A, with what was found and, when it is not OK, the exact fix.
                     downloaded at the first build, or the fix
   uv, git           found and running (git is optional: WARN)
   mlflow            --tracking-uri, else MLFLOW_TRACKING_URI, else sqlite:///mlflow.db: a server reachable and its
-                    version (/version); a SQLite store's file and schema revision (credentials never shown)
+                    version (/version, with MLflow's credentials); a SQLite store's schema revision; a database
+                    store's port (postgresql://, mysql://, ...); credentials never shown
   free disk         on the venv root's drive (FAIL under 2 GiB, WARN under 10 GiB)
   console encoding  UTF-8, or what the agent's job log will show instead
 
-Exit 0 when no check failed (warnings allowed), 9 when one did (not 1, which every tool keeps for its own internal
-errors: a job can tell "agent not ready" from "doctor crashed"). Nothing is built, downloaded or written.
-Run it in the pipeline's working copy (its specs/ are checked), or name specs with --spec.
+Exit 0 when all checks pass (warnings allowed), 1 otherwise: a check failed (the agent is not ready: each FAIL row
+says its fix), or the doctor itself broke (an ERROR row, or one "internal error" line with the log of its
+traceback). --json tells the two apart in its "result": "ready", "not_ready" (a check failed) or "error" (the doctor
+broke; a JSON document is printed even then, with "error" the one line); "exit_code" repeats the exit code.
+Nothing is built, downloaded or written. Run it in the pipeline's working copy (its specs/ are checked), or name
+specs with --spec.
 
 examples (Windows cmd, on a new agent, as the agent's account):
   python scripts\\doctor.py
@@ -63,11 +67,20 @@ def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     rows = doctor.run_checks(doctor.Request(tuple(args.spec), args.venv_root, args.tracking_uri))
     print(json.dumps(doctor.as_json(rows), indent=1) if args.json else doctor.render_table(rows), flush=True)
-    return errors.EXIT_NOT_READY if any(row.status == "fail" for row in rows) else 0
+    return doctor.exit_code(doctor.verdict(rows))
+
+
+def _document_the_failure(line: str, code: int) -> None:
+    """``--json`` and the doctor itself stopped (a bug, Ctrl-C, a bad argument): a machine still gets a document,
+    whose ``result`` says the doctor broke, not the agent."""
+    from mlops_kit.run import preflight as doctor
+
+    print(json.dumps(doctor.crashed_json(line, code), indent=1), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.run(_main, argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    return cli.run(_main, args, on_failure=_document_the_failure if "--json" in args else None)
 
 
 if __name__ == "__main__":

@@ -727,6 +727,12 @@ def test_a_cp1252_console_runs_a_notebook_printing_non_ascii_and_keeps_it(tmp_pa
     text = _cell_text(output)
     assert f"{_NON_ASCII}\nchild: {_NON_ASCII} 0\nkernel env: 1 utf-8\n" == text
     assert _NON_ASCII in html.unescape(output.with_suffix(".html").read_text(encoding="utf-8"))
+    from mlflow import MlflowClient  # the copy logged to the (default, local) store keeps them too
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    logged = Path(client.download_artifacts(run.info.run_id, output.name, str(tmp_path / "logged")))
+    assert _cell_text(logged) == text
 
     # PYTHONIOENCODING set by the user (as the brief of the issue simulates the console) is the user's choice: the
     # kernel gets it, the notebook and its HTML still keep every character (its output goes through Jupyter).

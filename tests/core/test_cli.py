@@ -52,3 +52,15 @@ def test_a_console_that_cannot_show_a_character_never_crashes_a_tool() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode("cp1252").strip() == "out: café ? ??"
     assert done.stderr.decode("cp1252").strip() == "warning: café ? ??"
+
+
+def test_on_failure_is_told_the_line_and_the_code(capsys: pytest.CaptureFixture[str]) -> None:
+    """A tool whose output is a document (doctor.py --json) prints one even when it fails."""
+    told: list[tuple[str, int]] = []
+
+    def bad_input(_argv: list[str]) -> int:
+        raise errors.BadInput("specs/x.yaml: python_version: missing")
+
+    assert cli.run(bad_input, [], on_failure=lambda line, code: told.append((line, code))) == 2
+    assert cli.run(lambda _argv: 0, [], on_failure=lambda line, code: told.append((line, code))) == 0
+    assert told == [("specs/x.yaml: python_version: missing", 2)] and capsys.readouterr().err.startswith("error: ")

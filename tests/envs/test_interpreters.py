@@ -463,11 +463,12 @@ def test_a_range_picks_the_newest_override(tmp_path: Path, pythons: dict[str, Pa
     ("{tmp}", "is a folder"),
     ("{not_python}", "not a working Python interpreter"),
     ("{py312}", "is Python 3.12."),
+    ("{py311}", "is Python 3.11."),
 ])
 def test_a_bad_override_is_exit_2_naming_the_variable(tmp_path: Path, pythons: dict[str, Path], value: str, says: str,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     not_python = write_script(tmp_path / "python", "#!/bin/sh\nexit 1\n")
-    raw = value.format(tmp=tmp_path, not_python=not_python, py312=pythons["3.12"])
+    raw = value.format(tmp=tmp_path, not_python=not_python, py312=pythons["3.12"], py311=pythons["3.11"])
     monkeypatch.setenv("MLOPS_PYTHON_3_10", raw)
     with pytest.raises(BadInput) as info:
         find_python(req("3.10"))

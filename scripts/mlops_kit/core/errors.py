@@ -14,13 +14,13 @@ EXIT_NOTEBOOK_FAILED = 5
 EXIT_TRACKING = 6
 EXIT_PIPELINE_FAILED = 7
 EXIT_NOT_REPRODUCED = 8
-EXIT_NOT_READY = 9
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
 EXIT_CODES: tuple[tuple[int, str], ...] = (
     (0, "success"),
-    (EXIT_INTERNAL, "internal error (a bug): one line, traceback saved to a log file named in it"),
+    (EXIT_INTERNAL, "internal error (a bug): one line, traceback saved to a log file named in it; doctor.py: also "
+                    "a check failed (0 when all pass, 1 otherwise; its --json result tells not_ready from error)"),
     (EXIT_BAD_INPUT, "bad input (spec, params, argument, path): one line naming the file and field; nothing changed"),
     (EXIT_PYTHON_NOT_FOUND, "requested Python not found, and not downloadable (downloads off, or the download "
                             "failed): the line lists what was searched and the ways out (install it; allow downloads "
@@ -32,7 +32,6 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (EXIT_PIPELINE_FAILED, "a pipeline job failed (run_pipeline.py)"),
     (EXIT_NOT_REPRODUCED, "not reproduced (replay_run.py): a metric, an output file, the environment or an input "
                           "differs from the record; the table names each"),
-    (EXIT_NOT_READY, "agent not ready (doctor.py): a check failed; the table names each and its fix"),
     (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
     (EXIT_TERMINATED, "terminated (SIGTERM, as when GoCD cancels a job): handled like Ctrl-C"),
 )

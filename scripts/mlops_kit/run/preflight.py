@@ -6,7 +6,12 @@ Rows: the account and its profile (a Windows service account's defaults live und
 spec (found where, or what happens at the first build, or the fix), uv, git, the MLflow tracking store (a server:
 reachable and its version from ``/version``; a SQLite store: the file and its schema revision against this
 toolkit's MLflow), free disk under the venv root, the console's encoding. Each check runs on its own: one that
-breaks is a ``fail`` row naming the error, never a crash. Secrets in URIs are masked in every row.
+raises (a bug in the doctor, not a finding about the agent) is an ``error`` row naming the exception and the log of
+its traceback, and the other rows still run. Secrets in URIs are masked in every row.
+
+The verdict (:func:`verdict`): ``ready`` (no ``fail``, no ``error``; warnings allowed), ``not_ready`` (a check
+failed: the agent needs the fix) or ``error`` (the doctor itself broke). ``doctor.py`` exits 0 for ``ready`` and 1
+otherwise, as the issue asks; ``--json``'s ``result`` tells a failed check from a crash.
 
 Nothing is built, downloaded or written (a write test makes and removes one empty folder).
 """
@@ -20,6 +25,7 @@ import importlib.util
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import sys
 import urllib.error
@@ -30,13 +36,14 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from ..core import paths, proc, registry
+from ..core import cli, paths, proc, registry
 from ..core.errors import ToolkitError
-from ..core.redact import redact, strip_credentials
+from ..core.redact import redact, register_secret, strip_credentials
 from ..envs import build, installers, interpreters, managed, pathbudget, spec
 from . import store
 
-Status = Literal["ok", "warn", "fail", "n/a"]
+Status = Literal["ok", "warn", "fail", "n/a", "error"]
+Verdict = Literal["ready", "not_ready", "error"]
 MIN_FREE_GIB = 2.0  # below: fail (the example's three venvs and the uv cache take about 1.5 GiB)
 LOW_FREE_GIB = 10.0  # below: warn
 _TIMEOUT = 5.0
@@ -72,8 +79,9 @@ def run_checks(request: Request) -> list[Row]:
     for name, check in checks:
         try:
             rows.append(check())
-        except Exception as exc:  # noqa: BLE001 - one broken check is a failed row, not a crashed doctor
-            rows.append(Row(name, "fail", f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:  # noqa: BLE001 - one broken check is an error row, the others still run
+            rows.append(Row(name, "error", f"the check itself broke: {type(exc).__name__}: {exc} (traceback saved "
+                                           f"to {cli.write_crash_log()}; please report it)"))
     return [dataclasses.replace(r, detail=redact(r.detail), fix=redact(r.fix)) for r in rows]
 
 
@@ -149,7 +157,8 @@ def _python(stage: spec.StageSpec, root: Path) -> Row:
                        f"or {missing.install_hint}")
         return Row(name, "fail", f"{missing.what}, and downloads are off ({policy.why})", missing.install_hint)
     except ToolkitError as exc:  # a bad MLOPS_PYTHON_<X>_<Y>
-        return Row(name, "fail", str(exc))
+        return Row(name, "fail", str(exc), f"point it at a Python {stage.python.text} interpreter (python.exe), or "
+                                           "remove the variable to let discovery find one")
     return Row(name, "ok", f"{found.version_text} at {found.path} ({found.source})")
 
 
@@ -198,16 +207,45 @@ def _console() -> Row:
 # ---------------------------------------------------------------------------------------------- MLflow
 
 
+DATABASE_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql": 1433, "oracle": 1521}
+
+
 def _tracking(uri: str | None) -> Row:
-    target = store.resolve_target(uri, None)
+    given = (uri or os.environ.get("MLFLOW_TRACKING_URI") or "").strip()
+    for secret in (os.environ.get("MLFLOW_TRACKING_PASSWORD"), os.environ.get("MLFLOW_TRACKING_TOKEN"),
+                   *re.findall(r"://[^/@\s]*?:([^/@\s]+)@", given)):
+        register_secret(secret)  # masked even where a server or a socket error repeats it alone
+    try:
+        target = store.resolve_target(uri, None)
+        urlsplit(target.uri).port  # noqa: B018 - a port that is not a number raises here, not in a check
+    except (ToolkitError, ValueError) as exc:  # the user's URI, not a bug: a failed row
+        problem = str(exc) if isinstance(exc, ToolkitError) else f"{given!r} is not a tracking URI ({exc})"
+        return Row("mlflow", "fail", problem, "fix --tracking-uri or MLFLOW_TRACKING_URI: http://host:5000, "
+                                              "sqlite:///mlflow.db, postgresql://host/db")
     shown = redact(target.uri)
-    scheme = urlsplit(target.uri).scheme
+    scheme = urlsplit(target.uri).scheme.lower()
     if scheme in ("http", "https"):
         return _server(target.uri, shown)
     db = store.sqlite_file(target.uri)
     if db is not None:
         return _sqlite(db)
-    return Row("mlflow", "warn", f"{shown}: not checked (only servers and SQLite stores are)")
+    if scheme.split("+")[0] in DATABASE_PORTS:
+        return _database(target.uri, shown)
+    return Row("mlflow", "warn", f"{shown}: not checked (only servers, databases and SQLite stores are)")
+
+
+def _database(uri: str, shown: str) -> Row:
+    """A database store (a runner given the team's database URI): its port answers; the schema is the first run's."""
+    parts = urlsplit(uri)
+    try:
+        port = parts.port or DATABASE_PORTS[parts.scheme.lower().split("+")[0]]
+        with socket.create_connection((parts.hostname or "localhost", port), timeout=_TIMEOUT):
+            pass
+    except (OSError, ValueError) as exc:
+        return Row("mlflow", "fail", f"{shown} is unreachable ({getattr(exc, 'strerror', None) or exc})",
+                   "start the database or fix MLFLOW_TRACKING_URI (the pipeline XML's variable)")
+    return Row("mlflow", "ok", f"{shown}: the database answers on port {port} (its schema is checked by the first "
+                               "run)")
 
 
 def _server(uri: str, shown: str) -> Row:
@@ -294,18 +332,39 @@ def _migrations() -> tuple[set[str], str | None]:
 def render_table(rows: Sequence[Row]) -> str:
     """The rows for a person: check, status, what was found; the fix indented below a row that needs one."""
     width = max((len(r.check) for r in rows), default=5)
+    status_width = max([4] + [len(r.status) for r in rows])  # ERROR, rare, widens the column
     lines = []
     for row in rows:
-        lines.append(f"{row.check:<{width}}  {row.status.upper():<4}  {row.detail}")
+        lines.append(f"{row.check:<{width}}  {row.status.upper():<{status_width}}  {row.detail}")
         if row.fix and row.status in ("warn", "fail"):
-            lines.append(f"{'':<{width}}        fix: {row.fix}")
-    failed, warned = (sum(r.status == status for r in rows) for status in ("fail", "warn"))
-    summary = f"{failed} check(s) failed" if failed else "all checks passed"
+            lines.append(f"{'':<{width + status_width}}    fix: {row.fix}")
+    failed, broke, warned = (sum(r.status == status for r in rows) for status in ("fail", "error", "warn"))
+    summary = ", ".join([f"{failed} check(s) failed"] * bool(failed)
+                        + [f"{broke} check(s) could not run (a bug in doctor.py)"] * bool(broke)) or "all checks passed"
     lines += ["", summary + (f", {warned} warning(s)" if warned else "")]
     return "\n".join(lines)
 
 
+def verdict(rows: Sequence[Row]) -> Verdict:
+    """``error`` when a check broke (whatever the others found), else ``not_ready`` when one failed, else ``ready``."""
+    statuses = {r.status for r in rows}
+    return "error" if "error" in statuses else "not_ready" if "fail" in statuses else "ready"
+
+
+def exit_code(result: Verdict) -> int:
+    """The issue's contract: 0 when all pass (warnings allowed), 1 otherwise."""
+    return 0 if result == "ready" else 1
+
+
 def as_json(rows: Sequence[Row]) -> dict[str, object]:
-    """The rows for a machine (a GoCD job's first task, a monitoring script)."""
-    return {"ok": not any(r.status == "fail" for r in rows), "platform": paths._PLATFORM,
+    """The rows for a machine (a GoCD job's first task, a monitoring script): ``result`` is the verdict, the one
+    field that tells a failed check (``not_ready``) from a broken doctor (``error``), both exit 1."""
+    result = verdict(rows)
+    return {"result": result, "exit_code": exit_code(result), "ok": result == "ready", "platform": paths._PLATFORM,
             "rows": [dataclasses.asdict(r) for r in rows]}
+
+
+def crashed_json(message: str, code: int) -> dict[str, object]:
+    """What ``--json`` prints when the doctor itself stops (a bug, Ctrl-C, a bad argument): no rows, the one line."""
+    return {"result": "error", "exit_code": code, "ok": False, "platform": paths._PLATFORM, "error": redact(message),
+            "rows": []}
