@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -32,6 +33,14 @@ def test_the_table_for_a_person(tmp_path: Path) -> None:
     assert f"{tmp_path / 'venvs'} (--venv-root), writable" in out and "N/A   Windows only" in out
     assert f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}: created by the first run" in out
     assert not (tmp_path / "venvs").exists() and not (tmp_path / "mlflow.db").exists()  # nothing was made
+
+
+def test_the_readme_example_shows_the_rows_doctor_prints() -> None:
+    """The operator guide's sample table: the same checks, in the same order, with statuses doctor uses."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    sample = text.split("python scripts\\doctor.py --tracking-uri", 1)[1].split("```")[2]  # the output block
+    shown = [re.match(r"\s*(.+?)\s{2,}(OK|WARN|FAIL|N/A|ERROR)\s", line) for line in sample.splitlines()]
+    assert [m[1] for m in shown if m] == ROWS
 
 
 def test_json_for_a_machine_with_a_real_server(tmp_path: Path, mlflow_server: str) -> None:

@@ -367,7 +367,7 @@ def test_ctrl_c_ends_the_run_killed_with_notebook_kept(tmp_path: Path, venv_smal
     child = _start_sleeping_run(tmp_path, venv_small, output, _mentioning_mlflow("sleeps", tmp_path / "nb"))
     os.killpg(child.pid, signal.SIGINT)  # Ctrl-C reaches the whole console group
     _, stderr = child.communicate(timeout=120)
-    assert child.returncode == 130, stderr
+    assert child.returncode == 130, stderr  # Windows too: Ctrl-C is KeyboardInterrupt there, handled the same
     assert "error: interrupted" in stderr and output.is_file()
     (run,) = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "mlops_kit")
     assert run.info.status == "KILLED" and run.data.tags["mlops_kit.failure_kind"] == "interrupted"

@@ -50,6 +50,8 @@ def test_a_job_is_created_kill_on_close_and_a_process_assigned_then_its_handle_c
         job.close()
         assert kernel32.calls[-1] == ("CloseHandle", (handle,))
         child.wait(timeout=10)  # KILL_ON_JOB_CLOSE: closing the last handle ended it
+        # the fake ends it with SIGKILL (-9); on Windows, closing a KILL_ON_JOB_CLOSE job ends its processes with exit
+        # code 0 (as TerminateProcess(0) would)
         assert child.returncode == -9
         job.close()  # once only
         assert kernel32.names().count("CloseHandle") == 2

@@ -1,5 +1,5 @@
-"""mlops_kit.run.preflight (doctor.py's rows), the rows a Windows agent shows, through the seams: the platform (win32), the environment a
-LocalSystem service gets, the registry (long paths, a Python installed for all users)."""
+"""mlops_kit.run.preflight (doctor.py's rows), the rows a Windows agent shows, through the seams: the platform
+(win32), the environment a LocalSystem service gets, the registry (long paths, a Python installed for all users)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ def test_a_local_system_agent(local_system: FakeWinreg, tmp_path: Path) -> None:
     assert rows["venv root"].detail == f"{ours / 'venvs'} (the service account's default), writable"
     assert rows["long paths"].detail.startswith("off (Windows' default)")
     budget = rows["path budget"]
-    assert budget.status == "ok" and budget.detail.startswith("longest file ") and " of 259 characters " in budget.detail
+    assert budget.status == "ok" and budget.detail.startswith("longest file ")
+    assert " of 259 characters " in budget.detail
     python = rows["python 3.12 (train)"]
     assert python.status == "ok" and python.detail.endswith("(registry)")
 

@@ -56,7 +56,7 @@ def current(environ: Mapping[str, str] | None = None) -> Account:
     """The account running this process, read from ``environ`` (default ``os.environ``): Windows' variables,
     else POSIX's ``USER``/``HOME``. Whether a service account matters is the caller's (Windows only)."""
     env = os.environ if environ is None else environ
-    name = env.get("USERNAME") or env.get("USER") or ""
+    name = env.get("USERNAME") or env.get("USER") or env.get("LOGNAME") or ""
     profile = env.get("USERPROFILE") or env.get("HOME") or ""
     kind, why = _service_kind(name, profile, env.get("COMPUTERNAME", ""))
     return Account(name, profile, kind, why)
