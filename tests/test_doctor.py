@@ -141,6 +141,39 @@ def test_a_password_is_masked_when_the_server_answers_and_sent_as_mlflow_would(t
         server.shutdown()
 
 
+def test_a_server_that_hangs_or_fails_is_a_failed_row(tmp_path: Path) -> None:
+    """Accepts the connection and never answers: failed after the doctor's timeout, not a hung job; HTTP 500 (its
+    database down behind it): failed too."""
+    import http.server
+    import socket
+    import threading
+
+    class Broken(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_error(500)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    spec = str(REPO_ROOT / "specs" / "train.yaml")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        code, out, err = doctor("--json", "--spec", spec, "--tracking-uri",
+                                f"http://ana:s3cret-pw@127.0.0.1:{silent.getsockname()[1]}")
+    row = {r["check"]: r for r in json.loads(out)["rows"]}["mlflow"]
+    assert code == 1 and row["status"] == "fail" and row["detail"].endswith("is unreachable (timed out)")
+    assert "s3cret" not in out + err
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        code, out, _ = doctor("--json", "--spec", spec, "--tracking-uri", f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+    row = {r["check"]: r for r in json.loads(out)["rows"]}["mlflow"]
+    assert code == 1 and row["status"] == "fail" and "answers with an error (HTTP 500)" in row["detail"]
+
+
 def test_a_database_store_that_is_down_and_one_that_answers(tmp_path: Path) -> None:
     """A runner given the team's database URI: its port is tried (a closed one fails), the password masked."""
     import socket

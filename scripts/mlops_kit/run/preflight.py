@@ -257,6 +257,9 @@ def _server(uri: str, shown: str) -> Row:
         if exc.code in (401, 403):
             return Row("mlflow", "fail", f"{shown} refused the request (HTTP {exc.code})",
                        "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)")
+        if exc.code >= 500:
+            return Row("mlflow", "fail", f"{shown} answers with an error (HTTP {exc.code})",
+                       "look at the tracking server's log (its database or artifact store may be down)")
         return Row("mlflow", "warn", f"{shown} answers but has no /version (HTTP {exc.code}): an old or proxied "
                                      "server")
     except (urllib.error.URLError, OSError) as exc:
