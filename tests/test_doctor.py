@@ -167,7 +167,8 @@ def test_a_server_that_hangs_or_fails_is_a_failed_row(tmp_path: Path) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Broken)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        code, out, _ = doctor("--json", "--spec", spec, "--tracking-uri", f"http://127.0.0.1:{server.server_address[1]}")
+        broken = f"http://127.0.0.1:{server.server_address[1]}"
+        code, out, _ = doctor("--json", "--spec", spec, "--tracking-uri", broken)
     finally:
         server.shutdown()
     row = {r["check"]: r for r in json.loads(out)["rows"]}["mlflow"]
