@@ -174,7 +174,8 @@ def test_a_finished_command_whose_leftover_holds_the_pipe_does_not_hang(tmp_path
 def test_children_get_utf8_unless_the_user_chose_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PYTHONUTF8", raising=False)
     monkeypatch.delenv("PYTHONIOENCODING", raising=False)
-    probe = [sys.executable, "-c", "import sys; print(sys.flags.utf8_mode, sys.stdout.encoding); print('café ✓ 日本')"]
+    probe = [sys.executable, "-c",
+             "import sys; print(sys.flags.utf8_mode, sys.stdout.encoding); print('café ✓ 日本')"]
     done = proc.run(probe, env={"PATH": os.environ["PATH"], "LANG": "C", "LC_ALL": "C"})
     assert done.stdout.splitlines() == ["1 utf-8", "café ✓ 日本"]
     env = proc.child_environment({"PYTHONUTF8": "0", "PYTHONIOENCODING": "latin-1"})

@@ -1,7 +1,7 @@
 """The one helper for running subprocesses: never ``shell=True``, always a list of arguments.
 
-Every command :func:`run` runs gets :func:`child_environment`: the caller's environment (or ours) plus ``PYTHONUTF8=1`` and
-``PYTHONIOENCODING=utf-8`` unless already set (a Python child then reads and writes UTF-8 whatever the console's code
+Every command :func:`run` runs gets :func:`child_environment`: the caller's environment (or ours) plus
+``PYTHONUTF8=1`` and ``PYTHONIOENCODING=utf-8`` unless already set (a Python child then reads and writes UTF-8 whatever the console's code
 page: cp1252 on a Windows agent), and, for a Windows service account, the uv cache outside its ``system32`` profile.
 :func:`start` (a rehearsed GoCD task) passes the environment exactly as given: what the agent would give it.
 

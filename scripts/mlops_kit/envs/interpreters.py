@@ -446,7 +446,10 @@ def _overridden(request: PythonRequest) -> Interpreter | None:
         raw = os.environ.get(name, "").strip().strip('"').strip()
         if not raw:
             continue
-        major, minor = (int(part) for part in _OVERRIDE.match(name.upper()).group("major", "minor"))  # type: ignore[union-attr]
+        found = _OVERRIDE.match(name.upper())
+        if found is None:  # override_names makes only matching names
+            continue
+        major, minor = (int(part) for part in found.group("major", "minor"))
         interp = _explicit(request, Path(raw), source=name.upper(), named=f"{name.upper()}={raw}")
         if interp.version[:2] != (major, minor):
             raise BadInput(f"{name.upper()}={raw}: is Python {interp.version_text}, not {major}.{minor}")

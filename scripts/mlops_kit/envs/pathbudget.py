@@ -159,8 +159,8 @@ def check(found: Estimate, *, spec: Path, long_paths: bool | None = None) -> Non
 
 def in_venv(member: str) -> str:
     """Where a wheel's ``member`` lands in a Windows venv (relative, backslashes): ``<dist>.data\\scripts\\x`` in
-    ``Scripts``, ``<dist>.data\\data\\x`` at the top, ``.data\\headers`` under ``Include\\site``, ``purelib``/``platlib``
-    and everything else in ``Lib\\site-packages``."""
+    ``Scripts``, ``<dist>.data\\data\\x`` at the top, ``.data\\headers`` under ``Include\\site``,
+    ``purelib``/``platlib`` and everything else in ``Lib\\site-packages``."""
     parts = PurePosixPath(member).parts
     if len(parts) >= 3 and parts[0].endswith(".data"):
         kind, rest = parts[1], parts[2:]
