@@ -178,7 +178,8 @@ def _main(argv: list[str]) -> int:
     args.policy = managed.download_policy(args.python_downloads)  # a bad setting: exit 2 before anything is built
     for stage in stages:  # bad input (a foreign folder, a stale lock) before slow discovery and any build
         build.refuse_unowned(Path(os.path.abspath(root)) / stage.venv_name)
-        build.lock_for(stage, args.from_freeze)
+        build.check_path_budget(stage, root, args.from_freeze)  # also checks the lock (stale, edited: exit 2)
+    build.check_venv_root(root)  # an account that cannot write it: exit 2 naming ML_VENV_ROOT, nothing downloaded
     if args.from_freeze is not None:
         installers.read_freeze(args.from_freeze)
     if args.audit_dir is not None and args.audit_dir.exists() and not args.audit_dir.is_dir():

@@ -119,7 +119,6 @@ def _keep(text: str) -> int | None:
 
 
 def _main(argv: list[str]) -> int:
-    console.tolerate_unprintable()
     args = build_parser().parse_args(argv)
     source, config = settings.locate(args.source, args.config)
     chosen = gocd.select_pipeline(gocd_reader.load_config(config), args.pipeline)

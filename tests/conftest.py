@@ -19,7 +19,7 @@ from helpers import REAL_PYENV_ROOT, TOOLKIT_PYTHON, UV_CACHE, pyenv_pythons, st
 pytest_plugins = ("helpers_notebook", "helpers_locks", "helpers_managed", "helpers_team_server")  # shared fixtures
 
 _DROPPED_PREFIXES = ("MLFLOW_", "GO_", "JUPYTER_", "PIP_INDEX", "PIP_EXTRA", "UV_INDEX", "UV_EXTRA", "ML_VENV_ROOT",
-                     "UV_PYTHON", "UV_MANAGED_PYTHON", "UV_NO_MANAGED_PYTHON", "MLOPS_PYTHON_DOWNLOADS",
+                     "UV_PYTHON", "UV_MANAGED_PYTHON", "UV_NO_MANAGED_PYTHON", "MLOPS_PYTHON_",
                      "AWS_", "PGPASS")  # a developer's own cloud and database credentials stay out
 
 

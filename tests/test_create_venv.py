@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -453,11 +454,12 @@ def test_create_venv_installs_the_lock_stale_or_edited_is_exit_2_and_a_hash_mism
     tampered = run_script("create_venv.py", "--spec", str(good.source), *args)
     assert tampered.returncode == 4 and tampered.stdout == ""
     line = tampered.stderr.strip().splitlines()[-1]  # ours; uv's own streamed output has "error:" lines too
-    assert line.startswith(f"error: {lock}: hash mismatch for six==") and "marked incomplete" in line, line
-    assert (venv / ".mlops_kit").is_file() and not (venv / "audit" / "env.json").exists()  # never used
+    assert line.startswith(f"error: {lock}: hash mismatch for six==") and "the previous venv is put back" in line
+    good_sha = audit.read_env(venv).lock.sha256  # the venv of the good lock is back whole, the tampered one gone
+    assert good_sha == hashlib.sha256(committed).hexdigest() and not (venv.parent / f"~{venv.name}").exists()
     lock.write_bytes(committed)
     fixed = run_script("create_venv.py", "--spec", str(good.source), *args)
-    assert fixed.returncode == 0 and "a previous build did not finish" in fixed.stderr, fixed.stderr
+    assert fixed.returncode == 0 and f"reusing {venv}" in fixed.stderr, fixed.stderr
     assert audit.read_env(venv).lock.sha256 == lockfile.read_lock(lock).sha256
 
 
@@ -524,3 +526,27 @@ def test_a_bad_downloads_setting_is_exit_2(tmp_path: Path, spec_file: Path) -> N
     assert_one_line_error(done, 2, "MLOPS_PYTHON_DOWNLOADS='sometimes': choose one of auto, never")
     done = run_script("create_venv.py", "--spec", str(spec_file), "--python-downloads", "maybe")
     assert done.returncode == 2 and "--python-downloads" in done.stderr
+
+
+# --- MLOPS_PYTHON_<MAJOR>_<MINOR> (issue 22) -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_operator_s_python_override_is_used_and_recorded(tmp_path: Path, spec_file: Path,
+                                                              pythons: dict[str, Path]) -> None:
+    chosen = tmp_path / "D" / "Python312" / "python"
+    chosen.parent.mkdir(parents=True)
+    chosen.symlink_to(pythons["3.12"])
+    env = {**os.environ, "MLOPS_PYTHON_3_12": str(chosen)}
+    done = run_script("create_venv.py", "--spec", str(spec_file), "--venv-root", str(tmp_path / "venvs"),
+                      "--kernel-scope", "none", env=env)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "venvs" / "ingest-venv" / "audit" / "env.json").read_text())
+    assert (record["python"]["source"], record["python"]["path"]) == ("MLOPS_PYTHON_3_12", str(chosen))
+
+
+def test_a_bad_python_override_is_exit_2_naming_it_and_nothing_is_made(tmp_path: Path, spec_file: Path) -> None:
+    env = {**os.environ, "MLOPS_PYTHON_3_12": "D:\\Python312\\python.exe"}
+    done = run_script("create_venv.py", "--spec", str(spec_file), "--venv-root", str(tmp_path / "venvs"), env=env)
+    assert_one_line_error(done, 2, "MLOPS_PYTHON_3_12=D:\\Python312\\python.exe: no such file")
+    assert not (tmp_path / "venvs").exists()

@@ -104,7 +104,7 @@ def test_no_import_cycle() -> None:
 
 def test_entry_points_are_thin() -> None:
     """The scripts parse arguments and call the modules: no logic of their own beyond a few small helpers."""
-    for script in ("create_venv.py", "run_notebook.py", "run_pipeline.py", "replay_run.py"):
+    for script in ("create_venv.py", "run_notebook.py", "run_pipeline.py", "replay_run.py", "doctor.py"):
         tree = ast.parse((SCRIPTS / script).read_text(encoding="utf-8"))
         functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
         assert all(n.end_lineno - n.lineno < 60 for n in functions), script

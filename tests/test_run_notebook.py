@@ -367,7 +367,7 @@ def test_ctrl_c_ends_the_run_killed_with_notebook_kept(tmp_path: Path, venv_smal
     child = _start_sleeping_run(tmp_path, venv_small, output, _mentioning_mlflow("sleeps", tmp_path / "nb"))
     os.killpg(child.pid, signal.SIGINT)  # Ctrl-C reaches the whole console group
     _, stderr = child.communicate(timeout=120)
-    assert child.returncode == 130, stderr
+    assert child.returncode == 130, stderr  # Windows too: Ctrl-C is KeyboardInterrupt there, handled the same
     assert "error: interrupted" in stderr and output.is_file()
     (run,) = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "mlops_kit")
     assert run.info.status == "KILLED" and run.data.tags["mlops_kit.failure_kind"] == "interrupted"
@@ -574,7 +574,7 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path, venv_small: Path) -> Non
     child = _start_sleeping_run(tmp_path, venv_small, output)
     os.kill(child.pid, signal.SIGTERM)
     _, stderr = child.communicate(timeout=120)
-    assert child.returncode == 143, stderr
+    assert child.returncode == 143, stderr  # POSIX only; on Windows a cancel is TerminateProcess: exit code 1
     assert one_error_line(stderr) == "error: terminated (SIGTERM)" and "Traceback" not in stderr
     assert output.is_file() and "time.sleep(120)" in output.read_text()
     (run,) = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "mlops_kit")
@@ -679,3 +679,68 @@ def test_secret_values_reach_no_file_and_not_the_store(tmp_path: Path, venv_smal
               "stage"]
     assert run.data.params["db_url"] == "postgresql://***@db.example/sales"
     assert run.data.params["cfg.bearer"] == "***" and "Password=***" in run.data.params["cfg.conn"]
+
+
+# --- a cp1252 console (issue 22) ----------------------------------------------------------------------------------
+
+_NON_ASCII = "café ✓ 日本"
+_CP1252_RUNNER = ("import runpy, sys\n"
+                  "sys.stdout.reconfigure(encoding='cp1252'); sys.stderr.reconfigure(encoding='cp1252')\n"
+                  "sys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')\n")
+
+
+def _non_ascii_notebook(folder: Path) -> Path:
+    """Prints non-ASCII itself and through a child Python, and shows the UTF-8 settings its kernel got."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import os, subprocess, sys\n"
+        f"print({_NON_ASCII!r})\n"
+        f"child = subprocess.run([sys.executable, '-c', \"print({_NON_ASCII!r})\"], capture_output=True, text=True)\n"
+        "print('child:', child.stdout.strip(), child.returncode)\n"
+        "print('kernel env:', os.environ.get('PYTHONUTF8'), os.environ.get('PYTHONIOENCODING'))\n")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = folder / "non_ascii.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def _cell_text(output: Path) -> str:
+    cell = nbformat.read(output, as_version=4).cells[-1]
+    return "".join(o.get("text", "") for o in cell.outputs)
+
+
+def test_a_cp1252_console_runs_a_notebook_printing_non_ascii_and_keeps_it(tmp_path: Path, venv_small: Path) -> None:
+    """A Windows agent's pipe is cp1252 (simulated: the runner's streams re-encoded, LANG=C, no UTF-8 variable):
+    the runner prints its lines with ? for what cp1252 lacks instead of crashing, the kernel and its children get
+    UTF-8, and the executed notebook and its HTML keep every character."""
+    import html
+
+    nb = _non_ascii_notebook(tmp_path)
+    output = tmp_path / "out ✓" / "日本_out.ipynb"
+    env = {k: v for k, v in env_with(LANG="C", LC_ALL="C").items() if k not in ("PYTHONUTF8", "PYTHONIOENCODING")}
+    done = subprocess.run([str(TOOLKIT_PYTHON), "-c", _CP1252_RUNNER, str(SCRIPTS / "run_notebook.py"), "--venv",
+                           str(venv_small), "--notebook", str(nb), "--output", str(output), "--log-output"],
+                          capture_output=True, env=env, cwd=tmp_path, timeout=300, check=False)
+    stdout, stderr = done.stdout.decode("cp1252"), done.stderr.decode("cp1252")
+    assert done.returncode == 0, stderr
+    assert "café ? ??" in stdout and f"executed notebook: {tmp_path / 'out ?' / '??_out.ipynb'}" in stdout
+    text = _cell_text(output)
+    assert f"{_NON_ASCII}\nchild: {_NON_ASCII} 0\nkernel env: 1 utf-8\n" == text
+    assert _NON_ASCII in html.unescape(output.with_suffix(".html").read_text(encoding="utf-8"))
+    from mlflow import MlflowClient  # the copy logged to the (default, local) store keeps them too
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    logged = Path(client.download_artifacts(run.info.run_id, output.name, str(tmp_path / "logged")))
+    assert _cell_text(logged) == text
+
+    # PYTHONIOENCODING set by the user (as the brief of the issue simulates the console) is the user's choice: the
+    # kernel gets it, the notebook and its HTML still keep every character (its output goes through Jupyter).
+    again = subprocess.run([str(TOOLKIT_PYTHON), str(SCRIPTS / "run_notebook.py"), "--venv", str(venv_small),
+                            "--notebook", str(nb), "--output", str(tmp_path / "again.ipynb"), "--log-output"],
+                           capture_output=True, env={**env, "PYTHONIOENCODING": "cp1252"}, cwd=tmp_path, timeout=300,
+                           check=False)
+    assert again.returncode == 0, again.stderr.decode("cp1252")
+    assert "café ? ??" in again.stdout.decode("cp1252")
+    text = _cell_text(tmp_path / "again.ipynb")
+    assert text.startswith(f"{_NON_ASCII}\nchild:  1\n") and text.endswith("kernel env: 1 cp1252\n")

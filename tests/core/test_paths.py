@@ -68,6 +68,60 @@ def test_write_json_atomic_concurrent_writers(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["kernel.json"]  # no temp files left behind
 
 
+# ---------------------------------------------------------------------------------------- service accounts (issue 22)
+
+
+def as_local_system(monkeypatch: pytest.MonkeyPatch, program_data: Path) -> None:
+    """The seam says win32 and the environment is the one Windows gives a LocalSystem service."""
+    monkeypatch.setattr(paths, "_PLATFORM", "win32")
+    monkeypatch.setenv("USERNAME", "AGENT-07$")
+    monkeypatch.setenv("COMPUTERNAME", "AGENT-07")
+    monkeypatch.setenv("USERPROFILE", "C:\\Windows\\system32\\config\\systemprofile")
+    monkeypatch.setenv("LOCALAPPDATA", "C:\\Windows\\system32\\config\\systemprofile\\AppData\\Local")
+    monkeypatch.setenv("ProgramData", str(program_data))
+    monkeypatch.delenv("UV_CACHE_DIR", raising=False)
+
+
+def test_service_account_defaults_live_under_program_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    as_local_system(monkeypatch, tmp_path / "ProgramData")
+    ours = tmp_path / "ProgramData" / "mlops_kit"
+    assert paths.service_account() is not None and paths.service_account().service == "LocalSystem"
+    assert paths.default_venv_root() == ours / "venvs"
+    assert paths.venv_root() == ours / "venvs"
+    assert paths.uv_cache_dir() == ours / "uv-cache"
+    assert paths.service_environment() == {"UV_CACHE_DIR": str(ours / "uv-cache")}
+    monkeypatch.setenv("ML_VENV_ROOT", "D:\\ml_venvs")  # an explicit setting always wins
+    monkeypatch.setenv("UV_CACHE_DIR", "D:\\uv-cache")
+    assert str(paths.venv_root()).endswith("D:\\ml_venvs") and paths.service_environment() == {}
+    assert str(paths.uv_cache_dir()).endswith("D:\\uv-cache")
+
+
+def test_a_person_keeps_the_per_user_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(paths, "_PLATFORM", "win32")
+    monkeypatch.setenv("USERNAME", "jane")
+    monkeypatch.setenv("USERPROFILE", "C:\\Users\\jane")
+    monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "Local"))
+    monkeypatch.delenv("UV_CACHE_DIR", raising=False)
+    assert paths.service_account() is None and paths.service_folder("venvs") is None
+    assert paths.default_venv_root() == tmp_path / "Local" / "mlops_kit" / "venvs"
+    assert paths.uv_cache_dir() == tmp_path / "Local" / "uv" / "cache"
+    assert paths.service_environment() == {}
+
+
+def test_a_linux_service_user_is_not_a_windows_service_account(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("USERPROFILE", "C:\\Windows\\system32\\config\\systemprofile")  # meaningless off Windows
+    assert paths.service_account() is None
+
+
+def test_not_writable_tries_a_real_write_and_leaves_nothing(tmp_path: Path) -> None:
+    assert paths.not_writable(tmp_path / "new" / "root") is None and list(tmp_path.iterdir()) == []
+    (tmp_path / "root").mkdir()
+    assert paths.not_writable(tmp_path / "root") is None and list((tmp_path / "root").iterdir()) == []
+    a_file = tmp_path / "a file"
+    a_file.write_text("x")
+    assert paths.not_writable(a_file / "root") is not None  # (root writes anywhere: a chmod would not stop it)
+
+
 def test_inside_compares_absolute_paths_as_written_and_ignores_case_on_windows(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)

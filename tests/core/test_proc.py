@@ -13,6 +13,7 @@ import psutil
 import pytest
 from fakes.taskkill import make_taskkill
 
+from helpers import WINDOWS
 from helpers_gocd import PROCESS_TREE, TREE_ROLES
 from mlops_kit.core import paths, proc
 
@@ -101,7 +102,9 @@ def test_kill_tree_ends_descendants_in_other_sessions_too(tmp_path: Path) -> Non
     started, pids, lines = _start_tree(tmp_path)
     assert started.wait(stop=lambda: True) is None, "stop() asked: wait returns without an exit code"
     code = started.kill_tree(grace=5)
-    assert code == 143, "SIGTERM, reported as a Java-based agent does (128 + 15)"
+    # POSIX: SIGTERM, reported as a Java-based agent does (128 + 15); Windows: taskkill /F is TerminateProcess,
+    # which leaves exit code 1
+    assert code == (1 if WINDOWS else 143)
     assert all(_gone(pid) for pid in pids), [(p, _gone(p)) for p in pids]
     assert sorted(line.split()[0] for line in lines) == ["grandchild", "kernel", "task"]
 
@@ -115,7 +118,7 @@ def test_kill_tree_hard_kills_what_ignores_sigterm(tmp_path: Path) -> None:
     assert isinstance(started, proc.Started)
     while not lines:
         time.sleep(0.05)
-    assert started.kill_tree(grace=0.5) == 128 + 9
+    assert started.kill_tree(grace=0.5) == (1 if WINDOWS else 128 + 9)  # SIGKILL; Windows: taskkill /F, exit 1
 
 
 def test_kill_tree_on_windows_is_taskkill_tree_force(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,10 +127,30 @@ def test_kill_tree_on_windows_is_taskkill_tree_force(tmp_path: Path, monkeypatch
     monkeypatch.setenv("PATH", os.pathsep.join([str(tmp_path / "bin"), os.environ["PATH"]]))
     started, pids, _ = _start_tree(tmp_path)
     monkeypatch.setattr(paths, "_PLATFORM", "win32")
-    started.kill_tree(grace=5)
+    code = started.kill_tree(grace=5)
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert calls == [["/PID", str(pids[0]), "/T", "/F"]]
     assert all(_gone(pid) for pid in pids), [(pid, _gone(pid)) for pid in pids]
+    assert code == 128 + 9  # the fake's "forcefully" is SIGKILL; on Windows taskkill /F leaves exit code 1
+
+
+def test_kill_tree_on_windows_then_terminates_the_job_object(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the job that started it: taskkill /T as GoCD does, then the Job Object ends what left the tree."""
+    from fakes.kernel32 import FakeKernel32
+
+    from mlops_kit.core import jobprocesses, winjob
+
+    log = make_taskkill(tmp_path / "bin")
+    monkeypatch.setenv("PATH", os.pathsep.join([str(tmp_path / "bin"), os.environ["PATH"]]))
+    kernel32 = FakeKernel32()
+    monkeypatch.setattr(winjob, "_KERNEL32", kernel32)
+    monkeypatch.setattr(paths, "_PLATFORM", "win32")
+    job = jobprocesses.JobProcesses()
+    started = proc.start([sys.executable, "-c", "import time; time.sleep(60)"], echo=lambda _line: None, job=job)
+    assert isinstance(started, proc.Started)
+    started.kill_tree(grace=5, job=job)
+    assert [json.loads(line) for line in log.read_text().splitlines()] == [["/PID", str(started.pid), "/T", "/F"]]
+    assert kernel32.names()[-1] == "TerminateJobObject" and kernel32.calls[-1][1][1] == 1  # exit code 1, as taskkill
 
 
 def test_a_finished_command_whose_leftover_holds_the_pipe_does_not_hang(tmp_path: Path,
@@ -143,3 +166,45 @@ def test_a_finished_command_whose_leftover_holds_the_pipe_does_not_hang(tmp_path
     assert started.wait() == 0
     assert time.monotonic() - begin < 20
     psutil.Process(int(lines[0])).kill()
+
+
+# ------------------------------------------------------------------------------ the child environment (issue 22)
+
+
+def test_children_get_utf8_unless_the_user_chose_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYTHONUTF8", raising=False)
+    monkeypatch.delenv("PYTHONIOENCODING", raising=False)
+    probe = [sys.executable, "-c",
+             "import sys; print(sys.flags.utf8_mode, sys.stdout.encoding); print('café ✓ 日本')"]
+    done = proc.run(probe, env={"PATH": os.environ["PATH"], "LANG": "C", "LC_ALL": "C"})
+    assert done.stdout.splitlines() == ["1 utf-8", "café ✓ 日本"]
+    env = proc.child_environment({"PYTHONUTF8": "0", "PYTHONIOENCODING": "latin-1"})
+    assert (env["PYTHONUTF8"], env["PYTHONIOENCODING"]) == ("0", "latin-1")
+    assert proc.child_environment({})["PYTHONUTF8"] == "1" and proc.utf8_defaults({"PYTHONUTF8": ""}) == \
+        {"PYTHONIOENCODING": "utf-8"}
+
+
+def test_windows_names_are_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(paths, "_PLATFORM", "win32")
+    env = proc.child_environment({"PythonUtf8": "0", "Path": "C:\\Windows"})
+    assert "PYTHONUTF8" not in env and env["PythonUtf8"] == "0" and env["PYTHONIOENCODING"] == "utf-8"
+
+
+def test_a_service_account_s_children_keep_uv_out_of_its_profile(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    monkeypatch.setattr(paths, "_PLATFORM", "win32")
+    monkeypatch.setenv("USERPROFILE", "C:\\Windows\\system32\\config\\systemprofile")
+    monkeypatch.setenv("ProgramData", str(tmp_path))
+    monkeypatch.delenv("UV_CACHE_DIR", raising=False)
+    assert proc.child_environment({})["UV_CACHE_DIR"] == str(tmp_path / "mlops_kit" / "uv-cache")
+    assert proc.child_environment({"uv_cache_dir": "D:\\cache"})["uv_cache_dir"] == "D:\\cache"
+    assert "UV_CACHE_DIR" not in proc.child_environment({"uv_cache_dir": "D:\\cache"})
+
+
+def test_a_rehearsed_task_gets_the_environment_exactly_as_given(tmp_path: Path) -> None:
+    lines: list[str] = []
+    code = "import os; print(sorted(k for k in os.environ if k.startswith('PYTHONIO')))"
+    started = proc.start([sys.executable, "-c", code],
+                         env={"PATH": os.environ["PATH"]}, echo=lines.append)
+    assert not isinstance(started, proc.Result) and started.wait() == 0
+    assert lines == ["[]\n"]

@@ -56,7 +56,7 @@ def test_read_env_record_and_copy_audit(tmp_path: Path) -> None:
     assert record.to_json()["python"] == written["python"] | {"implementation": "cpython", "managed": None}  # defaults
     assert {k: v for k, v in record.to_json().items() if k != "python"} == {k: v for k, v in written.items()
                                                                             if k != "python"} | {
-        "sys_platform": "", "index": {}, "spec_source": "", "from_freeze": None, "lock": None}
+        "sys_platform": "", "index": {}, "spec_source": "", "from_freeze": None, "lock": None, "longest_path": None}
     assert record.freeze_file == tmp_path / "venv" / "audit" / "pip_freeze.txt"
     assert "is missing" in build.health_check(tmp_path / "venv", record)
     dest = audit.copy_bundle(record, tmp_path / "a" / "b")

@@ -62,9 +62,28 @@ def test_refuse_unowned(tmp_path: Path) -> None:
 
 def test_venv_root_that_is_a_file_is_bad_input(tmp_path: Path, pythons: dict[str, Path]) -> None:
     (tmp_path / "root").write_text("not a folder")
-    with pytest.raises(BadInput, match="cannot create the venv root"):
+    with pytest.raises(BadInput, match="cannot create or write the venv root.*set ML_VENV_ROOT"):
         build.ensure_env(make_spec(tmp_path), venv_root=tmp_path / "root", interpreter=interp(pythons["3.12"]))
     assert (tmp_path / "root").read_text() == "not a folder"
+
+
+def test_a_service_account_whose_program_data_is_not_writable_is_told_to_set_ml_venv_root(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LocalSystem (seam: win32 and the environment Windows gives the service) defaults to %ProgramData%; when that
+    cannot be written, exit 2 names ML_VENV_ROOT and nothing is made."""
+    monkeypatch.setattr(paths, "_PLATFORM", "win32")
+    monkeypatch.setenv("USERPROFILE", "C:\\Windows\\system32\\config\\systemprofile")
+    monkeypatch.setenv("ProgramData", str(tmp_path / "ProgramData"))
+    (tmp_path / "ProgramData").write_text("a file where the folder should be")
+    root = paths.venv_root()
+    assert root == tmp_path / "ProgramData" / "mlops_kit" / "venvs"
+    with pytest.raises(BadInput, match=r"default venv root of a LocalSystem account is not writable.*set ML_VENV_ROOT") \
+            as info:
+        build.check_venv_root(root)
+    assert info.value.exit_code == 2 and "\n" not in str(info.value)
+    (tmp_path / "ProgramData").unlink()
+    build.check_venv_root(root)
+    assert list(tmp_path.iterdir()) == []  # checked, nothing made
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
@@ -106,6 +125,9 @@ def test_build_on_real_pythons_audit_bundle(tmp_path: Path, pythons: dict[str, P
                                    "'pip', '--version'], text=True))")
     assert (venv / build.MARKER).is_file() and audit.read_env(venv).cache_key == data["cache_key"]
     assert (tmp_path / "venvs" / ".gitignore").read_text().endswith("*\n")  # we made the root: git-ignored
+    longest = max((str(p.relative_to(venv)) for p in venv.rglob("*") if p.is_file() and p.parent.name != "audit"),
+                  key=len)
+    assert len(data["longest_path"]["file"]) == len(longest)  # measured after the build, for a rebuild's budget
 
 
 @pytest.fixture()
@@ -344,14 +366,17 @@ def test_failed_post_build_check_registers_no_kernel(tmp_path: Path, pythons: di
 @pytest.mark.slow
 def test_from_freeze_of_the_venvs_own_audit_survives_a_failed_rebuild(built, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed rebuild puts the previous venv back whole (issue 22): its freeze, its env.json, a working venv."""
     spec, base, root = built
     own = root / "stage-venv" / "audit" / "pip_freeze.txt"
     pins = own.read_text()
+    before = audit.read_env(root / "stage-venv")
     monkeypatch.setenv("UV_HTTP_RETRIES", "0")
-    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # the rebuild fails after emptying the venv
-    with pytest.raises(EnvBuildError, match="failed"):
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # the rebuild fails once the old one moved
+    with pytest.raises(EnvBuildError, match="failed.*the previous venv is put back as it was"):
         build.ensure_env(spec, venv_root=root, interpreter=base, from_freeze=own, echo=Recorder())
-    assert own.read_text() == pins and not (root / "stage-venv" / "audit" / "env.json").exists()
+    assert own.read_text() == pins and audit.read_env(root / "stage-venv") == before
+    assert build.health_check(root / "stage-venv", before) is None and not (root / "~stage-venv").exists()
     monkeypatch.delenv("PIP_INDEX_URL")
     result = build.ensure_env(spec, venv_root=root, interpreter=base, from_freeze=own, echo=Recorder())
     assert result.action == "rebuilt" and sorted(own.read_text().splitlines()) == sorted(pins.splitlines())

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from fakes.registry import KEY_READ, KEY_WOW64_32KEY, KEY_WOW64_64KEY, FakeWinreg
 from fakes.windows import (
     RC_NO_PYTHON,
     RC_NO_PYTHON_AT_ALL,
@@ -18,7 +19,7 @@ from fakes.windows import (
 )
 
 from helpers import POSIX_FAKES
-from mlops_kit.core import paths
+from mlops_kit.core import paths, registry
 from mlops_kit.core.errors import EXIT_BAD_INPUT, EXIT_PYTHON_NOT_FOUND, BadInput, PythonNotFound
 from mlops_kit.envs import interpreters
 from mlops_kit.envs.interpreters import find_python, inspect_interpreter, parse_py_list
@@ -358,3 +359,125 @@ def test_pyenv_shims_on_path_are_not_run(tmp_path: Path, monkeypatch: pytest.Mon
     interpreters.clear_cache()
     assert interpreters.discover().found == ()
     assert not marker.exists()
+
+
+# ------------------------------------------------------------------------------ the registry, PEP 514 (issue 22)
+
+
+@pytest.fixture()
+def registry_fake(monkeypatch: pytest.MonkeyPatch) -> FakeWinreg:
+    """A registry with nothing registered, read through core.registry's seam."""
+    fake = FakeWinreg()
+    monkeypatch.setattr(registry, "_WINREG", fake)
+    return fake
+
+
+def test_registry_finds_an_all_users_python_without_the_launcher(windows: Path, registry_fake: FakeWinreg,
+                                                                  tmp_path: Path, pythons: dict[str, Path]) -> None:
+    """LocalSystem has no per-user py launcher; a Python installed for all users is in HKLM (python.org layout)."""
+    folder = tmp_path / "Program Files" / "Python310"
+    exe = link_python(folder / "python.exe", pythons["3.10"])
+    registry_fake.register_python("PythonCore", "3.10", str(folder) + "\\", executable=str(exe), version="3.10.11")
+    interp = find_python(req("3.10"))
+    assert (interp.path, interp.source, interp.version) == (exe, "registry", version_of(pythons["3.10"]))
+    assert "py launcher (not installed)" in interpreters.discover().searched
+    assert all(handle.closed for handle in registry_fake.handles)
+
+
+def test_registry_views_hives_companies_and_tags(windows: Path, registry_fake: FakeWinreg, tmp_path: Path,
+                                                 pythons: dict[str, Path]) -> None:
+    p38 = link_python(tmp_path / "Program Files (x86)" / "Python38-32" / "python.exe", pythons["3.8"])
+    conda = link_python(tmp_path / "anaconda3" / "python.exe", pythons["3.11"])
+    mine = link_python(tmp_path / "Users" / "svc" / "Python312" / "python.exe", pythons["3.12"])
+    registry_fake.register_python("PythonCore", "3.8-32", str(p38.parent), view="32-bit")  # no ExecutablePath
+    registry_fake.register_python("ContinuumAnalytics", "Anaconda311-64", str(conda.parent), executable=str(conda))
+    registry_fake.register_python("PythonCore", "3.12", str(mine.parent), executable=str(mine), hive="HKCU")
+    registry_fake.set_value("HKLM", "Software\\Python\\PyLauncher", "", "not a Python")  # the launcher's settings
+    registry_fake.register_python("PythonCore", "3.9", str(tmp_path / "Removed Python39"))  # uninstalled by hand
+    found = {i.version[:2]: i.path for i in interpreters.discover().found}
+    assert found == {(3, 8): p38, (3, 11): conda, (3, 12): mine}
+    searched = "; ".join(interpreters.discover().searched)
+    assert "registry (PEP 514: HKCU 1, HKLM 64-bit 2, HKLM 32-bit 1)" in searched and "1 did not run" in searched
+    read = {(hive, path, access) for hive, path, access in registry_fake.opened if path == "Software\\Python"}
+    assert read == {("HKCU", "Software\\Python", KEY_READ), ("HKLM", "Software\\Python", KEY_READ | KEY_WOW64_64KEY),
+                    ("HKLM", "Software\\Python", KEY_READ | KEY_WOW64_32KEY)}
+
+
+def test_windows_order_launcher_registry_pyenv_win_path(windows: Path, registry_fake: FakeWinreg, tmp_path: Path,
+                                                        isolated_home: Path, pythons: dict[str, Path]) -> None:
+    launcher_312 = link_python(tmp_path / "Python312" / "python.exe", pythons["3.12"])
+    make_py_launcher(windows, [Entry("-V:3.12", launcher_312)])
+    registry_fake.register_python("PythonCore", "3.12", str(launcher_312.parent), executable=str(launcher_312))
+    registered_311 = link_python(tmp_path / "Python311" / "python.exe", pythons["3.11"])
+    registry_fake.register_python("PythonCore", "3.11", str(registered_311.parent), executable=str(registered_311))
+    make_pyenv_win(isolated_home / ".pyenv" / "pyenv-win", {"3.11.7": pythons["3.11"], "3.8.18": pythons["3.8"]})
+    link_python(windows / "python3.10", pythons["3.10"])
+    found = {i.version[:2]: i.source for i in interpreters.discover().found}
+    assert found == {(3, 12): "py launcher", (3, 11): "registry", (3, 8): "pyenv-win", (3, 10): "PATH"}
+
+
+def test_not_found_says_what_each_source_saw(windows: Path, registry_fake: FakeWinreg, tmp_path: Path,
+                                             pythons: dict[str, Path]) -> None:
+    exe = link_python(tmp_path / "Python312" / "python.exe", pythons["3.12"])
+    registry_fake.register_python("PythonCore", "3.12", str(exe.parent), executable=str(exe))
+    link_python(windows / "python", pythons["3.8"])
+    with pytest.raises(PythonNotFound) as info:
+        find_python(req("3.10"))
+    message = str(info.value)
+    v312, v38 = (".".join(map(str, version_of(pythons[m]))) for m in ("3.12", "3.8"))
+    assert "MLOPS_PYTHON_3_10 (not set); py launcher (not installed); registry (PEP 514: HKCU 0, HKLM 64-bit 1, " \
+           f"HKLM 32-bit 0): {v312}; pyenv-win" in message
+    assert f"python3, python: 1 found): {v38}" in message
+    assert "(on an agent: for all users), or set MLOPS_PYTHON_3_10 to its python.exe, or pass --python" in message
+
+
+def test_off_windows_the_registry_is_not_read(registry_fake: FakeWinreg, pythons: dict[str, Path]) -> None:
+    find_python(req("3.12"))
+    assert registry_fake.opened == [] or paths.is_windows()  # the fake is set, but Linux discovery never asks it
+
+
+# ---------------------------------------------------------------------------- MLOPS_PYTHON_<MAJOR>_<MINOR> (issue 22)
+
+
+def test_the_override_wins_over_discovery_and_is_recorded_as_its_source(tmp_path: Path, pythons: dict[str, Path],
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    chosen = link_python(tmp_path / "D" / "Python310" / "python.exe", pythons["3.10"])
+    monkeypatch.setenv("MLOPS_PYTHON_3_10", f'"{chosen}" ')  # cmd's `set X="..." ` keeps quotes and a space
+    interp = find_python(req("3.10"))
+    assert (interp.path, interp.source) == (chosen, "MLOPS_PYTHON_3_10")
+    assert find_python(req("3.12")).source == "pyenv"  # another minor: discovery as usual
+    assert find_python(req("3.10"), explicit=pythons["3.10"]).source == "--python"  # --python still wins
+
+
+def test_a_range_picks_the_newest_override(tmp_path: Path, pythons: dict[str, Path],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPS_PYTHON_3_10", str(link_python(tmp_path / "a" / "python", pythons["3.10"])))
+    monkeypatch.setenv("MLOPS_PYTHON_3_11", str(link_python(tmp_path / "b" / "python", pythons["3.11"])))
+    assert find_python(req(">=3.10,<3.12")).source == "MLOPS_PYTHON_3_11"
+    assert interpreters.override_names(req(">=3.10,<3.12")) == ["MLOPS_PYTHON_3_11", "MLOPS_PYTHON_3_10"]
+    assert interpreters.override_names(req("3.9")) == ["MLOPS_PYTHON_3_9"]
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ("{tmp}/missing/python.exe", "no such file"),
+    ("{tmp}", "is a folder"),
+    ("{not_python}", "not a working Python interpreter"),
+    ("{py312}", "is Python 3.12."),
+    ("{py311}", "is Python 3.11."),
+])
+def test_a_bad_override_is_exit_2_naming_the_variable(tmp_path: Path, pythons: dict[str, Path], value: str, says: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    not_python = write_script(tmp_path / "python", "#!/bin/sh\nexit 1\n")
+    raw = value.format(tmp=tmp_path, not_python=not_python, py312=pythons["3.12"], py311=pythons["3.11"])
+    monkeypatch.setenv("MLOPS_PYTHON_3_10", raw)
+    with pytest.raises(BadInput) as info:
+        find_python(req("3.10"))
+    assert info.value.exit_code == EXIT_BAD_INPUT
+    assert str(info.value).startswith(f"MLOPS_PYTHON_3_10={raw}: ") and says in str(info.value)
+
+
+def test_an_override_of_the_wrong_patch_for_an_exact_request_is_exit_2(tmp_path: Path, pythons: dict[str, Path],
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPS_PYTHON_3_10", str(pythons["3.10"]))
+    with pytest.raises(BadInput, match=r"MLOPS_PYTHON_3_10=.*: is Python 3\.10\.\d+, the spec asks for 3\.10\.0"):
+        find_python(req("3.10.0"))

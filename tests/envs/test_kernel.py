@@ -32,8 +32,29 @@ def test_kernelspec_posix(tmp_path: Path) -> None:
     venv = tmp_path / "v root" / "ingest"
     spec = kernel.kernelspec(venv, "Ingest (3.10)")
     assert spec["argv"] == [str(venv / "bin" / "python"), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    assert spec["env"] == {"PATH": f"{venv / 'bin'}:${{PATH}}", "VIRTUAL_ENV": str(venv)}
+    assert spec["env"] == {"PATH": f"{venv / 'bin'}:${{PATH}}", "VIRTUAL_ENV": str(venv),
+                           "PYTHONIOENCODING": "utf-8"}  # PYTHONUTF8 is set by the test session: kept as it is
     assert spec["display_name"] == "Ingest (3.10)" and spec["language"] == "python"
+
+
+def test_kernelspec_gives_the_kernel_utf8_unless_the_user_chose(monkeypatch: pytest.MonkeyPatch,
+                                                                tmp_path: Path) -> None:
+    monkeypatch.delenv("PYTHONUTF8")
+    monkeypatch.delenv("PYTHONIOENCODING", raising=False)
+    env = kernel.kernelspec(tmp_path / "venv", "X")["env"]
+    assert (env["PYTHONUTF8"], env["PYTHONIOENCODING"]) == ("1", "utf-8")
+    monkeypatch.setenv("PYTHONUTF8", "0")
+    assert "PYTHONUTF8" not in kernel.kernelspec(tmp_path / "venv", "X")["env"]  # the user's 0 reaches the kernel
+
+
+def test_service_account_kernels_go_to_program_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(paths, "_PLATFORM", "win32")
+    monkeypatch.setenv("USERPROFILE", "C:\\Windows\\system32\\config\\systemprofile")
+    monkeypatch.setenv("ProgramData", str(tmp_path))
+    monkeypatch.delenv("JUPYTER_DATA_DIR")
+    assert kernel.kernel_dir("k", "user") == tmp_path / "mlops_kit" / "jupyter" / "kernels" / "k"
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "mine"))
+    assert kernel.kernel_dir("k", "user") == tmp_path / "mine" / "kernels" / "k"
 
 
 def test_kernelspec_windows_layout(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

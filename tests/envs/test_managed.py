@@ -67,6 +67,21 @@ def test_the_folder_is_beside_the_venv_root_unless_uv_is_told_otherwise(tmp_path
     assert managed.pythons_dir(tmp_path / "ml venvs") == tmp_path / "shared pythons"
 
 
+def test_a_service_account_keeps_its_pythons_under_program_data(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """One rule for every account (beside the venv root): a service account's default root is under
+    %ProgramData%, so are its Pythons; its ML_VENV_ROOT moves both, as for anyone."""
+    monkeypatch.setattr(paths, "_PLATFORM", "win32")
+    monkeypatch.setenv("USERPROFILE", "C:\\Windows\\system32\\config\\systemprofile")
+    monkeypatch.setenv("ProgramData", str(tmp_path))
+    monkeypatch.delenv("ML_VENV_ROOT", raising=False)
+    assert managed.pythons_dir(paths.venv_root()) == tmp_path / "mlops_kit" / "pythons"
+    monkeypatch.setenv("ML_VENV_ROOT", str(tmp_path / "ml_venvs"))
+    assert managed.pythons_dir(paths.venv_root()) == tmp_path / "pythons"
+    monkeypatch.setenv("UV_PYTHON_INSTALL_DIR", str(tmp_path / "shared pythons"))
+    assert managed.pythons_dir(paths.venv_root()) == tmp_path / "shared pythons"
+
+
 def test_uv_errors_become_one_line() -> None:
     mismatch = ("error: Failed to install cpython-3.10.13-linux-x86_64-gnu\n  cause: Hash mismatch for "
                 "`cpython-3.10.13-linux-x86_64-gnu`\n\n         Expected:\n         0000\n\n         Computed:\n"

@@ -8,7 +8,11 @@ May import: nothing else of mlops_kit.
 * ``redact``: secrets never shown (secret names, secret values, the mask);
 * ``proc``: the one helper for running subprocesses, and ending a process tree;
 * ``jobprocesses``: every process a job started, orphans included (Linux: a child subreaper), to end with it;
-* ``paths``: the platform seam, the venv layout, per-user folders, atomic writes;
+* ``winjob``: Windows Job Objects through ctypes (what a process started ends with it, however it is killed);
+* ``paths``: the platform seam, the venv layout, per-user folders (a service account's under ProgramData), atomic
+  writes;
+* ``account``: who runs the toolkit (a person, or a Windows service account with a ``system32`` profile);
+* ``registry``: reading the Windows registry through one seam (keys, values, 64-/32-bit views, long paths);
 * ``git``: everything asked of git (optional everywhere);
 * ``userfile``: reading a file the user named, one line naming it on any problem.
 """

@@ -1,4 +1,8 @@
-"""The edge every entry point goes through: one line per failure, a documented exit code, no traceback.
+"""The edge every entry point goes through: one line per failure, a documented exit code, no traceback, a console
+that never raises on a character its code page cannot show (replaced by ``?``), and, on Windows, a Job Object
+holding the tool and everything it starts, so a tool killed with TerminateProcess (a GoCD cancel) takes its
+kernels and their children with it (:mod:`mlops_kit.core.winjob`; on Linux kernels watch their parent, and a
+rehearsal is a child subreaper).
 
 Usage in ``scripts/<tool>.py``::
 
@@ -17,7 +21,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import console, errors
+from . import console, errors, winjob
+from .redact import redact
 
 
 def exit_codes_help() -> str:
@@ -41,28 +46,35 @@ def _terminate(_signum: int, _frame: Any) -> None:
     raise errors.Terminated()
 
 
-def run(main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> int:
-    """Call ``main(argv)`` and map every failure to one line and an exit code."""
+def run(main: Callable[[list[str]], int], argv: Sequence[str] | None = None, *,
+        on_failure: Callable[[str, int], None] | None = None) -> int:
+    """Call ``main(argv)`` and map every failure to one line and an exit code; ``on_failure(line, code)`` is told
+    too (a tool whose output is a document, ``doctor.py --json``, still prints one)."""
+    console.tolerate_unprintable()  # a cp1252 console (a Windows agent's pipe) never turns a path into a crash
+    refused = winjob.contain_this_process()  # Windows: what the tool starts (kernels too) dies with it, however
+    if refused:
+        console.warn(refused)
     args = list(sys.argv[1:] if argv is None else argv)
     previous = _install(signal.SIGTERM, _terminate)
     try:
         return main(args)
     except errors.ToolkitError as exc:
-        console.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        return exc.exit_code
+        line, code = (str(exc).splitlines()[0] if str(exc) else type(exc).__name__), exc.exit_code
     except errors.Terminated:
-        console.error("terminated (SIGTERM)")
-        return errors.EXIT_TERMINATED
+        line, code = "terminated (SIGTERM)", errors.EXIT_TERMINATED
     except KeyboardInterrupt:
-        console.error("interrupted")
-        return errors.EXIT_INTERRUPTED
+        line, code = "interrupted", errors.EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the edge: a bug becomes a log file, not a wall of text
-        log = _write_crash_log()
-        console.error(f"internal error {type(exc).__name__}: {exc} (traceback saved to {log}; please report it)")
-        return errors.EXIT_INTERNAL
+        log = write_crash_log()
+        line = f"internal error {type(exc).__name__}: {exc} (traceback saved to {log}; please report it)"
+        code = errors.EXIT_INTERNAL
     finally:
         if previous is not None:
             _install(signal.SIGTERM, previous)
+    console.error(line)
+    if on_failure is not None:
+        on_failure(line, code)
+    return code
 
 
 def _install(signum: int, handler: Callable[[int, Any], None]) -> Any:
@@ -73,9 +85,10 @@ def _install(signum: int, handler: Callable[[int, Any], None]) -> Any:
         return None
 
 
-def _write_crash_log() -> Path:
+def write_crash_log() -> Path:
+    """The traceback being handled, in a file named in the one line (a bug's report, not the user's screen)."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     fd, name = tempfile.mkstemp(prefix=f"mlops_kit-crash-{stamp}-", suffix=".log")
     with open(fd, "w", encoding="utf-8") as fh:
-        fh.write(traceback.format_exc())
+        fh.write(redact(traceback.format_exc()))  # a URI's login in an exception's message stays masked
     return Path(name)

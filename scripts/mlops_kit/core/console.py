@@ -41,7 +41,8 @@ def silent(_message: str) -> None:
 
 
 def tolerate_unprintable() -> None:
-    """Never die on a character the console code page cannot show (Windows cp1252 consoles): replace it."""
+    """Never die on a character the console code page cannot show (Windows cp1252 consoles and pipes): replace it.
+    Every entry point calls it first (:func:`mlops_kit.core.cli.run`)."""
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="replace")

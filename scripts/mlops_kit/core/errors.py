@@ -19,7 +19,8 @@ EXIT_TERMINATED = 143
 
 EXIT_CODES: tuple[tuple[int, str], ...] = (
     (0, "success"),
-    (EXIT_INTERNAL, "internal error (a bug): one line, traceback saved to a log file named in it"),
+    (EXIT_INTERNAL, "internal error (a bug): one line, traceback saved to a log file named in it; doctor.py: also "
+                    "a check failed (0 when all pass, 1 otherwise; its --json result tells not_ready from error)"),
     (EXIT_BAD_INPUT, "bad input (spec, params, argument, path): one line naming the file and field; nothing changed"),
     (EXIT_PYTHON_NOT_FOUND, "requested Python not found, and not downloadable (downloads off, or the download "
                             "failed): the line lists what was searched and the ways out (install it; allow downloads "

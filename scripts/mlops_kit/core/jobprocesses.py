@@ -14,9 +14,13 @@ no longer a descendant of the task, so a tree found by parentage misses it, and 
   one job's cancel never touches a concurrent job's processes, and an orphan is attributed whatever its session. A
   process that clears its environment *and* daemonizes escapes (it is said in the README).
 * **Other POSIX systems** have no subreaper: the cookie is looked for among all of this user's processes.
-* **Windows** (no environment inherited by force, no subreaper): a Job Object is the place for it
-  (``JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE``); :meth:`JobProcesses.adopt` is where a started process would join it.
-  Until then ``taskkill /T`` ends the tree by parentage (:mod:`mlops_kit.core.proc`).
+* **Windows** (no subreaper; an environment is not inherited by force): a Job Object per job
+  (:mod:`mlops_kit.core.winjob`, ``JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE``). :meth:`JobProcesses.adopt` assigns each
+  command the job starts; what it starts from then on joins the job too, whatever its parentage, so a daemon whose
+  parent exited is still there. A cancel ends the tree with ``taskkill /T`` (what GoCD does) and then terminates the
+  job; :meth:`JobProcesses.close` lets go of it, and Windows ends what is still in it. A command that starts
+  children in the instant before it is assigned leaves those out (Popen gives no suspended start); a Windows 7 job
+  that refuses nesting leaves the job to ``taskkill /T`` alone (said once in the job's log).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import threading
 import uuid
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
-from . import paths
+from . import paths, winjob
 
 if TYPE_CHECKING:
     import subprocess
@@ -80,6 +84,8 @@ class JobProcesses:
     def __init__(self) -> None:
         self.cookie = uuid.uuid4().hex
         self._started: dict[int, subprocess.Popen[Any]] = {}
+        self._job: winjob.JobObject | None = None  # Windows: created with the first command
+        self.problem: str | None = None  # why the Job Object could not be used (said once in the job's log)
 
     def environment(self, env: Mapping[str, str]) -> dict[str, str]:
         """``env`` for a process of this job: its cookie added (after any the caller had, for a rehearsal run
@@ -88,16 +94,38 @@ class JobProcesses:
         return {**env, COOKIE_VARIABLE: " ".join([*outer, self.cookie])}
 
     def adopt(self, popen: subprocess.Popen[Any]) -> None:
-        """A command this job started (ended through its own handle; on Windows, the Job Object's slot)."""
+        """A command this job started (ended through its own handle); on Windows it joins the job's Job Object."""
         self._started[popen.pid] = popen
+        if paths.is_windows() and self.problem is None:
+            try:
+                self._job = self._job or winjob.new_job()
+                if self._job is not None:
+                    self._job.assign(popen.pid)
+            except winjob.JobObjectError as exc:
+                self.problem = f"no Job Object for this job ({exc}): taskkill /T alone ends its processes"
+
+    def terminate(self) -> bool:
+        """Windows: end every process in the job's Job Object now; False when there is none."""
+        if self._job is None:
+            return False
+        with contextlib.suppress(winjob.JobObjectError):
+            self._job.terminate()
+        return True
+
+    def close(self) -> None:
+        """The job is over: let go of its Job Object (Windows then ends anything still in it)."""
+        if self._job is not None:
+            self._job.close()
+            self._job = None
 
     def strays(self) -> list[Any]:
         """The job's processes that are no longer in the tree of a command it started: orphans re-parented to this
-        process (Linux, as subreaper), or anywhere among this user's processes (other POSIX systems)."""
+        process (Linux, as subreaper), anywhere among this user's processes (other POSIX systems), or in the job's
+        Job Object (Windows)."""
         import psutil
 
         if paths.is_windows():
-            return []
+            return self._job_strays()
         candidates = psutil.Process().children() if _is_subreaper() else psutil.process_iter()
         found = []
         for process in candidates:
@@ -107,6 +135,18 @@ class JobProcesses:
             with contextlib.suppress(psutil.Error):
                 if self.cookie in process.environ().get(COOKIE_VARIABLE, "").split():
                     found.append(process)
+        return found
+
+
+    def _job_strays(self) -> list[Any]:
+        import psutil
+
+        found = []
+        for pid in self._job.process_ids() if self._job is not None else []:
+            started = self._started.get(pid)
+            if pid != os.getpid() and (started is None or started.poll() is not None):
+                with contextlib.suppress(psutil.Error):
+                    found.append(psutil.Process(pid))
         return found
 
 

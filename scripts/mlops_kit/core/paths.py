@@ -2,7 +2,9 @@
 
 Every Windows/POSIX branch of the toolkit asks :func:`is_windows`, which reads :data:`_PLATFORM`: tests set that one
 attribute to ``"win32"`` to run the Windows branches (``Scripts\\python.exe``, ``%LOCALAPPDATA%``, ``cmd /s /c``) on
-Linux. Writes that readers must never see half done (``env.json``, ``kernel.json``, manifests, locks, counters) go
+Linux. A Windows service account (LocalSystem & co., :mod:`mlops_kit.core.account`) gets its defaults under
+``%ProgramData%\\mlops_kit`` (:func:`service_folder`), never under its ``system32`` profile. Writes that readers must
+never see half done (``env.json``, ``kernel.json``, manifests, locks, counters) go
 through :func:`write_text_atomic`: a temp file unique to the call, flushed, then ``os.replace``.
 """
 
@@ -16,7 +18,9 @@ import stat
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
+
+from . import account
 
 _PLATFORM = sys.platform  # the seam: tests patch this attribute, and only this one
 
@@ -49,7 +53,11 @@ def venv_python(venv_dir: Path | str) -> Path:
 
 
 def default_venv_root() -> Path:
-    """Per-user default venv root: ``%LOCALAPPDATA%\\mlops_kit\\venvs`` or ``~/.local/share/mlops_kit/venvs``."""
+    """Default venv root: ``%LOCALAPPDATA%\\mlops_kit\\venvs`` or ``~/.local/share/mlops_kit/venvs``; for a Windows
+    service account ``%ProgramData%\\mlops_kit\\venvs`` (see :func:`service_folder`)."""
+    service = service_folder("venvs")
+    if service is not None:
+        return service
     if is_windows():
         base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
     else:
@@ -64,6 +72,75 @@ def venv_root(arg: Path | str | None = None) -> Path:
     env = os.environ.get("ML_VENV_ROOT", "").strip()
     root = Path(arg) if arg is not None and str(arg).strip() else Path(env) if env else default_venv_root()
     return Path(os.path.abspath(root))
+
+
+# -------------------------------------------------------------------------------------------- service accounts
+
+ServiceFolder = Literal["venvs", "uv-cache", "jupyter"]  # managed Pythons: beside the venv root (envs.managed)
+SERVICE_SETTINGS: dict[ServiceFolder, str] = {"venvs": "ML_VENV_ROOT", "uv-cache": "UV_CACHE_DIR",
+                                              "jupyter": "JUPYTER_DATA_DIR"}
+
+
+def service_account() -> account.Account | None:
+    """The Windows service account running the toolkit (LocalSystem, LocalService, NetworkService, or any account
+    whose profile is a service profile), else ``None`` (a person's account, or not Windows)."""
+    if not is_windows():
+        return None
+    found = account.current()
+    return found if found.service is not None else None
+
+
+def service_data_dir() -> Path:
+    """``%ProgramData%\\mlops_kit``: machine-wide, writable by services, not redirected for 32-bit processes."""
+    return Path(os.environ.get("ProgramData") or os.environ.get("PROGRAMDATA") or "C:\\ProgramData") / "mlops_kit"
+
+
+def service_folder(kind: ServiceFolder) -> Path | None:
+    """``%ProgramData%\\mlops_kit\\<kind>`` when a service account runs the toolkit, else ``None``: the default of
+    ``ML_VENV_ROOT`` (venvs; the managed Pythons go beside it), ``UV_CACHE_DIR`` (uv-cache) and ``JUPYTER_DATA_DIR``
+    (jupyter), used only where that setting is not given."""
+    return service_data_dir() / kind if service_account() is not None else None
+
+
+def service_environment() -> dict[str, str]:
+    """What a child process needs so that it too stays out of a service account's profile: ``UV_CACHE_DIR`` (uv's
+    own default is ``%LOCALAPPDATA%\\uv\\cache``) when unset. Empty for a person's account."""
+    folder = service_folder("uv-cache")
+    if folder is None or os.environ.get("UV_CACHE_DIR", "").strip():
+        return {}
+    return {"UV_CACHE_DIR": str(folder)}
+
+
+def uv_cache_dir() -> Path:
+    """Where uv keeps its cache for the toolkit's installs: ``UV_CACHE_DIR``, the service default, else uv's own
+    (``%LOCALAPPDATA%\\uv\\cache``; ``$XDG_CACHE_HOME/uv`` or ``~/.cache/uv``)."""
+    named = os.environ.get("UV_CACHE_DIR", "").strip()
+    if named:
+        return Path(os.path.abspath(named))
+    service = service_folder("uv-cache")
+    if service is not None:
+        return service
+    if is_windows():
+        return Path(os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")) / "uv" / "cache"
+    return Path(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / "uv"
+
+
+def not_writable(folder: Path) -> str | None:
+    """Why this account could not create folders in ``folder`` (or, while it does not exist, in its nearest existing
+    parent), else ``None``. A real folder is made and removed there, nothing else is left: Windows ACLs make
+    ``os.access`` unreliable, and a folder is what the toolkit makes in a venv root (``C:\\`` lets a user create
+    folders but not files)."""
+    existing = Path(os.path.abspath(folder))
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    probe = existing / f".mlops_kit-write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        return f"{exc.strerror or exc} ({existing})" if existing != Path(os.path.abspath(folder)) else \
+            exc.strerror or str(exc)
+    return None
 
 
 # ------------------------------------------------------------------------------------------------------ files

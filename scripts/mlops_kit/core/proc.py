@@ -1,5 +1,10 @@
 """The one helper for running subprocesses: never ``shell=True``, always a list of arguments.
 
+Every command :func:`run` runs gets :func:`child_environment`: the caller's environment (or ours) plus
+``PYTHONUTF8=1`` and ``PYTHONIOENCODING=utf-8`` unless already set (a Python child then reads and writes UTF-8 whatever the console's code
+page: cp1252 on a Windows agent), and, for a Windows service account, the uv cache outside its ``system32`` profile.
+:func:`start` (a rehearsed GoCD task) passes the environment exactly as given: what the agent would give it.
+
 It either captures output (for short queries such as ``python -c ...``) or streams it line by line to the
 console (for long installs, so a user or a GoCD log sees progress) while keeping a tail for error messages.
 
@@ -18,7 +23,9 @@ the way a GoCD agent cancels a job. That is the one platform branch here, :func:
   Each gets SIGTERM (GoCD's ``destroy()``), the listing is repeated while they exit (children started meanwhile are
   caught too), and whatever is left after the grace period gets SIGKILL.
 * Windows: ``taskkill /PID <pid> /T /F``: the process and all processes started by it, forcefully (GoCD's
-  ``destroy()`` is TerminateProcess there; Windows has no SIGTERM a console program would see).
+  ``destroy()`` is TerminateProcess there; Windows has no SIGTERM a console program would see); then, given the job,
+  its Job Object is terminated, which ends what left the tree too (:mod:`mlops_kit.core.winjob`). Either way the
+  command's exit code is 1 (TerminateProcess's, as ``taskkill /F`` leaves it), where POSIX reports 143 (SIGTERM).
 
 A process that left the tree before the kill (a daemon that detached itself and whose parent exited) is not in it.
 Given the :class:`~mlops_kit.core.jobprocesses.JobProcesses` of the job that started the command, the POSIX branch
@@ -44,6 +51,7 @@ from .errors import ToolkitError
 from .jobprocesses import JobProcesses, reap
 
 _TAIL_LINES = 40
+UTF8_DEFAULTS = {"PYTHONUTF8": "1", "PYTHONIOENCODING": "utf-8"}
 _DRAIN_SECONDS = 5.0  # after a command exited: how long to wait for the end of its output (see Started.wait)
 _POLL_SECONDS = 0.1
 
@@ -77,6 +85,22 @@ class WindowsCommandLine(str):
     express. Still no ``shell=True``: cmd.exe is named explicitly and the caller quotes every argument."""
 
 
+def utf8_defaults(env: Mapping[str, str]) -> dict[str, str]:
+    """The UTF-8 settings ``env`` does not set itself (names compared case-insensitively on Windows): a user's own
+    ``PYTHONUTF8=0`` or ``PYTHONIOENCODING=cp1252`` is kept."""
+    present = {name.upper() for name in env} if paths.is_windows() else set(env)
+    return {name: value for name, value in UTF8_DEFAULTS.items() if name not in present}
+
+
+def child_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a process the toolkit starts: ``env`` (default: ours) plus :func:`utf8_defaults` and the
+    service account's folders (:func:`mlops_kit.core.paths.service_environment`). The one place that builds it."""
+    base = dict(os.environ if env is None else env)
+    extra = {**utf8_defaults(base), **paths.service_environment()}
+    present = {name.upper() for name in base} if paths.is_windows() else set(base)
+    return {**base, **{name: value for name, value in extra.items() if name not in present}}
+
+
 def format_cmd(cmd: Sequence[str | os.PathLike[str]]) -> str:
     """Render a command for messages, quoting arguments that contain spaces."""
     return subprocess.list2cmdline([os.fspath(c) for c in cmd])
@@ -105,6 +129,7 @@ def run(
         raise ValueError("proc.run: timeout is not supported with stream=True")
     args = (str(cmd),) if isinstance(cmd, WindowsCommandLine) else tuple(os.fspath(c) for c in cmd)
     launch = cmd if isinstance(cmd, WindowsCommandLine) else args
+    env = child_environment(env)
     try:
         if stream:
             started = _launch(args, launch, env=env, cwd=cwd, echo=echo or _echo_stderr)
@@ -112,7 +137,7 @@ def run(
             text = "".join(started.tail)
             return _check(Result(args, code if code is not None else -1, text, text if code else ""), check)
         done = subprocess.run(
-            launch, env=dict(env) if env is not None else None, cwd=cwd, capture_output=True,
+            launch, env=env, cwd=cwd, capture_output=True,
             text=True, encoding="utf-8", errors="replace", timeout=timeout, stdin=subprocess.DEVNULL,
         )
     except OSError as exc:
@@ -174,6 +199,8 @@ class Started:
         docstring); returns its exit code as a Java-based agent reports it (128 + signal for a signalled process)."""
         if paths.is_windows():
             _end_tree_windows(self.popen, grace)
+            if job is not None:
+                job.terminate()
         else:
             _end_tree_posix(self.popen, grace, job)
         self._drain()
@@ -190,7 +217,8 @@ def start(cmd: Sequence[str | os.PathLike[str]] | WindowsCommandLine, *, env: Ma
           cwd: Path | None = None, echo: Callable[[str], None] | None = None,
           job: JobProcesses | None = None) -> Started | Result:
     """Start ``cmd`` (never through a shell), its output streamed to ``echo``; a :class:`Result` with exit code
-    127/126 when it cannot be started. With ``job``, the command and everything it starts belong to that job."""
+    127/126 when it cannot be started. With ``job``, the command and everything it starts belong to that job. The
+    environment is ``env`` exactly (a GoCD task gets the agent's, not :func:`child_environment`'s additions)."""
     args = (str(cmd),) if isinstance(cmd, WindowsCommandLine) else tuple(os.fspath(c) for c in cmd)
     launch = cmd if isinstance(cmd, WindowsCommandLine) else args
     if job is not None:
@@ -205,8 +233,8 @@ def start(cmd: Sequence[str | os.PathLike[str]] | WindowsCommandLine, *, env: Ma
 
 
 def end_strays(job: JobProcesses, grace: float) -> list[str]:
-    """End what ``job`` left running once its commands are done (SIGTERM, SIGKILL after ``grace``); returns a
-    description of each (pid and command line) for the job's log."""
+    """End what ``job`` left running once its commands are done (SIGTERM, SIGKILL after ``grace``; on Windows its Job
+    Object terminated); returns a description of each (pid and command line) for the job's log."""
     import psutil
 
     found = job.strays()
@@ -214,7 +242,9 @@ def end_strays(job: JobProcesses, grace: float) -> list[str]:
     for process in found:
         with contextlib.suppress(psutil.Error):
             described.append(f"{process.pid} {format_cmd(process.cmdline())[:120]}")
-    if found:
+    if found and paths.is_windows():
+        job.terminate()
+    elif found:
         _end_tree_posix(None, grace, job)
     return described
 

@@ -8,10 +8,13 @@ May import: ``core``.
 * ``locked_install``: installing exactly a lock into a venv and verifying the venv against it;
 * ``probe``: asking another interpreter a question (a small script, a JSON answer);
 * ``interpreters``: finding the Python a spec asks for;
+* ``pep514``: Pythons registered in the Windows registry (PEP 514), read without the py launcher;
 * ``pyinstall``: installing a missing Python with the platform's installer (``--install-python``);
 * ``managed``: downloading a missing Python through uv (the toolkit's folder, the policy, the download's record);
 * ``installers``: uv/pip commands, package indexes, freeze files;
 * ``build``: the venv build and cache (build lock, health check, reuse);
+* ``pathbudget``: the longest path a venv will hold, against Windows' 260-character limit, before it is built;
+* ``swap``: replacing a venv that may be in use (moved aside, rebuilt, then deleted or put back);
 * ``audit``: the ``env.json`` record and the audit bundle;
 * ``kernel``: Jupyter kernelspecs for stage venvs.
 """

@@ -92,6 +92,15 @@ class LockInfo:
 
 
 @dataclass(frozen=True)
+class LongestPath:
+    """The longest file and the longest folder a venv holds, relative to it: measured after each build, the start of
+    a rebuild's path budget (:mod:`mlops_kit.envs.pathbudget`); a table entry of a locked wheel has the same shape."""
+
+    file: str
+    folder: str
+
+
+@dataclass(frozen=True)
 class EnvRecord:
     """What ``audit/env.json`` says about a finished venv."""
 
@@ -114,6 +123,7 @@ class EnvRecord:
     spec_source: str = ""
     from_freeze: FreezeSource | None = None
     lock: LockInfo | None = None
+    longest_path: LongestPath | None = None
     schema: int = SCHEMA
     venv_dir: Path = field(default=Path(), compare=False, metadata=_LOCAL)  # where it was read from
 

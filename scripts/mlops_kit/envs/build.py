@@ -26,8 +26,13 @@ N forced runs rebuild once. A valid venv whose kernel is missing gets it re-regi
 Build order: create, install (:mod:`mlops_kit.envs.installers`, or
 :func:`mlops_kit.envs.locked_install.install_from_lock`), the dependency closure check (``uv pip check`` / ``pip
 check``), :func:`health_check`, freeze, audit files (the lock's copy too), kernel, ``env.json``: a venv that fails a
-check (or its lock's verification) never gets a kernel or an ``env.json``, so it is never used. A ``--from-freeze`` file inside the venv (its own ``audit/pip_freeze.txt``) is
-left in place while the folder is emptied, so a failed rebuild never loses it.
+check (or its lock's verification) never gets a kernel or an ``env.json``, so it is never used.
+
+Rebuild: the old venv is moved aside whole (``~<venv_name>``), the new one built at its path, then the old one
+deleted, or put back when the build fails or is interrupted (:mod:`mlops_kit.envs.swap`); a venv held open (a
+kernel running from it on Windows) is exit 4, untouched and still working. So a failed rebuild loses nothing, a
+``--from-freeze`` file inside the venv (its own ``audit/pip_freeze.txt``, read before anything moves) included.
+Before any of it, :mod:`mlops_kit.envs.pathbudget` checks the longest path the venv will hold (Windows).
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ from .. import __version__
 from ..core import git, paths
 from ..core.console import Echo, progress
 from ..core.errors import BadInput, EnvBuildError
-from . import audit, installers, kernel, locked_install, lockfile, probe
+from . import audit, installers, kernel, locked_install, lockfile, pathbudget, probe, swap
 from .audit import EnvRecord
 from .installers import FrozenPins, IndexSettings
 from .interpreters import Interpreter
@@ -137,6 +142,7 @@ def ensure_env(
     """Reuse the stage's venv if still valid, else (re)build it; register its kernel; copy the audit bundle."""
     plan = _make_plan(spec, venv_root, interpreter, installer, from_freeze, kernel_scope)
     refuse_unowned(plan.venv_dir)
+    pathbudget.check(budget(plan.venv_dir, plan.lock), spec=spec.source)
     record = None if force else _usable(plan)[0]
     if record is not None:  # no lock: re-registering a kernel in the user's own Jupyter dir needs no write access
         result = _reuse(plan, record, echo)
@@ -169,6 +175,23 @@ def lock_for(spec: StageSpec, from_freeze: Path | None = None) -> lockfile.Lock 
     if from_freeze is not None or not lockfile.lock_path(spec.source).exists():
         return None
     return lockfile.check_fresh(spec)
+
+
+def check_path_budget(spec: StageSpec, venv_root: Path, from_freeze: Path | None = None) -> None:
+    """Exit 2 before anything is written when the venv would hold a path past Windows' limit with long paths off
+    (:mod:`mlops_kit.envs.pathbudget`)."""
+    venv_dir = Path(os.path.abspath(venv_root)) / spec.venv_name
+    pathbudget.check(budget(venv_dir, lock_for(spec, from_freeze)), spec=spec.source)
+
+
+def budget(venv_dir: Path, lock: lockfile.Lock | None) -> pathbudget.Estimate:
+    """The path budget of ``venv_dir``: its lock's measured wheels and its last build's measure (same platform)."""
+    recorded = None
+    if (venv_dir / audit.AUDIT / audit.ENV_JSON).is_file():
+        with contextlib.suppress(BadInput):
+            record = audit.read_env(venv_dir)
+            recorded = record.longest_path if record.sys_platform == paths._PLATFORM else None
+    return pathbudget.estimate(venv_dir, lock, recorded)
 
 
 def refuse_unowned(venv_dir: Path) -> None:
@@ -276,6 +299,14 @@ def _build_lock(plan: _Plan, echo: Echo) -> Iterator[None]:
         lock.release()
 
 
+def check_venv_root(root: Path) -> None:
+    """Exit 2 before anything is found, downloaded or built when this account could not create folders in the venv
+    root (or, while it does not exist, in its nearest existing parent); nothing is left behind."""
+    reason = paths.not_writable(root)
+    if reason is not None:
+        raise _unwritable_root(root, reason)
+
+
 def _prepare_root(root: Path) -> Path:
     """Create the venv root (git-ignored when we create it, e.g. inside a GoCD working copy); return .locks."""
     created = not root.exists()
@@ -284,8 +315,19 @@ def _prepare_root(root: Path) -> Path:
         if created:
             (root / ".gitignore").write_text("# created by mlops_kit create_venv.py\n*\n", encoding="utf-8")
     except OSError as exc:
-        raise BadInput(f"{root}: cannot create the venv root ({exc})") from None
+        raise _unwritable_root(root, exc.strerror or str(exc)) from None
     return root / ".locks"
+
+
+def _unwritable_root(root: Path, reason: str) -> BadInput:
+    """The one line for a venv root this account cannot write, naming the setting that moves it."""
+    service = paths.service_account()
+    default = paths.service_folder("venvs")
+    if service is not None and default is not None and paths.same_path(root, default):
+        return BadInput(f"{root}: the default venv root of a {service.service} account is not writable for it "
+                        f"({reason}); set ML_VENV_ROOT to a folder this account can write (e.g. C:\\ml_venvs)")
+    return BadInput(f"{root}: cannot create or write the venv root ({reason}); set ML_VENV_ROOT (or --venv-root) to "
+                    "a folder this account can write")
 
 
 def _ensure_locked(plan: _Plan, *, force: bool, before: tuple[int, int, int] | None, echo: Echo) -> EnvResult:
@@ -301,7 +343,7 @@ def _ensure_locked(plan: _Plan, *, force: bool, before: tuple[int, int, int] | N
     else:
         echo(f"building {plan.venv_dir} (Python {plan.interpreter.version_text} at {plan.interpreter.path}, "
              f"installer {plan.installer})")
-    record, kdir = _build(plan, echo)
+    record, kdir = _build_swapping(plan, echo)
     echo(f"built {plan.venv_dir} in {time.monotonic() - started:.1f}s"
          + (f" (kernel {plan.kernel_name!r} registered in {kdir})" if kdir else ""))
     return EnvResult(plan.venv_dir, paths.venv_python(plan.venv_dir), record, "rebuilt" if existed else "built",
@@ -327,10 +369,28 @@ def _register(plan: _Plan) -> Path | None:
 # ---------------------------------------------------------------------------------------------------- build
 
 
-def _build(plan: _Plan, echo: Echo) -> tuple[EnvRecord, Path | None]:
-    """Marker first, env.json last; any failure leaves a marked venv without env.json (rebuilt next time)."""
+def _build_swapping(plan: _Plan, echo: Echo) -> tuple[EnvRecord, Path | None]:
+    """A venv of ours already there is moved aside first (exit 4, untouched, when it is held open), the new one is
+    built at its path, then the old one is deleted, or put back when the build fails (:mod:`mlops_kit.envs.swap`)."""
+    retired = swap.retire(plan.venv_dir, marker=MARKER) if (plan.venv_dir / MARKER).is_file() else None
+    if retired is None:  # a rebuild killed right after moving the old venv aside left it there
+        swap.sweep(swap.retired_path(plan.venv_dir), MARKER)
+    try:
+        built = _build(plan, echo, rebuilding=retired is not None)
+    except BaseException:  # Ctrl-C and SIGTERM too: the old venv comes back
+        if retired is not None:
+            swap.restore(retired, plan.venv_dir)
+        raise
+    if retired is not None:
+        swap.discard(retired)
+    return built
+
+
+def _build(plan: _Plan, echo: Echo, *, rebuilding: bool = False) -> tuple[EnvRecord, Path | None]:
+    """Marker first, env.json last; a failure leaves a marked venv without env.json (a first build: rebuilt next
+    time; a rebuild: replaced by the previous venv, put back)."""
     venv_dir = plan.venv_dir
-    _make_marked_dir(venv_dir, keep=plan.freeze.path if plan.freeze else None)
+    _make_marked_dir(venv_dir)
     env = installers.installer_env(plan.installer, plan.index)
     try:
         installer_version = installers.create_venv(venv_dir, plan.interpreter.path, prompt=plan.spec.venv_name,
@@ -344,8 +404,9 @@ def _build(plan: _Plan, echo: Echo) -> tuple[EnvRecord, Path | None]:
             raise EnvBuildError(f"{venv_dir}: built but unusable: {reason}")
         freeze = installed.freeze if installed else installers.freeze(venv_dir, installer=plan.installer, env=env)
     except EnvBuildError as exc:
-        raise EnvBuildError(f"{exc} ({venv_dir} is left marked incomplete and will be rebuilt on the next run)") \
-            from None
+        after = ("the previous venv is put back as it was; the next run tries the rebuild again" if rebuilding else
+                 f"{venv_dir} is left marked incomplete and will be rebuilt on the next run")
+        raise EnvBuildError(f"{exc} ({after})") from None
     kdir = _register(plan)
     audit.write_bundle(record, freeze=freeze, spec_text=plan.spec.text,
                        lock_data=plan.lock.data if plan.lock else None)
@@ -397,42 +458,12 @@ def _requirements(plan: _Plan, echo: Echo) -> list[str]:
     return reqs
 
 
-def _make_marked_dir(venv_dir: Path, *, keep: Path | None = None) -> None:
-    """Create (or empty) the venv folder, keeping/writing the ownership marker before anything else.
-
-    ``keep``: the ``--from-freeze`` file, left in place when it lives in the venv (its own audit/pip_freeze.txt),
-    so a failed or killed rebuild never loses the user's only copy; a finished build overwrites it."""
-    if venv_dir.exists():
-        _empty_owned(venv_dir, keep)
+def _make_marked_dir(venv_dir: Path) -> None:
+    """Create the venv folder (absent, or empty: an old one was moved aside) and write the ownership marker before
+    anything else."""
     venv_dir.mkdir(exist_ok=True)
     marker = {"created_by": "mlops_kit create_venv.py", "created_at": _utc_now(), "toolkit": __version__}
     (venv_dir / MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
-
-
-def _empty_owned(venv_dir: Path, keep: Path | None = None) -> None:
-    """Delete an owned venv's content; env.json first (a crash midway leaves an incomplete venv); the marker is
-    kept (a crash never leaves an unmarked folder we would then refuse), and so is ``keep``."""
-    kept = {paths.norm(venv_dir / MARKER)} | ({paths.norm(keep)} if keep is not None else set())
-    try:
-        (venv_dir / audit.AUDIT / audit.ENV_JSON).unlink(missing_ok=True)
-        _delete_children(venv_dir, kept)
-    except OSError as exc:
-        raise EnvBuildError(f"cannot delete {venv_dir} for the rebuild ({exc}); close Jupyter kernels or "
-                            "programs using it and retry") from None
-
-
-def _delete_children(folder: Path, kept: set[str]) -> None:
-    for child in folder.iterdir():
-        name = paths.norm(child)
-        if name in kept:
-            continue
-        if child.is_dir() and not child.is_symlink():
-            if any(k.startswith(name + os.sep) for k in kept):
-                _delete_children(child, kept)
-            else:
-                paths.rmtree(child)
-        else:
-            child.unlink()
 
 
 def _record(plan: _Plan, installer_version: str, installed: locked_install.Installed | None) -> EnvRecord:
@@ -451,7 +482,7 @@ def _record(plan: _Plan, installer_version: str, installed: locked_install.Insta
         spec_source=str(Path(os.path.abspath(spec.source))),
         from_freeze=(audit.FreezeSource(str(Path(os.path.abspath(plan.freeze.path))), plan.freeze.sha256)
                      if plan.freeze else None),
-        lock=_lock_info(installed), venv_dir=plan.venv_dir,
+        lock=_lock_info(installed), longest_path=pathbudget.measure_venv(plan.venv_dir), venv_dir=plan.venv_dir,
     )
 
 

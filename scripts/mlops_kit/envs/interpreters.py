@@ -3,9 +3,13 @@
 Order (nox style: each source is one small function, the result is cached per process):
 
 * ``--python PATH`` wins: it must run and match the request, else :class:`BadInput` (exit 2).
-* Installed interpreters. Windows: the Python Launcher (``py -0p``), pyenv-win (``versions\\<ver>\\python.exe``),
-  then ``python3.X`` / ``python3`` / ``python`` on PATH. Linux/macOS: pyenv (``$PYENV_ROOT/versions/*/bin/python``,
-  default ``~/.pyenv``), then ``python3.X`` / ``python3`` on PATH.
+* Then an operator's override, ``MLOPS_PYTHON_<MAJOR>_<MINOR>`` (``MLOPS_PYTHON_3_10=D:\\Python310\\python.exe``) for
+  the minor(s) the request accepts: verified like any candidate (a value that does not run, or is another version,
+  is :class:`BadInput` naming the variable), recorded with the variable's name as its source.
+* Installed interpreters. Windows: the Python Launcher (``py -0p``), the registry (PEP 514, read directly:
+  :mod:`mlops_kit.envs.pep514`; what a service account without the per-user launcher sees), pyenv-win
+  (``versions\\<ver>\\python.exe``), then ``python3.X`` / ``python3`` / ``python`` on PATH. Linux/macOS: pyenv
+  (``$PYENV_ROOT/versions/*/bin/python``, default ``~/.pyenv``), then ``python3.X`` / ``python3`` on PATH.
 * Only when none of those satisfies the request: the uv-managed Pythons already in the toolkit's folder (``managed``:
   ``<folder>/cpython-3.10.13-linux-x86_64-gnu/bin/python3.10``, ``...-windows-x86_64-none\\python.exe``), so an
   installed interpreter always wins over a managed one, and a managed one on disk is reused without any network.
@@ -15,7 +19,8 @@ Every candidate is run (``sys.version_info``, ``sys.executable``) and duplicates
 dropped; the newest CPython that satisfies the request wins (an exact ``3.10.13`` request only matches itself).
 Pre-releases (``3.14.0a1``, ``rc``) are left out of discovery: a stage gets one only through ``--python``.
 Nothing found: :class:`NoMatchingPython` (a :class:`PythonNotFound`, exit 3) with one line listing what was found,
-what was searched and how to install the missing version.
+what each source saw (the versions its candidates reported, how many did not run) and how to install the missing
+version or point the override at it.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from pathlib import Path, PureWindowsPath
 
 from ..core import paths, proc
 from ..core.errors import BadInput, PythonNotFound
-from . import probe
+from . import pep514, probe
 from .audit import ManagedInfo
 from .spec import PythonRequest
 
@@ -62,6 +67,7 @@ _PY_NO_PYTHON_CODES = (103, 112)
 #   arguments, or be the install folder when no ExecutablePath is registered; with nothing registered it prints
 #   "No installed Pythons found!" on stdout and exits 0.
 # uv's py_launcher.rs parses the same lines with r"^ -(?:V:)?(\d).(\d+)-?(?:arm)?\d*\s*\*?\s*(.*)$".
+_OVERRIDE = re.compile(r"^MLOPS_PYTHON_(?P<major>\d+)_(?P<minor>\d+)$")
 _PY_LIST_LINE = re.compile(r"^\s*(?P<tag>-\S+)(?:\s+\*)?\s+(?P<rest>\S.*?)(?:\s+\*)?\s*$")
 _EXE_THEN_ARGS = re.compile(r"^(?P<exe>.*?\.exe)(?:\s+.*)?$", re.IGNORECASE)
 
@@ -155,6 +161,9 @@ def find_python(request: PythonRequest, *, explicit: Path | None = None,
     (only when none matches) the uv-managed ones in the folder ``managed``."""
     if explicit is not None:
         return _explicit(request, Path(explicit))
+    overridden = _overridden(request)
+    if overridden is not None:
+        return overridden
     installed = discover()
     best = _best(request, installed.found)
     if best is not None:
@@ -194,11 +203,21 @@ def _discover_for(key: tuple[str | None, ...]) -> Discovery:
     with concurrent.futures.ThreadPoolExecutor(max_workers=_WORKERS) as pool:
         results = list(pool.map(lambda c: _inspect_candidate(*c), candidates))
     return Discovery(tuple(_dedupe_by_executable([r for r in results if r is not None])),
-                     tuple(s.searched for s in sources))
+                     tuple(f"{s.searched}{_saw(s.name, candidates, results)}" for s in sources))
+
+
+def _saw(source: str, candidates: list[tuple[str, Path]], results: list[Interpreter | None]) -> str:
+    """What one source's candidates turned out to be: ``": 3.12.1, 3.8.10, 1 did not run"`` (empty if none)."""
+    mine = [result for (name, _path), result in zip(candidates, results) if name == source]
+    versions = sorted({r.version for r in mine if r is not None}, reverse=True)
+    failed = sum(1 for r in mine if r is None)
+    parts = [".".join(map(str, v)) for v in versions] + ([f"{failed} did not run"] if failed else [])
+    return f": {', '.join(parts)}" if parts else ""
 
 
 def _windows_sources() -> list[Source]:
-    return [_py_launcher(), _pyenv_win(), _path_pythons([*(f"python3.{m}" for m in _MINORS), "python3", "python"])]
+    return [_py_launcher(), _registry(), _pyenv_win(),
+            _path_pythons([*(f"python3.{m}" for m in _MINORS), "python3", "python"])]
 
 
 def _posix_sources() -> list[Source]:
@@ -254,6 +273,12 @@ def _py_launcher() -> Source:
     if not paths and result.returncode not in (0, *_PY_NO_PYTHON_CODES):
         return Source("py launcher", f"'{exe} -0p' (failed with exit code {result.returncode})")
     return Source("py launcher", f"'{exe} -0p' ({len(paths)} listed)", paths)
+
+
+def _registry() -> Source:
+    """Windows: PEP 514 registrations read from the registry (HKCU, HKLM 64- and 32-bit views)."""
+    found = pep514.scan()
+    return Source("registry", f"registry (PEP 514: {found.describe()})", tuple(r.executable for r in found.found))
 
 
 def parse_py_list(text: str) -> list[tuple[str, str]]:
@@ -376,24 +401,60 @@ def read_managed_info(build: Path) -> ManagedInfo:
 # ---------------------------------------------------------------------------------------- explicit + errors
 
 
-def _explicit(request: PythonRequest, path: Path) -> Interpreter:
-    interp = inspect_interpreter(_explicit_path(path), source="--python")
+def _explicit(request: PythonRequest, path: Path, *, source: str = "--python", named: str | None = None) -> Interpreter:
+    """An interpreter the user named (``--python``, or an override variable): it must run and match, else
+    :class:`BadInput` naming the setting (``named``: how to show it, default ``--python PATH``)."""
+    named = named or f"--python {path}"
+    interp = inspect_interpreter(_explicit_path(path, named), source=source)
     if interp is None:
-        raise BadInput(f"--python {path}: not a working Python interpreter (running it failed)")
+        raise BadInput(f"{named}: not a working Python interpreter (running it failed)")
     if not request.accepts(interp.version):
-        raise BadInput(f"--python {path}: is Python {interp.version_text}, the spec asks for {request.text}")
+        raise BadInput(f"{named}: is Python {interp.version_text}, the spec asks for {request.text}")
     return interp
 
 
-def _explicit_path(path: Path) -> Path:
+def _explicit_path(path: Path, named: str) -> Path:
     if path.is_dir():
-        raise BadInput(f"--python {path}: is a folder; give the interpreter itself (python.exe / bin/python)")
+        raise BadInput(f"{named}: is a folder; give the interpreter itself (python.exe / bin/python)")
     if path.exists():
         return path
     found = shutil.which(str(path))  # a bare name such as "python3.10"
     if found:
         return Path(found)
-    raise BadInput(f"--python {path}: no such file")
+    raise BadInput(f"{named}: no such file")
+
+
+def override_names(request: PythonRequest) -> list[str]:
+    """The ``MLOPS_PYTHON_<MAJOR>_<MINOR>`` variables that may answer ``request``: those set whose minor it accepts
+    some patch of, newest first, else the one named after its hint version (shown in messages as "not set")."""
+    found = []
+    for name in os.environ:
+        match = _OVERRIDE.match(name.upper())
+        if match and any(request.accepts((int(match["major"]), int(match["minor"]), patch)) for patch in range(100)):
+            found.append((int(match["major"]), int(match["minor"]), name))
+    if found:
+        return [name for *_version, name in sorted(found, reverse=True)]
+    major, minor = (request.hint_version.split(".") + ["0"])[:2]
+    return [f"MLOPS_PYTHON_{major}_{minor}"]
+
+
+def _overridden(request: PythonRequest) -> Interpreter | None:
+    """The newest interpreter an override variable names for ``request``, each set one verified (exit 2 naming it
+    when it does not run or is another version); ``None`` when none is set."""
+    chosen = []
+    for name in override_names(request):
+        raw = os.environ.get(name, "").strip().strip('"').strip()
+        if not raw:
+            continue
+        found = _OVERRIDE.match(name.upper())
+        if found is None:  # override_names makes only matching names
+            continue
+        major, minor = (int(part) for part in found.group("major", "minor"))
+        interp = _explicit(request, Path(raw), source=name.upper(), named=f"{name.upper()}={raw}")
+        if interp.version[:2] != (major, minor):
+            raise BadInput(f"{name.upper()}={raw}: is Python {interp.version_text}, not {major}.{minor}")
+        chosen.append(interp)
+    return max(chosen, key=lambda i: i.version) if chosen else None
 
 
 class NoMatchingPython(PythonNotFound):
@@ -404,9 +465,12 @@ class NoMatchingPython(PythonNotFound):
         self.request = request
         found = sorted(installed.found + managed.found, key=lambda i: i.version)
         have = ", ".join(f"{i.version_text} ({i.source})" for i in found) or "none"
+        names = override_names(request)
+        overrides = f"{', '.join(names)} (not set)"
         self.what = (f"no Python matching {request.text!r} found (found: {have}; searched: "
-                     f"{'; '.join(installed.searched + managed.searched)})")
-        self.install_hint = f"install it with {_install_hints(request)}, or pass --python PATH"
+                     f"{'; '.join((overrides, *installed.searched, *managed.searched))})")
+        self.install_hint = (f"install it with {_install_hints(request)} (on an agent: for all users), or set "
+                             f"{names[0]} to its python.exe, or pass --python PATH")
         super().__init__(f"{self.what}; {self.install_hint}")
 
 

@@ -5,11 +5,16 @@ ipykernel-version specific fields are right), then rewrites the generated ``kern
 :func:`kernelspec`: an absolute ``argv[0]`` and an ``env`` stanza putting the venv's ``Scripts``/``bin`` first on
 ``PATH`` (so ``!pip`` and subprocesses started from a notebook use the venv) and setting ``VIRTUAL_ENV``.
 
+The ``env`` stanza also carries ``PYTHONUTF8=1`` and ``PYTHONIOENCODING=utf-8`` unless the environment building it
+sets them (:func:`mlops_kit.core.proc.utf8_defaults`): a kernel then reads and writes files and pipes in UTF-8 on a
+cp1252 Windows agent as in JupyterLab, and its own children (``!pip``, ``subprocess``) inherit it.
+
 ``PATH`` is written as ``<venv bin><pathsep>${PATH}``: jupyter_client (>= 7) fills ``${NAME}`` in a kernelspec's
 ``env`` from the launching process's environment with ``string.Template.safe_substitute``
 (``KernelProvisionerBase.__apply_env_substitutions``), so the user's PATH is kept after the venv's folder.
 
-Scopes: ``user`` (the per-user Jupyter data dir, honours ``JUPYTER_DATA_DIR``; what JupyterLab sees by default),
+Scopes: ``user`` (the per-user Jupyter data dir, honours ``JUPYTER_DATA_DIR``; what JupyterLab sees by default; for a
+Windows service account ``%ProgramData%\\mlops_kit\\jupyter``, not its ``system32`` profile),
 ``sys-prefix`` (``<toolkit python prefix>/share/jupyter/kernels``: the Python running this toolkit, which is where
 JupyterLab lives when installed next to it; *not* the stage venv's own prefix, where no JupyterLab would look) and
 ``none``.
@@ -50,19 +55,27 @@ def kernelspec(venv_dir: Path, display_name: str) -> dict[str, Any]:
         "language": "python",
         "metadata": {"debugger": True},
         "env": {"PATH": f"{paths.venv_bin_dir(venv_dir)}{paths.path_list_separator()}${{PATH}}",
-                "VIRTUAL_ENV": str(venv_dir)},
+                "VIRTUAL_ENV": str(venv_dir), **proc.utf8_defaults(os.environ)},
     }
 
 
 def kernel_dir(name: str, scope: str) -> Path:
     """Where a kernelspec named ``name`` lives for ``scope`` (``user`` honours ``JUPYTER_DATA_DIR``)."""
     if scope == "user":
-        from jupyter_core.paths import jupyter_data_dir
-
-        return Path(jupyter_data_dir()) / "kernels" / name
+        return _user_data_dir() / "kernels" / name
     if scope == "sys-prefix":
         return Path(sys.prefix) / "share" / "jupyter" / "kernels" / name
     raise BadInput(f"--kernel-scope {scope!r}: choose one of {', '.join(SCOPES)}")
+
+
+def _user_data_dir() -> Path:
+    """``JUPYTER_DATA_DIR``, else the service account's folder, else Jupyter's per-user default."""
+    service = paths.service_folder("jupyter")
+    if service is not None and not os.environ.get("JUPYTER_DATA_DIR", "").strip():
+        return service
+    from jupyter_core.paths import jupyter_data_dir
+
+    return Path(jupyter_data_dir())
 
 
 def registered_for(venv_dir: Path, *, name: str, display_name: str, scope: str) -> bool:

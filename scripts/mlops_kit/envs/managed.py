@@ -9,7 +9,9 @@ Order (:func:`find_or_download`): ``--python`` -> installed interpreters -> uv-m
   searched and the two ways out (install it; allow downloads or set a mirror). Never a uv traceback, never exit 4.
 * **Folder** (:func:`pythons_dir`): ``UV_PYTHON_INSTALL_DIR`` when set, else ``pythons`` next to the venv root
   (``C:\\ml_venvs`` -> ``C:\\pythons``; the per-user default -> ``%LOCALAPPDATA%\\mlops_kit\\pythons``), so a
-  service account without a roaming profile can write it and the venvs that use it live beside it.
+  service account without a roaming profile can write it and the venvs that use it live beside it. One rule for
+  every account: a Windows service account's default venv root is ``%ProgramData%\\mlops_kit\\venvs``, so its
+  Pythons default to ``%ProgramData%\\mlops_kit\\pythons`` (never under ``system32``).
 * **Download**: ``uv python list <request> --only-downloads --output-format json`` names the build the request
   gets (newest final CPython patch uv's download list offers: its built-in one, or ``UV_PYTHON_DOWNLOADS_JSON_URL``;
   from ``UV_PYTHON_INSTALL_MIRROR`` when set); ``uv python install --no-bin --no-registry --install-dir <folder>
@@ -109,7 +111,8 @@ def download_policy(flag: str | None = None, environ: Mapping[str, str] | None =
 
 
 def pythons_dir(venv_root: Path | str) -> Path:
-    """The toolkit's folder of uv-managed Pythons: ``UV_PYTHON_INSTALL_DIR``, else ``pythons`` beside the venv root."""
+    """The toolkit's folder of uv-managed Pythons: ``UV_PYTHON_INSTALL_DIR``, else ``pythons`` beside the venv root
+    (the one rule, so builds, replays and the doctor agree whatever the account)."""
     named = os.environ.get("UV_PYTHON_INSTALL_DIR", "").strip()
     if named:
         return Path(os.path.abspath(named))

@@ -11,7 +11,8 @@ keeps it), its timeout, its cancel, and what it publishes.
   (``taskkill /T /F`` on Windows), then no further task runs (not even ``runif="any"``) and nothing is published.
   Unlike GoCD, which leaves a hard kill to an operator, what is still alive after a grace period is killed, and the
   processes the job left behind (daemons re-parented away from its tree) end with it: a rehearsal leaves nothing
-  running (:mod:`mlops_kit.core.jobprocesses`). The job is "timed out" (GoCD's result: Cancelled).
+  running (:mod:`mlops_kit.core.jobprocesses`; on Windows each job's processes are in a Job Object of their own).
+  The job is "timed out" (GoCD's result: Cancelled).
 * **Ctrl-C** cancels the running jobs the same way, after giving them the grace period to end on their own (in a
   terminal they got the Ctrl-C too); SIGTERM reaches the rehearsal alone, so their tasks are cancelled at once.
 """
@@ -184,7 +185,11 @@ def _run_task(task: gocd.Task, *, workdir: Path, store: Path, env: dict[str, str
 
 
 def _end_leftovers(processes: JobProcesses, grace: float, echo: Echo) -> None:
-    """What the job's tasks left running (a daemon, a server started in the background) ends with the job."""
+    """What the job's tasks left running (a daemon, a server started in the background) ends with the job; on
+    Windows its Job Object is let go of last."""
     ended = proc.end_strays(processes, grace)
     if ended:
         echo(f"[local] the job left {len(ended)} process(es) running; ended with it: {'; '.join(ended)}\n")
+    if processes.problem:
+        echo(f"[local] note: {processes.problem}\n")
+    processes.close()

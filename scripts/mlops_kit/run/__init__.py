@@ -14,5 +14,7 @@ May import: ``core``, ``envs``.
 * ``compat``: every use of MLflow's and papermill's private parts (checked by a test per name);
 * ``lineage``: the inputs a run was given, their hashes and producers, its outputs' hashes (a typed record);
 * ``upload``: uploading a run later from its manifest (``--log-existing``, a runner that vanished);
-* ``stage_run``: one stage run end to end.
+* ``stage_run``: one stage run end to end;
+* ``preflight``: an agent's pre-flight for ``doctor.py`` (account, venv root, path budget, Pythons, uv, git, the
+  tracking store, disk).
 """
