@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import os
 import signal
 import sys
 import tempfile
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import console, errors
+from .redact import redact, register_environment
 
 
 def exit_codes_help() -> str:
@@ -42,8 +44,10 @@ def _terminate(_signum: int, _frame: Any) -> None:
 
 
 def run(main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> int:
-    """Call ``main(argv)`` and map every failure to one line and an exit code."""
+    """Call ``main(argv)`` and map every failure to one line and an exit code; the secrets of the environment are
+    known (masked) from the start."""
     args = list(sys.argv[1:] if argv is None else argv)
+    register_environment(os.environ)  # secure variables and credentials: masked in whatever the tool writes
     previous = _install(signal.SIGTERM, _terminate)
     try:
         return main(args)
@@ -77,5 +81,5 @@ def _write_crash_log() -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     fd, name = tempfile.mkstemp(prefix=f"mlops_kit-crash-{stamp}-", suffix=".log")
     with open(fd, "w", encoding="utf-8") as fh:
-        fh.write(traceback.format_exc())
+        fh.write(redact(traceback.format_exc()))  # an exception's message may hold a secret
     return Path(name)
