@@ -91,6 +91,7 @@ PRINTS = (
     "print('inside a word: xx' + api_key + 'yy')\n"
     "print('from a list:', cfg['creds'][0], 'and a mapping:', cfg['vault']['pw'])\n"
     "print('from the params file:', file_token)\n"
+    "print('a default of the parameters cell:', dev_token)\n"
     "print('from the environment:', os.environ['DB_PASSWORD'], os.environ['PGPASSWORD'])\n"
     "print('to stderr', api_key, file=sys.stderr)\n"
     "display(HTML('<b>' + api_key + '</b>'))\n"
@@ -107,10 +108,11 @@ def test_issue_17_2_values_the_notebook_prints(tmp_path: Path, venv_small: Path)
     ``--log-output`` stream too: a secret-named -p value, a URL's password printed alone, a secret inside a longer
     word, in a -p list and mapping, in the params file, in GoCD's secure variables (the job's environment), in a
     4 MB output; the default store (SQLite file, its artifact folder, the store served to the kernel and its log)."""
-    secrets = (API_KEY, DB_PASSWORD, "listSecret-1", "mapSecret-2", "fileToken-3", "envSecret-4", "pgSecret-5")
+    secrets = (API_KEY, DB_PASSWORD, "listSecret-1", "mapSecret-2", "fileToken-3", "envSecret-4", "pgSecret-5",
+               "devToken-6")
     nb = _notebook(tmp_path / "prints.ipynb", PRINTS, "# logs with mlflow (the store is served to the kernel)\n"
                    "raise ValueError(f'bad key {api_key!r}')",
-                   parameters='api_key = ""\ndb_url = ""\ncfg = {}\nfile_token = ""\n')
+                   parameters='api_key = ""\ndb_url = ""\ncfg = {}\nfile_token = ""\ndev_token = "devToken-6"\n')
     params_file = tmp_path / "params.yaml"
     params_file.write_text("file_token: fileToken-3\n", encoding="utf-8")
     output = tmp_path / "out" / "prints_out.ipynb"
@@ -127,7 +129,7 @@ def test_issue_17_2_values_the_notebook_prints(tmp_path: Path, venv_small: Path)
     assert "at the end of 4 MB: ***" in done.stdout
     assert "child:***" in done.stdout + text and "fd2:***" in done.stderr + text, "the kernel's own fds, relayed"
     for shown in ("key: ***", "password alone: ***", "from a list: *** and a mapping: ***",
-                  "from the params file: ***", "from the environment: *** ***", "to stderr ***", "<b>***</b>",
+                  "from the params file: ***", "a default of the parameters cell: ***", "from the environment: *** ***", "to stderr ***", "<b>***</b>",
                   "at the end of 4 MB: ***", "bad key '***'"):
         assert shown in text, shown
     assert output.with_suffix(".html").is_file()
@@ -141,18 +143,42 @@ def test_issue_17_2_values_the_notebook_prints(tmp_path: Path, venv_small: Path)
 def test_a_replay_given_the_secret_again_writes_it_nowhere(tmp_path: Path, venv_small: Path) -> None:
     """The record masks the key; the replay gets it again with -p: its working folder, replay venv's audit files,
     report and replay run hold it nowhere either (nor the store's database file bytes and artifacts)."""
-    nb = _notebook(tmp_path / "keyed.ipynb", "import json\nprint('using', api_key)\n"
+    nb = _notebook(tmp_path / "keyed.ipynb", "import json\nprint('using', api_key, dev_token)\n"
                    "json.dump({'answer': 42}, open(output_dir + '/metrics.json', 'w'))",
-                   parameters='api_key = ""\noutput_dir = "."\n')
+                   parameters='api_key = ""\noutput_dir = "."\ndev_token = "devToken-6"  # a default: a secret too\n')
     uri = f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}"
     done = run_nb("--venv", str(venv_small), "--notebook", str(nb), "--output", str(tmp_path / "out" / "k.ipynb"),
                   "-p", "api_key", API_KEY, "--tracking-uri", uri, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     run_id = json.loads((tmp_path / "out" / "k.mlops_run.json").read_text(encoding="utf-8"))["run_id"]
-    replayed = run_script("replay_run.py", run_id, "--tracking-uri", uri, "--workdir", str(tmp_path / "replay"),
-                          "--venv-root", str(tmp_path / "replay venvs"), "-p", "api_key", API_KEY, "--log-output",
-                          cwd=tmp_path)
+    replay = ("replay_run.py", run_id, "--tracking-uri", uri, "--workdir", str(tmp_path / "replay"),
+              "--venv-root", str(tmp_path / "replay venvs"), "-p", "api_key", API_KEY, "--log-output")
+    refused = run_script(*replay, cwd=tmp_path)  # the source copy masks the default: the replay must be given it
+    assert refused.returncode == 2 and "-p dev_token VALUE" in refused.stderr, refused.stderr
+    replayed = run_script(*replay, "-p", "dev_token", "devToken-6", cwd=tmp_path)
     assert replayed.returncode == 0, replayed.stdout[-3000:] + replayed.stderr[-3000:]
-    assert "using ***" in replayed.stdout and API_KEY not in replayed.stdout + replayed.stderr
-    assert not _leaks((API_KEY,), tmp_path / "replay", tmp_path / "replay venvs", tmp_path / "mlruns",
+    assert "using *** ***" in replayed.stdout and API_KEY not in replayed.stdout + replayed.stderr
+    assert not _leaks((API_KEY, "devToken-6"), tmp_path / "replay", tmp_path / "replay venvs", tmp_path / "mlruns",
                       tmp_path / "mlflow.db", tmp_path / "out")
+
+
+def test_issue_17_4_parameters_named_auth_and_pw_are_secret(tmp_path: Path, venv_small: Path) -> None:
+    """``-p auth … -p pw …`` (and a ``key``, a ``dsn``): logged as ``***``, masked wherever printed; ``auth_type`` and
+    ``keyword`` are not secrets and are logged as given."""
+    secrets = ("authValue-7", "pwValue-8", "keyValue-9", "dsnValue-10")
+    nb = _notebook(tmp_path / "auth.ipynb", "print(auth, pw, key, dsn, auth_type, keyword)",
+                   parameters="".join(f'{n} = ""\n' for n in ("auth", "pw", "key", "dsn", "auth_type", "keyword")))
+    with private_mlflow_server(tmp_path / "server") as (uri, _):
+        done = run_nb("--venv", str(venv_small), "--notebook", str(nb), "--output", str(tmp_path / "out" / "a.ipynb"),
+                      "-p", "auth", secrets[0], "-p", "pw", secrets[1], "-p", "key", secrets[2], "-p", "dsn",
+                      secrets[3], "-p", "auth_type", "oauth-basic", "-p", "keyword", "churn-model", "--log-output",
+                      "--tracking-uri", uri, "--experiment", "names", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        server_leaks, runs = _server_leaks(uri, secrets, tmp_path / "downloaded")
+    assert "*** *** *** *** oauth-basic churn-model" in done.stdout, done.stdout[-2000:]
+    (stage,) = [r for r in runs if r.data.tags.get("mlops_kit.role") == "stage"]
+    assert {k: stage.data.params[k] for k in ("auth", "pw", "key", "dsn", "auth_type", "keyword")} == {
+        "auth": "***", "pw": "***", "key": "***", "dsn": "***", "auth_type": "oauth-basic", "keyword": "churn-model"}
+    assert not [s for s in secrets if s in done.stdout + done.stderr]
+    assert not server_leaks, server_leaks
+    assert not _leaks(secrets, tmp_path / "out", tmp_path / "server", venv_small / "audit")

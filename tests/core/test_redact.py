@@ -177,3 +177,14 @@ def test_redacted_keeps_names_and_masks_every_text(registry: None) -> None:
     assert redact.redacted({"password": "x", "error_value": "key s3cr3tVal", "n": [1, "s3cr3tVal"]}) == \
         {"password": "x", "error_value": "key ***", "n": [1, "***"]}
     assert redact.redact_known("token=token s3cr3tVal") == "token=token ***"
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("oauth-basic churn-model", "oauth-basic churn-model"),  # a notebook's output is prose too (was "basic ***")
+    ("Basic statistics of the bearer of news", "Basic statistics of the bearer of news"),
+    ("Authorization: Basic dXNlcjpwYXNz", "Authorization: Basic ***"),  # after the header: always
+    ("token Bearer abc123def", "token Bearer ***"),  # alone: when it looks like a credential
+    ("Authorization=Bearer sometoken", "Authorization=*** ***"),
+])
+def test_auth_header_credentials_not_english_words(text: str, shown: str) -> None:
+    assert redact.redact(text) == shown

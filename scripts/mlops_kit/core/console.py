@@ -41,10 +41,15 @@ def relay(source: IO[bytes], target: TextIO, *, name: str) -> threading.Thread:
     """Copy a child's output (a kernel's own stdout or stderr: warnings, and what its subprocesses or C code write
     past ``sys.stdout``) to ``target`` line by line, secrets masked, in a daemon thread until the pipe closes."""
     def pump() -> None:
+        shown = True
         try:
             for line in iter(lambda: source.readline(1 << 16), b""):
-                target.write(redact(line.decode("utf-8", errors="replace")))
-                target.flush()
+                if shown:
+                    try:
+                        target.write(redact(line.decode("utf-8", errors="replace")))
+                        target.flush()
+                    except (OSError, ValueError):  # our console is gone: keep draining, or the child would block
+                        shown = False
         except (OSError, ValueError):  # the pipe was closed under us (the process was reaped): nothing more to copy
             pass
 

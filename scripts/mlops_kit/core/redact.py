@@ -25,6 +25,7 @@ and, by showing where they were masked, reveal them anyway.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from typing import Any, Mapping
@@ -46,10 +47,15 @@ DATA_KEY_WORDS = ("sort", "primary", "foreign", "partition", "join", "group", "c
 _COUNT_WORDS = ("max", "min", "num", "n", "total", "count")  # "max tokens" is a number, not a token
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^/\s?#@]*(?:@[^/\s?#@]*)*@")
-_NAME_VALUE = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_.\- ]{0,60}?)(?P<eq>\s*=\s*)(?P<value>[^;&\s\"'<>,]+)")
-_AUTH_HEADER = re.compile(r"\b(?P<kind>Bearer|Basic)\s+[A-Za-z0-9._~+/=\-]{4,}", re.IGNORECASE)
+# a name starts a word (not inside "xxxx"): tried at word starts only, not at every character of a huge output
+_NAME_VALUE = re.compile(r"(?<![A-Za-z0-9])(?P<name>[A-Za-z_][A-Za-z0-9_.\- ]{0,60}?)(?P<eq>\s*=\s*)"
+                         r"(?P<value>[^;&\s\"'<>,]+)")
+_AUTH_HEADER = re.compile(r"(?P<header>authorization\W{1,3})?\b(?P<kind>Bearer|Basic)\s+(?P<cred>[A-Za-z0-9._~+/=\-]{4,})",
+                          re.IGNORECASE)
+_CRED_LOOK = re.compile(r"[0-9=+/.]|(?=.*[a-z])(?=.*[A-Z]).{12,}")  # "Basic statistics" in a notebook's output is prose
 
 
+@functools.lru_cache(maxsize=4096)  # a big output repeats its names (``a=1 b=2`` on every line)
 def is_secret_name(name: str) -> bool:
     """True when a (dotted, snake, kebab or camel case) name looks like it holds a secret (whole words)."""
     words = re.split(r"[._\-\s]+", _CAMEL.sub("_", str(name)).lower())
@@ -162,7 +168,7 @@ def credentials_in(text: str) -> list[str]:
         user, colon, password = userinfo.partition(":")
         found += [password if colon else user, unquote(password if colon else user)]  # p%40ss printed as p@ss
     found += [m.group("value") for m in _NAME_VALUE.finditer(text) if is_secret_name(m.group("name").strip())]
-    found += [m.group(0).split(None, 1)[1] for m in _AUTH_HEADER.finditer(text)]
+    found += [m.group("cred") for m in _AUTH_HEADER.finditer(text) if _is_credential(m)]
     return [value for value in found if value and value != MASK]
 
 
@@ -185,8 +191,24 @@ def redact(text: str) -> str:
     if known is not None:
         text = known.sub(MASK, text)
     text = _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}{MASK}@", text)
-    text = _NAME_VALUE.sub(_masked_pair, text)
-    return _AUTH_HEADER.sub(lambda m: f"{m.group('kind')} {MASK}", text)
+    text = _AUTH_HEADER.sub(lambda m: m.group(0)[:m.start("cred") - m.start()] + MASK if _is_credential(m)
+                            else m.group(0), text)
+    return _masked_pairs(text)
+
+
+def _is_credential(match: re.Match[str]) -> bool:
+    """After ``Authorization:`` always; alone, when it looks like one (a digit, ``=+/.``, mixed case and long)."""
+    return bool(match.group("header")) or _CRED_LOOK.search(match.group("cred")) is not None
+
+
+def _masked_pairs(text: str) -> str:
+    """Secret ``name=value`` pairs masked; a long text (a notebook's output) line by line, only lines with a ``=``."""
+    if "=" not in text:
+        return text
+    if len(text) < 4096:
+        return _NAME_VALUE.sub(_masked_pair, text)
+    return "".join(_NAME_VALUE.sub(_masked_pair, line) if "=" in line else line
+                   for line in text.splitlines(keepends=True))
 
 
 def _masked_pair(match: re.Match[str]) -> str:

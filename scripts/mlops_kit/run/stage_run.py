@@ -149,9 +149,10 @@ def check_request(request: NotebookRunRequest, target: store.Target) -> CheckedI
     from_file = params.load_params_file(request.params_file) if request.params_file else {}
     values = params.merge_overrides(from_file, request.param_overrides)
     learn_secrets(values)
-    params_file_has_secrets = redact.has_secrets(from_file)  # also a value given as a secret with -p
     params.check_count(values, source=str(request.params_file or "-p"))
     nb = notebook.load_notebook(request.notebook)
+    redact.register_secrets_in(params.declared_defaults(nb))  # api_key = "sk-dev…" in its parameters cell
+    params_file_has_secrets = redact.has_secrets(from_file)  # also a value given as a secret with -p
     for message in params.undeclared_warnings(nb, list(values), notebook=request.notebook):
         console.warn(message)
     stage = request.stage or env.stage
@@ -287,7 +288,7 @@ def _plan_lineage(record: runrecord.RunRecord, request: NotebookRunRequest, env:
     tracking worker once the run exists)."""
     nb_path = Path(os.path.abspath(request.notebook))
     try:
-        shutil.copyfile(nb_path, run.source_copy)
+        masked_defaults = _copy_source(nb_path, run.source_copy, passed=masked)
     except OSError as exc:
         raise BadInput(f"{run.source_copy}: cannot copy the notebook there ({exc.strerror or exc})") from None
     record.files.append(RunFile(str(run.source_copy), "source"))
@@ -297,6 +298,24 @@ def _plan_lineage(record: runrecord.RunRecord, request: NotebookRunRequest, env:
         masked, cwd=Path(os.path.abspath(request.cwd or Path.cwd())), output_dir=run.output_dir, excluded=excluded,
         python=env.python.version, notebook=source, source_notebook=f"source/{run.source_copy.name}",
         parameters=f"params/{run.params_copy.name}", masked=masked)
+    record.lineage.masked = sorted({*record.lineage.masked, *masked_defaults})  # a replay asks for them with -p
+
+
+def _copy_source(nb_path: Path, copy: Path, *, passed: dict[str, Any]) -> list[str]:
+    """The notebook as given, for a replay: byte for byte, unless it holds a secret the run knows (a default of its
+    parameters cell such as ``api_key = "sk-dev…"``, an output saved with it), which is masked in the copy. Returns
+    the parameters whose default was masked and that the run did not pass (a replay must be given them)."""
+    import nbformat
+
+    nb = nbformat.read(str(nb_path), as_version=4)
+    before = nbformat.writes(nb)
+    defaults = params.declared_defaults(nb)
+    notebook.mask_outputs(nb)
+    if nbformat.writes(nb) == before:
+        shutil.copyfile(nb_path, copy)
+        return []
+    nbformat.write(nb, str(copy))
+    return sorted(name for name, value in defaults.items() if name not in passed and redact.redacted(value) != value)
 
 
 def _source_name(nb_path: Path, git_root: Path | None) -> str:
