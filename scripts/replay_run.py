@@ -66,7 +66,8 @@ examples (PowerShell):
 
 def build_parser() -> cli.ArgParser:
     p = cli.ArgParser(prog="replay_run.py", description=DESCRIPTION)
-    p.add_argument("run_id", metavar="RUN_ID", help="the MLflow run to replay (a stage run or a pipeline run)")
+    p.add_argument("run_id", metavar="RUN_ID", type=_run_id,
+                   help="the MLflow run to replay (a stage run or a pipeline run)")
     p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
                                                           "else sqlite:///mlflow.db)")
     p.add_argument("--experiment", metavar="NAME", help="log the replay runs here (default: the run's experiment)")
@@ -94,6 +95,14 @@ def build_parser() -> cli.ArgParser:
     p.add_argument("--cell-timeout", type=float, metavar="S", help="fail a cell running longer (default: no limit)")
     p.add_argument("--log-output", action="store_true", help="stream cell output to the console")
     return p
+
+
+def _run_id(text: str) -> str:
+    """An empty RUN_ID (``replay_run.py ""``, a CI variable that was not set) is refused before anything is opened."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the run id is empty: give the MLflow run id (32 hexadecimal characters, "
+                                         "on the run's page in the MLflow UI); is the variable holding it set?")
+    return text.strip()
 
 
 def request_from(args: argparse.Namespace) -> replayer.ReplayRequest:

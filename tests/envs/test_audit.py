@@ -86,3 +86,12 @@ def test_a_locked_venvs_bundle_carries_the_lock_before_env_json(tmp_path: Path) 
     assert locked.to_json()["lock"]["verified"] is True
     dest = audit.copy_bundle(locked, tmp_path / "artifacts")
     assert sorted(p.name for p in dest.iterdir()) == ["env.json", "pip_freeze.txt", "spec.lock.txt", "spec.yaml"]
+
+
+def test_a_freeze_line_with_an_index_token_is_written_masked(tmp_path: Path) -> None:
+    """``pkg @ https://user:token@host/pkg.whl`` (a direct URL from a private index) never reaches pip_freeze.txt."""
+    record = fake_finished_venv(tmp_path / "venv")
+    freeze = "six==1.17.0\nprivpkg @ https://ci:idx-T0KEN-77@nexus.corp/simple/privpkg-1.0-py3-none-any.whl\n"
+    audit.write_bundle(record, freeze=freeze, spec_text="stage: demo\n")
+    written = record.freeze_file.read_text(encoding="utf-8")
+    assert "idx-T0KEN-77" not in written and "privpkg @ https://***@nexus.corp/" in written

@@ -128,3 +128,14 @@ def test_a_data_file_given_as_params_is_refused_before_it_is_parsed(tmp_path: Pa
     params.check_count(many, source="p.yaml")  # exactly the limit
     with pytest.raises(BadInput, match=r"p.yaml: 1001 parameters \(nested keys counted one by one\), at most 1000"):
         params.check_count({**many, "one_more": 1}, source="p.yaml")
+
+
+def test_declared_defaults_are_the_literals_of_the_parameters_cell() -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell('api_key = "sk-dev"  # the key\nn = 3\npath = Path("x")\ncfg = {"pw": "p1"}\n')
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"), cell]
+    assert params.declared_defaults(nb) == {"api_key": "sk-dev", "n": 3, "cfg": {"pw": "p1"}}
+    assert params.declared_defaults(nbformat.v4.new_notebook()) == {}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import os
 import signal
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import console, errors, winjob
-from .redact import redact
+from .redact import redact, register_environment
 
 
 def exit_codes_help() -> str:
@@ -49,12 +50,14 @@ def _terminate(_signum: int, _frame: Any) -> None:
 def run(main: Callable[[list[str]], int], argv: Sequence[str] | None = None, *,
         on_failure: Callable[[str, int], None] | None = None) -> int:
     """Call ``main(argv)`` and map every failure to one line and an exit code; ``on_failure(line, code)`` is told
-    too (a tool whose output is a document, ``doctor.py --json``, still prints one)."""
+    too (a tool whose output is a document, ``doctor.py --json``, still prints one). The secrets of the environment
+    are known (masked) from the start."""
     console.tolerate_unprintable()  # a cp1252 console (a Windows agent's pipe) never turns a path into a crash
     refused = winjob.contain_this_process()  # Windows: what the tool starts (kernels too) dies with it, however
     if refused:
         console.warn(refused)
     args = list(sys.argv[1:] if argv is None else argv)
+    register_environment(os.environ)  # secure variables and credentials: masked in whatever the tool writes
     previous = _install(signal.SIGTERM, _terminate)
     try:
         return main(args)
@@ -90,5 +93,5 @@ def write_crash_log() -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     fd, name = tempfile.mkstemp(prefix=f"mlops_kit-crash-{stamp}-", suffix=".log")
     with open(fd, "w", encoding="utf-8") as fh:
-        fh.write(redact(traceback.format_exc()))  # a URI's login in an exception's message stays masked
+        fh.write(redact(traceback.format_exc()))  # an exception's message may hold a secret
     return Path(name)

@@ -8,7 +8,8 @@ of create_venv, the executed notebook of run_notebook, the rehearsal's log and s
 from __future__ import annotations
 
 import sys
-from typing import Callable
+import threading
+from typing import IO, Callable, TextIO
 
 from .redact import redact
 
@@ -34,6 +35,27 @@ def write(text: str) -> None:
     """Raw text on stdout, as it comes (a rehearsal's job log: its lines carry their own newlines)."""
     sys.stdout.write(redact(text))
     sys.stdout.flush()
+
+
+def relay(source: IO[bytes], target: TextIO, *, name: str) -> threading.Thread:
+    """Copy a child's output (a kernel's own stdout or stderr: warnings, and what its subprocesses or C code write
+    past ``sys.stdout``) to ``target`` line by line, secrets masked, in a daemon thread until the pipe closes."""
+    def pump() -> None:
+        shown = True
+        try:
+            for line in iter(lambda: source.readline(1 << 16), b""):
+                if shown:
+                    try:
+                        target.write(redact(line.decode("utf-8", errors="replace")))
+                        target.flush()
+                    except (OSError, ValueError):  # our console is gone: keep draining, or the child would block
+                        shown = False
+        except (OSError, ValueError):  # the pipe was closed under us (the process was reaped): nothing more to copy
+            pass
+
+    thread = threading.Thread(target=pump, name=name, daemon=True)
+    thread.start()
+    return thread
 
 
 def silent(_message: str) -> None:

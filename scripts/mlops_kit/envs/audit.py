@@ -18,6 +18,7 @@ from typing import Any
 
 from ..core import paths
 from ..core.errors import BadInput
+from ..core.redact import redact
 
 SCHEMA = 1
 AUDIT = "audit"
@@ -201,7 +202,7 @@ def read_env(venv_dir: Path | str) -> EnvRecord:
 def write_bundle(record: EnvRecord, *, freeze: str, spec_text: str, lock_data: bytes | None = None) -> None:
     """Freeze, spec and lock first, ``env.json`` last (atomically): the venv counts as built only once it exists."""
     record.audit_dir.mkdir(exist_ok=True)
-    record.freeze_file.write_text(freeze, encoding="utf-8")
+    record.freeze_file.write_text(redact(freeze), encoding="utf-8")  # pkg @ https://user:token@host/pkg.whl
     record.spec_file.write_text(spec_text, encoding="utf-8")
     if lock_data is not None:
         record.lock_file.write_bytes(lock_data)

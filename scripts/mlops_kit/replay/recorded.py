@@ -108,6 +108,19 @@ def read_run(uri: str, run_id: str, dest: str) -> RecordedRun:
     return found
 
 
+def missing_artifacts_message(run: RecordedRun, missing: list[str]) -> str:
+    """Why a run cannot be replayed: artifacts deleted from a run that recorded them (its lineage tag says it did),
+    or never recorded by the toolkit version that made it."""
+    deleted = run.lineage is not None or lineage.OUTPUTS_TAG in run.tags  # lineage.json was logged with the run
+    if run.lineage is None and deleted:
+        missing = [lineage.ARTIFACT, *missing]
+    names = f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'}"
+    if deleted:
+        return (f"run {run.run_id} ({run.stage}) cannot be replayed: its artifacts {names} missing (the run "
+                "recorded them; deleted from the artifact store?)")
+    return f"run {run.run_id} ({run.stage}) cannot be replayed: {names} not recorded (the run predates lineage records)"
+
+
 def _read_lineage(client: Any, run_id: str) -> lineage.LineageRecord | None:
     """The run's lineage record (None: recorded before lineage existed); one it cannot read is bad input."""
     data = tracking.read_artifact_json(client, run_id, lineage.ARTIFACT)

@@ -216,9 +216,7 @@ def _read_stage(run: recorded.RecordedRun, index: int, request: ReplayRequest) -
     source = _source(run, request, notes, missing)
     values = _recorded_values(run, missing)
     if missing:
-        raise BadInput(f"run {run.run_id} ({run.stage}) cannot be replayed: {', '.join(missing)} "
-                       f"{'is' if len(missing) == 1 else 'are'} not recorded"
-                       + ("" if run.lineage else " (the run predates lineage records)"))
+        raise BadInput(recorded.missing_artifacts_message(run, missing))
     assert env_dir is not None and source is not None
     try:
         env = json.loads((env_dir / ENV_JSON).read_text(encoding="utf-8"))

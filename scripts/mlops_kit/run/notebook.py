@@ -24,12 +24,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
 
+from ..core import console, redact
 from ..core.errors import BadInput
 from . import compat
 
@@ -217,15 +219,51 @@ def _write(ex: Execution, nb: Any) -> None:
 
 
 def _mask(ex: Execution, nb: Any) -> None:
-    """Show masked values in the injected cell and papermill's metadata (the real ones ran in the kernel)."""
-    if ex.masked_parameters is None:
-        return
-    from papermill.translators import translate_parameters
+    """Show masked values in the injected cell and papermill's metadata (the real ones ran in the kernel), and
+    mask every secret the process knows in every output, error and traceback (:func:`mask_outputs`)."""
+    if ex.masked_parameters is not None:
+        from papermill.translators import translate_parameters
 
+        for cell in nb.cells:
+            if INJECTED_TAG in cell.metadata.get("tags", []):
+                cell.source = translate_parameters(ex.kernel_name, "python", ex.masked_parameters, "Parameters")
+        nb.metadata.papermill["parameters"] = ex.masked_parameters
+    mask_outputs(nb)
+
+
+# nbformat keeps these as text; every other MIME type (image/png, application/pdf, ...) is base64 of bytes
+_TEXT_MIME_PREFIXES = ("text/", "application/json", "application/javascript", "image/svg+xml")
+
+
+def mask_outputs(nb: Any) -> None:
+    """Every secret value :mod:`mlops_kit.core.redact` knows, masked in ``nb`` in place: stream text, results,
+    display data (text types; base64 images are left alone), errors (name, value, every traceback line), metadata.
+    Cell sources get only the exact values (the patterns would garble code such as ``auth=auth``)."""
     for cell in nb.cells:
-        if INJECTED_TAG in cell.metadata.get("tags", []):
-            cell.source = translate_parameters(ex.kernel_name, "python", ex.masked_parameters, "Parameters")
-    nb.metadata.papermill["parameters"] = ex.masked_parameters
+        cell.source = redact.redact_known(_text(cell.source))
+        cell.metadata.update(redact.redacted(dict(cell.metadata)))
+        for output in cell.get("outputs", []):
+            _mask_output(output)
+    nb.metadata.update(redact.redacted(dict(nb.metadata)))
+
+
+def _mask_output(output: Any) -> None:
+    if "text" in output:
+        output.text = redact.redact(_text(output.text))
+    if output.get("output_type") == "error":
+        output.ename = redact.redact(str(output.get("ename", "")))
+        output.evalue = redact.redact(str(output.get("evalue", "")))
+        output.traceback = [redact.redact(line) for line in output.get("traceback", [])]
+    for mime, value in list(output.get("data", {}).items()):
+        if mime.startswith(_TEXT_MIME_PREFIXES) or mime.endswith("+json"):
+            output.data[mime] = redact.redacted(value) if isinstance(value, dict) else redact.redact(_text(value))
+    if "metadata" in output:
+        output.metadata = redact.redacted(dict(output.metadata))
+
+
+def _text(value: Any) -> str:
+    """nbformat text: a string, or a list of lines to join (a secret may span two of them)."""
+    return "".join(value) if isinstance(value, list) else str(value)
 
 
 def _source_index(nb: Any, index: int) -> int:
@@ -249,6 +287,16 @@ def _manager_class(kernels_dir: Path) -> type:
         @default("kernel_spec_manager")
         def _kernel_spec_manager_default(self) -> KernelSpecManager:
             return KernelSpecManager(kernel_dirs=[str(kernels_dir)])
+
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            """The kernel's own stdout/stderr (what its subprocesses and C code write past ``sys.stdout``) come
+            through the runner, secrets masked, instead of straight to the console or the GoCD log."""
+            kw.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            process = getattr(self.provisioner, "process", None)
+            if process is not None and process.stdout is not None and process.stderr is not None:
+                console.relay(process.stdout, sys.stdout, name="mlops_kit-kernel-stdout")
+                console.relay(process.stderr, sys.stderr, name="mlops_kit-kernel-stderr")
 
     return PrivateKernelManager
 
@@ -311,12 +359,19 @@ class _DropDuplicates(logging.Filter):
         return not str(record.getMessage()).startswith(_DROPPED_PAPERMILL_LINES)
 
 
+class _Masked(logging.Formatter):
+    """papermill's lines (``--log-output`` streams every cell's output through them) with secrets masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact.redact(super().format(record))
+
+
 def _configure_logging(log_output: bool) -> None:
     """papermill logs cell output at INFO (``--log-output``); otherwise only its warnings and errors."""
     logger = logging.getLogger("papermill")
     if not any(isinstance(f, _DropDuplicates) for f in logger.filters):
         handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(_Masked("%(message)s"))
         logger.addHandler(handler)
         logger.addFilter(_DropDuplicates())
         logger.propagate = False

@@ -129,6 +129,23 @@ def declared_parameters(nb: Any) -> set[str] | None:
     return {p.name for p in PythonTranslator.inspect(nb.cells[index])}
 
 
+def declared_defaults(nb: Any) -> dict[str, Any]:
+    """The literal default values of the notebook's ``parameters`` cell (``api_key = "sk-dev"``); an expression
+    that is not a literal is left out."""
+    import ast
+
+    from papermill.translators import PythonTranslator
+
+    cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    defaults: dict[str, Any] = {}
+    for parameter in PythonTranslator.inspect(cell) if cell is not None else []:
+        try:
+            defaults[parameter.name] = ast.literal_eval(parameter.default)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+    return defaults
+
+
 def undeclared_warnings(nb: Any, passed: Iterable[str], *, notebook: Path) -> list[str]:
     """Warnings for a notebook without a ``parameters`` cell or names it does not declare (``output_dir`` aside)."""
     declared = declared_parameters(nb)

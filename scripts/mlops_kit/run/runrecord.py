@@ -24,7 +24,7 @@ from typing import Any, Literal, Mapping, get_args
 from ..core import paths
 from ..core.console import Warn
 from ..core.errors import BadInput
-from ..core.redact import MASK, is_secret_name, redact, strip_credentials
+from ..core.redact import MASK, is_secret_name, redact, redacted, strip_credentials
 from ..core.userfile import read_input
 from .lineage import LineageRecord
 from .params import flatten
@@ -245,6 +245,8 @@ def save_manifest(record: RunRecord, path: Path) -> None:
     data["lineage"] = record.lineage.to_json() if record.lineage is not None else {}
     if not record.ended_by_caller:  # only a replay's manifest has it: every other one reads as before it existed
         del data["ended_by_caller"]
+    for texts in ("params", "tags", "failure"):  # what a notebook's values can reach (an error message); not paths
+        data[texts] = redacted(data[texts])
     paths.write_json_atomic(path, data, indent=1)
 
 

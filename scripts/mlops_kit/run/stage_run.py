@@ -147,17 +147,28 @@ def check_request(request: NotebookRunRequest, target: store.Target) -> CheckedI
     if not paths.venv_python(venv).exists():
         raise BadInput(f"{venv}: its interpreter {paths.venv_python(venv)} is missing; "
                        "rebuild with create_venv.py --force")
-    values = params.load_params_file(request.params_file) if request.params_file else {}
-    params_file_has_secrets = redact.has_secrets(values)
-    values = params.merge_overrides(values, request.param_overrides)
+    from_file = params.load_params_file(request.params_file) if request.params_file else {}
+    values = params.merge_overrides(from_file, request.param_overrides)
+    learn_secrets(values)
     params.check_count(values, source=str(request.params_file or "-p"))
     nb = notebook.load_notebook(request.notebook)
+    redact.register_secrets_in(params.declared_defaults(nb))  # api_key = "sk-dev…" in its parameters cell
+    params_file_has_secrets = redact.has_secrets(from_file)  # also a value given as a secret with -p
     for message in params.undeclared_warnings(nb, list(values), notebook=request.notebook):
         console.warn(message)
     stage = request.stage or env.stage
     files = outputs.run_files(request.output, request.output_dir, stage)
     outputs.check(files, target=target, venv=env.venv_dir)
     return CheckedInputs(env, nb, values, params_file_has_secrets, files, stage)
+
+
+def learn_secrets(values: dict[str, Any]) -> None:
+    """Register every secret this run knows before anything is printed or written: the values of secret-named
+    parameters, credentials inside any parameter, the secret variables of the environment the kernel inherits
+    (GoCD's secure variables arrive so). From then on every text the run writes is masked by exact value: console,
+    executed notebook (outputs, errors, tracebacks), HTML, manifest, MLflow params and tags."""
+    redact.register_secrets_in(values)
+    redact.register_environment(os.environ)
 
 
 def _venv_dir(request: NotebookRunRequest) -> Path:
@@ -210,7 +221,7 @@ def _execute_and_log(request: NotebookRunRequest, checked: CheckedInputs, target
         notebook=Path(os.path.abspath(request.notebook)), output=files.output, parameters=values,
         kernelspec=kernel.kernelspec(env.venv_dir, env.kernel_display_name), kernel_name=env.kernel_name,
         cwd=Path(os.path.abspath(request.cwd or Path.cwd())),
-        masked_parameters=masked if masked != values else None,
+        masked_parameters=masked if masked != values or redact.knows_secrets() else None,  # no unmasked saves
         before_cells=lambda: _run_ready(live),
         log_output=request.log_output,
         progress_bar=sys.stderr.isatty() and not (request.no_progress or request.log_output),
@@ -278,7 +289,7 @@ def _plan_lineage(record: runrecord.RunRecord, request: NotebookRunRequest, env:
     tracking worker once the run exists)."""
     nb_path = Path(os.path.abspath(request.notebook))
     try:
-        shutil.copyfile(nb_path, run.source_copy)
+        masked_defaults = _copy_source(nb_path, run.source_copy, passed=masked)
     except OSError as exc:
         raise BadInput(f"{run.source_copy}: cannot copy the notebook there ({exc.strerror or exc})") from None
     record.files.append(RunFile(str(run.source_copy), "source"))
@@ -288,6 +299,24 @@ def _plan_lineage(record: runrecord.RunRecord, request: NotebookRunRequest, env:
         masked, cwd=Path(os.path.abspath(request.cwd or Path.cwd())), output_dir=run.output_dir, excluded=excluded,
         python=env.python.version, notebook=source, source_notebook=f"source/{run.source_copy.name}",
         parameters=f"params/{run.params_copy.name}", masked=masked)
+    record.lineage.masked = sorted({*record.lineage.masked, *masked_defaults})  # a replay asks for them with -p
+
+
+def _copy_source(nb_path: Path, copy: Path, *, passed: dict[str, Any]) -> list[str]:
+    """The notebook as given, for a replay: byte for byte, unless it holds a secret the run knows (a default of its
+    parameters cell such as ``api_key = "sk-dev…"``, an output saved with it), which is masked in the copy. Returns
+    the parameters whose default was masked and that the run did not pass (a replay must be given them)."""
+    import nbformat
+
+    nb = nbformat.read(str(nb_path), as_version=4)
+    before = nbformat.writes(nb)
+    defaults = params.declared_defaults(nb)
+    notebook.mask_outputs(nb)
+    if nbformat.writes(nb) == before:
+        shutil.copyfile(nb_path, copy)
+        return []
+    nbformat.write(nb, str(copy))
+    return sorted(name for name, value in defaults.items() if name not in passed and redact.redacted(value) != value)
 
 
 def _source_name(nb_path: Path, git_root: Path | None) -> str:
@@ -341,7 +370,8 @@ def _not_served(live: _Run, exc: TrackingError) -> None:
     manifest (the server's log is one of the run's files)."""
     record = live.record
     record.status, record.end_time = "FAILED", int(time.time() * 1000)
-    record.failure = {"failure_kind": "tracking-server", "error_name": type(exc).__name__, "error_value": str(exc)}
+    record.failure = {"failure_kind": "tracking-server", "error_name": type(exc).__name__,
+                      "error_value": redact.redact(str(exc))}
     if record.run_id is not None:
         with contextlib.suppress(TrackingError):
             live.tracker.call(tracking.finish_run, record)
@@ -356,7 +386,7 @@ def _finish(live: _Run, outcome: notebook.Outcome, begin: float) -> RunResult:
     _stop_serving(live)
     record.end_time = int(time.time() * 1000)
     record.status = "FINISHED" if outcome.ok else "FAILED"
-    record.failure = outcome.as_tags() if not outcome.ok else {}
+    record.failure = redact.redacted(outcome.as_tags()) if not outcome.ok else {}
     record.metrics = runrecord.read_metrics(files.output_dir, since=begin, warn=console.warn)
     files.params_copy.write_text(params.yaml_text(live.masked), encoding="utf-8")
     tracking_error = None
@@ -379,11 +409,25 @@ def _finish(live: _Run, outcome: notebook.Outcome, begin: float) -> RunResult:
         print(result.summary())
     if not outcome.ok:
         extra = f" (also: {tracking_error})" if tracking_error else ""
-        raise NotebookRunFailed(f"{output}: notebook failed: {outcome.summary()}{extra}", result)
+        message = f"{output}: notebook failed: {outcome.summary()}{_not_served_hint(live, outcome)}{extra}"
+        raise NotebookRunFailed(redact.redact(message), result)
     if tracking_error:
         raise TrackingError(tracking_error)
     print(output, flush=True)
     return result
+
+
+def _not_served_hint(live: _Run, outcome: notebook.Outcome) -> str:
+    """The local store is served to the kernel only when a cell mentions mlflow: a notebook logging from a module
+    it imports meets the store's URI itself, which an older mlflow or mlflow-skinny cannot open (MLflow's "Model
+    registry functionality is unavailable; got unsupported URI 'sqlite:///…'"). Say what the README says."""
+    if live.served is not None or not store.is_local_store(live.record.tracking_uri):
+        return ""
+    if not any(word in f"{outcome.ename} {outcome.evalue}".lower() for word in ("mlflow", "registry")):
+        return ""
+    return ("; if the notebook logs with mlflow from a module it imports, mention mlflow in a code cell (a comment "
+            "'# logs with mlflow' is enough): the local store is then served to the kernel, which any mlflow can "
+            "log to")
 
 
 def _upload_later_command(manifest: Path, uri: str) -> str:
