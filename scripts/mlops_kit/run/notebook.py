@@ -33,7 +33,7 @@ from typing import Any, Callable, Literal, Mapping
 
 from ..core import console, redact
 from ..core.errors import BadInput
-from . import compat
+from . import compat, kernel_mlflow
 
 INJECTED_TAG = "injected-parameters"
 # papermill log lines we drop: our own warnings say the first two; the last two name our in-memory copies
@@ -350,6 +350,8 @@ def _before_cells(state: _Progress, cells: compat.PapermillCells) -> None:
         cells.save_progress_to(ex.output)
     if env:
         code = f"import os as _mlops_os\n_mlops_os.environ.update({env!r})\ndel _mlops_os\n"
+        if kernel_mlflow.CHILD_TAGS_VAR in env:  # the notebook uses mlflow: the stage run becomes its active run
+            code += kernel_mlflow.BOOTSTRAP
         if not cells.run_silently(code):
             raise DeadKernelError("could not set the run's environment variables in the kernel")
 

@@ -35,6 +35,7 @@ from ..core.errors import BadInput, NotebookFailed, TrackingError
 from ..envs import audit, kernel, spec
 from . import (
     html,
+    kernel_mlflow,
     lineage,
     notebook,
     outputs,
@@ -94,6 +95,7 @@ class _Run:
     files: outputs.RunFiles
     masked: dict[str, Any]
     served: Future | None = None  # the local store served to the kernel (its URL), when the notebook uses mlflow
+    uses_mlflow: bool = False  # the notebook mentions mlflow: the stage run becomes the kernel's active run
 
 
 class NotebookRunFailed(NotebookFailed):
@@ -214,7 +216,7 @@ def _execute_and_log(request: NotebookRunRequest, checked: CheckedInputs, target
                      params_file_has_secrets=checked.params_file_has_secrets)
     served_log = _served_log(record, files, nb)  # before start_run: the manifest written at the start lists it
     started = tracker.submit(tracking.start_run, record, str(files.manifest))  # the manifest exists from the start
-    live = _Run(tracker, started, record, files, masked)
+    live = _Run(tracker, started, record, files, masked, uses_mlflow=served_store.notebook_uses_mlflow(nb))
     if served_log is not None:  # queued right after start_run: the worker serves the store while the kernel runs
         live.served = tracker.submit(served_store.serve, record.tracking_uri, str(served_log), request.start_timeout)
     ex = notebook.Execution(
@@ -352,6 +354,8 @@ def _run_ready(live: _Run) -> dict[str, str]:
     if redact.strip_credentials(live.record.tracking_uri) != live.record.tracking_uri:
         # a notebook ending the run itself makes MLflow print "View run at <URI>", login and all, into its output
         env["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    if live.uses_mlflow:
+        env[kernel_mlflow.CHILD_TAGS_VAR] = kernel_mlflow.child_tags(live.record.tags, started.run_id)
     if live.served is not None:  # a ServedStoreError here: exit 6, the run ended FAILED (_not_served)
         env.update(served_store.client_env(live.tracker.result(live.served)))
     return env
