@@ -188,3 +188,15 @@ def test_redacted_keeps_names_and_masks_every_text(registry: None) -> None:
 ])
 def test_auth_header_credentials_not_english_words(text: str, shown: str) -> None:
     assert redact.redact(text) == shown
+
+
+@pytest.mark.parametrize("line", ["google-auth==2.40.0", "requests-auth == 1.0", "if auth == token_b:",
+                                  "pw>=3", "key != 'x'"])
+def test_a_pin_or_a_comparison_is_not_a_secret_assignment(line: str) -> None:
+    """pip_freeze.txt pins packages whose names end like secrets (google-auth): masking them corrupted the audit
+    file and made replay refuse the run."""
+    assert redact.redact(line) == line
+
+
+def test_an_assignment_next_to_a_pin_is_still_masked() -> None:
+    assert redact.redact("google-auth==2.40.0 auth=sk-live-998877") == "google-auth==2.40.0 auth=***"

@@ -47,8 +47,9 @@ DATA_KEY_WORDS = ("sort", "primary", "foreign", "partition", "join", "group", "c
 _COUNT_WORDS = ("max", "min", "num", "n", "total", "count")  # "max tokens" is a number, not a token
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^/\s?#@]*(?:@[^/\s?#@]*)*@")
-# a name starts a word (not inside "xxxx"): tried at word starts only, not at every character of a huge output
-_NAME_VALUE = re.compile(r"(?<![A-Za-z0-9])(?P<name>[A-Za-z_][A-Za-z0-9_.\- ]{0,60}?)(?P<eq>\s*=\s*)"
+# a name starts a word (not inside "xxxx"): tried at word starts only, not at every character of a huge output;
+# ``==`` is a comparison or a pin (``google-auth==2.40.0`` in pip_freeze.txt), never an assignment
+_NAME_VALUE = re.compile(r"(?<![A-Za-z0-9])(?P<name>[A-Za-z_][A-Za-z0-9_.\- ]{0,60}?)(?P<eq>\s*=(?!=)\s*)"
                          r"(?P<value>[^;&\s\"'<>,]+)")
 _AUTH_HEADER = re.compile(r"(?P<header>authorization\W{1,3})?\b(?P<kind>Bearer|Basic)\s+(?P<cred>[A-Za-z0-9._~+/=\-]{4,})",
                           re.IGNORECASE)
