@@ -225,6 +225,7 @@ def _stage_row(out: str, stage: str) -> tuple[str, float, float]:
     return found.group(1), float(found.group(2)), float(found.group(3))
 
 
+@pytest.mark.slow
 def test_jobs_of_a_stage_run_in_parallel_each_with_its_own_copy_and_log(tmp_path: Path) -> None:
     stamps = tmp_path / "stamps"
     stamps.mkdir()
@@ -271,6 +272,7 @@ def _pids_gone(folder: Path) -> dict[str, bool]:
     return {role: gone(int((folder / f"{role}.pid").read_text())) for role in TREE_ROLES}
 
 
+@pytest.mark.slow
 def test_a_silent_job_times_out_with_its_tree_and_nothing_after_it(tmp_path: Path) -> None:
     """GoCD's timeout is minutes WITHOUT CONSOLE OUTPUT: the silent job is cancelled (its whole tree, the
     new-session 'kernel' too; no runif="any" task after it; nothing published); a job printing all along outlives
@@ -326,6 +328,7 @@ def test_sigterm_cancels_the_running_jobs_and_prints_the_summary(tmp_path: Path)
 
 
 @POSIX_SIGNALS
+@pytest.mark.slow
 def test_sigterm_cancels_a_running_task_at_once_ctrl_c_gives_it_the_grace(tmp_path: Path) -> None:
     """A task that would end on its own 8 s later, with a 60 s grace: Ctrl-C in a terminal reaches the task too,
     so the rehearsal lets it end (it finishes); SIGTERM reaches the rehearsal alone, so the task is cancelled at
@@ -379,6 +382,7 @@ def test_keep_prunes_only_old_marked_runs_not_in_progress(tmp_path: Path) -> Non
     assert statedir.claim_run(state, "p").counter == 7, "counters never go back"
 
 
+@pytest.mark.slow
 def test_concurrent_rehearsals_with_keep_1_leave_each_other_running(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()

@@ -388,6 +388,7 @@ def test_processes_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path: Path
     assert {f"e-{i}" for i in range(4)} <= names
 
 
+@pytest.mark.slow
 def test_a_dataset_input_colliding_with_another_runs_is_logged_on_the_next_attempt(mlflow_server: str) -> None:
     """MLflow's store looks a dataset up, then inserts it: two runs logging the same input content at once can
     collide on its unique key (seen with three rehearsals at once). The client below plays that moment for real:
