@@ -29,14 +29,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 from mlops_kit.core import paths  # noqa: E402
-from mlops_kit.rehearsal import gocd  # noqa: E402
+from mlops_kit.rehearsal import gocd, gocd_reader  # noqa: E402
 
 PY = sys.executable
 
 
 def stage_plans() -> list[dict]:
     """What each stage's run_notebook task runs, read from the example XML (so the bench follows the pipeline)."""
-    chosen = gocd.select_pipeline(gocd.load_config(REPO / "gocd" / "pipeline_config.xml"), None)
+    chosen = gocd.select_pipeline(gocd_reader.load_config(REPO / "gocd" / "pipeline_config.xml"), None)
     plans = []
     for stage in chosen.stages:
         task = next(t for t in stage.jobs[0].tasks if isinstance(t, gocd.ExecTask) and

@@ -1,7 +1,8 @@
 """Build (or reuse) the venv of one pipeline stage from its spec, register its Jupyter kernel, keep an audit trail.
 
-Thin command-line edge over :mod:`mlops_kit.envs.build` (build and cache), :mod:`mlops_kit.envs.lockfile` (lock files),
-:mod:`mlops_kit.envs.installers`, :mod:`mlops_kit.envs.audit` and :mod:`mlops_kit.envs.kernel`.
+Thin command-line edge over :mod:`mlops_kit.envs.build` (build and cache), :mod:`mlops_kit.envs.lockfile` and
+:mod:`mlops_kit.envs.resolution` (lock files), :mod:`mlops_kit.envs.installers`, :mod:`mlops_kit.envs.audit` and
+:mod:`mlops_kit.envs.kernel`.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from mlops_kit.core import cli, console, errors, paths  # noqa: E402
 from mlops_kit.envs import (  # noqa: E402
     build,
     installers,
-    interpreters,
     kernel,
     lockfile,
+    managed,
     pyinstall,
+    resolution,
     spec,
 )
 
@@ -39,10 +41,22 @@ exactly the lock's versions, every file's sha256 checked, nothing resolved, and 
 lock (env.json records it; the audit bundle holds a copy). --lock writes the locks of the given specs (one lock
 serves Windows, Linux and macOS for the spec's Python minor and later; existing pins are kept unless --upgrade or
 --upgrade-package NAME); it builds nothing unless --build is added. A lock older than its spec (stale) stops the
-build with exit 2 and the command that refreshes it; --check-lock checks every given lock in milliseconds without
-network (for CI and pre-commit). A tampered lock (a hash that does not match) is exit 4, its venv never used.
+build with exit 2 and the command that refreshes it. A lock is whole or refused: a digest in its header covers
+every line, so a lock edited by hand (a package removed or added, a hash changed) is exit 2 naming the first
+edited line; so is one saved with a byte-order mark or pinning a package twice for Windows, Linux or macOS.
+--check-lock applies the same rules to every given lock in milliseconds without network (for CI and pre-commit).
+A downloaded file whose hash does not match the lock is exit 4, its venv never used. After every install the
+venv's dependency closure is checked (uv pip check / pip check): a missing requirement is exit 4, venv unused.
 Without a lock the packages are resolved at build time, as before, and the build says it is unpinned.
 --spec may be repeated or name a folder (all its *.yaml specs).
+
+The Python: --python, else an installed one (py launcher, pyenv-win, PATH, pyenv), else one uv installed earlier
+into the toolkit's folder of Pythons (UV_PYTHON_INSTALL_DIR, else "pythons" next to the venv root), else it is
+downloaded there through uv (python-build-standalone; nothing is added to PATH folders or the registry; once per
+machine: later builds reuse it). --python-downloads never (or MLOPS_PYTHON_DOWNLOADS=never, or uv's
+UV_PYTHON_DOWNLOADS=never/manual) turns downloads off: a missing Python is then exit 3. Behind a firewall, point
+uv at a mirror: UV_PYTHON_INSTALL_MIRROR (a copy of the python-build-standalone releases) or
+UV_PYTHON_DOWNLOADS_JSON_URL (a downloads list of your own). env.json records where the interpreter came from.
 
 Re-running with an unchanged spec and interpreter reuses the venv (no install) after a health check; a changed
 package list, Python request, interpreter, installer, lock or freeze file rebuilds it, and the reason is
@@ -72,6 +86,8 @@ examples (PowerShell):
   python scripts\\create_venv.py --spec specs\\ingest.yaml --spec specs\\train.yaml --lock --upgrade-package pandas
   python scripts\\create_venv.py --spec specs\\ingest.yaml --kernel-scope none
   python scripts\\create_venv.py --spec specs\\train.yaml --install-python
+  $env:UV_PYTHON_INSTALL_MIRROR = "https://nexus.corp.example/repository/python-build-standalone"
+  python scripts\\create_venv.py --spec specs\\ingest.yaml --python-downloads never
   $venv = python scripts\\create_venv.py --spec specs\\ingest.yaml --quiet | Select-Object -Last 1
   python scripts\\create_venv.py --spec specs\\ingest.yaml --from-freeze audit\\pip_freeze.txt --force
 
@@ -93,6 +109,9 @@ def build_parser() -> cli.ArgParser:
     parser.add_argument("--install-python", action="store_true",
                         help="if no installed Python matches python_version, install one (Windows: the Python "
                              "install manager, winget, pyenv-win or choco; elsewhere pyenv), then build")
+    parser.add_argument("--python-downloads", choices=managed.CHOICES, metavar="{auto,never}",
+                        help="when no installed Python matches: download one through uv (auto, the default) or stop "
+                             "with exit 3 (never); default: $MLOPS_PYTHON_DOWNLOADS, else uv's UV_PYTHON_DOWNLOADS")
     parser.add_argument("--installer", choices=installers.INSTALLERS, default="uv",
                         help="uv (default, fast) or pip (fallback, e.g. when uv cannot reach your index)")
     parser.add_argument("--force", action="store_true", help="rebuild even if the venv is up to date")
@@ -111,10 +130,11 @@ def build_parser() -> cli.ArgParser:
     parser.add_argument("--upgrade", action="store_true",
                         help="with --lock: re-resolve every package (default: keep the pins the spec still allows)")
     parser.add_argument("--upgrade-package", action="append", default=[], metavar="NAME",
-                        help="with --lock: re-resolve this package only (repeatable)")
+                        help="with --lock: re-resolve this package only (repeatable; a package of the spec or "
+                             "pinned in its lock)")
     parser.add_argument("--check-lock", action="store_true",
-                        help="only check that each spec's lock is fresh (no network, no build): one line per "
-                             "stale or missing lock, exit 2 if any (for CI and pre-commit)")
+                        help="only check each spec's lock as a build would (fresh, whole, well-formed; no network, "
+                             "no build): one line per refused lock, exit 2 if any (for CI and pre-commit)")
     parser.add_argument("--quiet", action="store_true", help="print only errors and the venv path(s)")
     return parser
 
@@ -150,11 +170,12 @@ def _main(argv: list[str]) -> int:
         return _report(lockfile.check_locks(files, echo=echo), errors.EXIT_BAD_INPUT)
     stages = [spec.load_spec(f) for f in files]  # every spec valid before anything is resolved or built
     if args.lock:
-        failed = _report(lockfile.write_locks(stages, upgrade=args.upgrade, upgrade_packages=args.upgrade_package,
-                                           echo=echo), errors.EXIT_ENV_BUILD)
+        failed = _report(resolution.write_locks(stages, upgrade=args.upgrade, upgrade_packages=args.upgrade_package,
+                                             echo=echo), errors.EXIT_ENV_BUILD)
         if failed or not args.build:
             return failed
     root = paths.venv_root(args.venv_root)
+    args.policy = managed.download_policy(args.python_downloads)  # a bad setting: exit 2 before anything is built
     for stage in stages:  # bad input (a foreign folder, a stale lock) before slow discovery and any build
         build.refuse_unowned(Path(os.path.abspath(root)) / stage.venv_name)
         build.lock_for(stage, args.from_freeze)
@@ -168,10 +189,12 @@ def _main(argv: list[str]) -> int:
 
 
 def _build(stage: spec.StageSpec, root: Path, args: argparse.Namespace, echo: console.Echo) -> None:
+    folder = managed.pythons_dir(root)
     if args.install_python and args.python is None:
-        interp = pyinstall.install_python(stage.python, echo=echo)
+        interp = pyinstall.install_python(stage.python, echo=echo, managed=folder)
     else:
-        interp = interpreters.find_python(stage.python, explicit=args.python)
+        interp = managed.find_or_download(stage.python, folder=folder, policy=args.policy, explicit=args.python,
+                                          echo=echo)
     result = build.ensure_env(
         stage, venv_root=root, interpreter=interp, installer=args.installer, force=args.force,
         from_freeze=args.from_freeze, kernel_scope=args.kernel_scope, audit_dir=args.audit_dir, echo=echo,

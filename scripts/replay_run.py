@@ -23,8 +23,10 @@ again?" answered from the run id alone.
 RUN_ID is a stage run (one notebook) or a pipeline run (the parent of a GoCD pipeline instance's stage runs: they
 are replayed in the order they ran, each stage's inputs taken from its upstream's replay). For each stage:
   1. everything is checked before anything is built or run: masked (secret) parameters need -p NAME VALUE (exit 2
-     naming them); the recorded Python version, patch included, must be installed (exit 3 with the install hint;
-     --install-python installs it);
+     naming them); the recorded Python version, patch included: installed, else one uv installed earlier into the
+     toolkit's folder of Pythons, else downloaded there through uv (exactly that patch; --python-downloads never or
+     MLOPS_PYTHON_DOWNLOADS=never turns that off: exit 3 with the install hint; --install-python uses the
+     platform's installer instead);
   2. inputs: each file or folder the run's parameters named is taken from the run that produced it (downloaded
      from its outputs/) or from its recorded path, and its sha256 checked; a missing or changed file is named and
      the stage is not run (exit 8);
@@ -79,6 +81,9 @@ def build_parser() -> cli.ArgParser:
                    help="relative tolerance for metrics: |replayed - recorded| <= R * |recorded| (default 0: exact)")
     p.add_argument("--install-python", action="store_true",
                    help="install the recorded Python version when it is missing (as create_venv.py does)")
+    p.add_argument("--python-downloads", choices=("auto", "never"), metavar="{auto,never}",
+                   help="when the recorded Python patch is not installed: download it through uv (auto, the default) "
+                        "or stop with exit 3 (never); default: $MLOPS_PYTHON_DOWNLOADS, else uv's UV_PYTHON_DOWNLOADS")
     p.add_argument("--python", type=Path, metavar="PATH",
                    help="the interpreter to use (must be exactly the recorded version)")
     p.add_argument("--repo", type=Path, metavar="DIR", help="a git checkout for runs recorded before lineage "
@@ -95,7 +100,7 @@ def request_from(args: argparse.Namespace) -> replayer.ReplayRequest:
     return replayer.ReplayRequest(
         run_id=args.run_id.strip(), tracking_uri=args.tracking_uri, experiment=args.experiment,
         venv_root=args.venv_root, workdir=args.workdir, overrides=tuple((n, v) for n, v in args.param),
-        rtol=args.rtol, install_python=args.install_python, python=args.python, repo=args.repo, cwd=args.cwd,
+        rtol=args.rtol, install_python=args.install_python, python_downloads=args.python_downloads, python=args.python, repo=args.repo, cwd=args.cwd,
         log_output=args.log_output, cell_timeout=args.cell_timeout,
     )
 

@@ -1,7 +1,8 @@
 """Execute a stage notebook in its venv with papermill and record an auditable MLflow run.
 
 Thin command-line edge over :mod:`mlops_kit.run.stage_run` (which checks the inputs, executes via
-:mod:`mlops_kit.run.notebook` and logs via :mod:`mlops_kit.run.tracking`).
+:mod:`mlops_kit.run.notebook` and logs via :mod:`mlops_kit.run.tracking`) and, for ``--log-existing``,
+:mod:`mlops_kit.run.upload`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mlops_kit.core import cli  # noqa: E402
 
 if TYPE_CHECKING:
-    from mlops_kit.run import stage_run
+    from mlops_kit.run import stage_run, upload
 
 DESCRIPTION = """\
 Run a stage notebook with papermill on its venv's interpreter (built by create_venv.py) and log an MLflow run.
@@ -122,23 +123,35 @@ def build_parser() -> cli.ArgParser:
     return p
 
 
-def request_from(args: argparse.Namespace) -> stage_run.NotebookRunRequest:
-    """The parsed options as a typed request: the module never sees argparse."""
-    from mlops_kit.run import stage_run  # here, not at the top: the tracking worker re-imports this script (spawn)
+def request_from(args: argparse.Namespace) -> stage_run.NotebookRunRequest | upload.UploadRequest:
+    """The parsed options as a typed request, one type per mode: the modules never see argparse."""
+    from mlops_kit.core.errors import BadInput  # here, not at the top: the tracking worker re-imports this script
+    from mlops_kit.run import stage_run, upload
 
+    if args.log_existing is not None:
+        return upload.UploadRequest(args.log_existing, tracking_uri=args.tracking_uri, experiment=args.experiment)
+    if args.venv is None and args.spec is None:
+        raise BadInput(stage_run.NO_VENV)
+    if args.notebook is None or args.output is None:
+        raise BadInput("run_notebook.py: --notebook and --output are required (see --help)")
     return stage_run.NotebookRunRequest(
         venv=args.venv, spec=args.spec, venv_root=args.venv_root, notebook=args.notebook, output=args.output,
         params_file=args.params_file, param_overrides=tuple((name, value) for name, value in args.param),
         output_dir=args.output_dir, stage=args.stage, tracking_uri=args.tracking_uri, experiment=args.experiment,
         log_output=args.log_output, no_progress=args.no_progress, cell_timeout=args.cell_timeout,
-        start_timeout=args.start_timeout, cwd=args.cwd, log_existing=args.log_existing,
+        start_timeout=args.start_timeout, cwd=args.cwd,
     )
 
 
 def _main(argv: list[str]) -> int:
-    from mlops_kit.run import stage_run
+    from mlops_kit.run import stage_run, upload
 
-    return stage_run.run(request_from(build_parser().parse_args(argv)))
+    request = request_from(build_parser().parse_args(argv))
+    if isinstance(request, upload.UploadRequest):
+        upload.log_existing(request)
+    else:
+        stage_run.run(request)
+    return 0  # a failure raised its own error (one line and its exit code, at cli.run)
 
 
 def main(argv: list[str] | None = None) -> int:

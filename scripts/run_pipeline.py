@@ -1,7 +1,7 @@
 """Rehearse a GoCD pipeline on this machine: the same tasks GoCD would run, in the same order.
 
-Thin CLI over :mod:`mlops_kit.rehearsal.gocd` (reading the XML), :mod:`mlops_kit.rehearsal.engine` (running it) and
-:mod:`mlops_kit.rehearsal.report` (what it prints).
+Thin CLI over :mod:`mlops_kit.rehearsal.gocd_reader` (reading the XML), :mod:`mlops_kit.rehearsal.schedule` (running
+it) and :mod:`mlops_kit.rehearsal.report` (what it prints).
 """
 
 from __future__ import annotations
@@ -14,11 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mlops_kit.core import cli, console  # noqa: E402
 from mlops_kit.core.errors import BadInput, PipelineFailed, Terminated  # noqa: E402
-from mlops_kit.rehearsal import (
-    engine,  # noqa: E402
-    gocd,
-    report,
-)
+from mlops_kit.rehearsal import gocd, gocd_reader, report, schedule, settings  # noqa: E402
 
 DESCRIPTION = """\
 Run the pipeline defined in a GoCD config XML locally, exactly as GoCD would: stages in order (stopping after a
@@ -28,8 +24,10 @@ variables GoCD provides (GO_PIPELINE_COUNTER goes up by one per local run), and 
 fetched by the next through a local artifact store. Each job's output is prefixed [stage/job] and also kept in its
 console log (<state>/artifacts/<pipeline>/<counter>/<stage>/1/<job>/cruise-output/console.log, where GoCD keeps it).
 
-Before anything runs, the XML is checked against the rules GoCD's server applies when it loads a config (names
-unique case-insensitively, what a <fetchartifact> may name, paths, job timeout values), with GoCD's messages.
+Before anything runs, the XML is checked as GoCD's server checks a config it loads: first against GoCD's own schema
+(cruise-config.xsd, version 139: an unknown or misspelt attribute or element, a value of the wrong shape is refused
+with its line and column), then against the server's rules (names unique case-insensitively, what a <fetchartifact>
+may name, paths, job timeout values), with GoCD's messages. The file is decoded as its XML declaration says.
 
 By default each job runs in its OWN fresh copy of the repository (git's tracked and untracked-but-not-ignored
 files, uncommitted edits included), as if on a different agent: a later stage only sees what the XML publishes
@@ -37,8 +35,9 @@ and fetches. --shared-workdir runs all jobs in one folder instead (as on one age
 one after the other).
 
 Job timeout, as on GoCD: a job whose console shows nothing for <job timeout="N"> minutes (else --job-timeout, the
-server-wide default) is cancelled: its running task's whole process tree is stopped (kernels included), no further
-task runs, nothing is published; the job shows as "timed out" and its stage as cancelled.
+server-wide default) is cancelled: its running task's whole process tree is stopped (kernels included, and on Linux
+what its tasks daemonized), no further task runs, nothing is published; the job shows as "timed out" and its stage
+as cancelled. Secure variables' values are masked in every console line and console log.
 
 An <exec command="python"> finds this toolkit's Python: its folder is put first on the jobs' PATH, as the
 operator does on a GoCD agent. Values in the XML meant for the GoCD agents are replaced for local runs:
@@ -122,20 +121,20 @@ def _keep(text: str) -> int | None:
 def _main(argv: list[str]) -> int:
     console.tolerate_unprintable()
     args = build_parser().parse_args(argv)
-    source, config = engine.locate(args.source, args.config)
-    chosen = gocd.select_pipeline(gocd.load_config(config), args.pipeline)
+    source, config = settings.locate(args.source, args.config)
+    chosen = gocd.select_pipeline(gocd_reader.load_config(config), args.pipeline)
     if args.dry_run:
         print(report.plan(chosen))
         return 0
-    overrides = engine.local_overrides(source, tracking_uri=args.tracking_uri, venv_root=args.venv_root,
+    overrides = settings.local_overrides(source, tracking_uri=args.tracking_uri, venv_root=args.venv_root,
                                          env=args.env)
-    settings = engine.LocalSettings(source=source, state_dir=(args.state_dir or source / ".pipeline").resolve(),
-                                      shared_workdir=args.shared_workdir, overrides=overrides,
-                                      job_timeout=args.job_timeout, kill_grace=args.cancel_grace, keep=args.keep)
+    local = settings.LocalSettings(source=source, state_dir=(args.state_dir or source / ".pipeline").resolve(),
+                                   shared_workdir=args.shared_workdir, overrides=overrides,
+                                   job_timeout=args.job_timeout, kill_grace=args.cancel_grace, keep=args.keep)
     console.write(f"[local] config {config}\n[local] repository {source}\n")
-    result = engine.run_pipeline(chosen, settings, echo=console.write)
+    result = schedule.run_pipeline(chosen, local, echo=console.write)
     print("\n" + report.summary(result), flush=True)
-    print(report.where_results_are(chosen, result, settings), flush=True)
+    print(report.where_results_are(chosen, result, local), flush=True)
     if result.interrupted:  # SIGTERM is errors.Terminated (cli.run installs it), exit 143; Ctrl-C exit 130
         raise Terminated() if result.terminated else KeyboardInterrupt()
     failed = result.first_failure()

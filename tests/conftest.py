@@ -16,14 +16,26 @@ import pytest
 
 from helpers import REAL_PYENV_ROOT, TOOLKIT_PYTHON, UV_CACHE, pyenv_pythons, start_mlflow_server
 
-pytest_plugins = ("helpers_notebook",)  # its stage-venv fixtures serve several test modules
+pytest_plugins = ("helpers_notebook", "helpers_locks", "helpers_managed", "helpers_team_server")  # shared fixtures
 
-_DROPPED_PREFIXES = ("MLFLOW_", "GO_", "JUPYTER_", "PIP_INDEX", "PIP_EXTRA", "UV_INDEX", "UV_EXTRA", "ML_VENV_ROOT")
+_DROPPED_PREFIXES = ("MLFLOW_", "GO_", "JUPYTER_", "PIP_INDEX", "PIP_EXTRA", "UV_INDEX", "UV_EXTRA", "ML_VENV_ROOT",
+                     "UV_PYTHON", "UV_MANAGED_PYTHON", "UV_NO_MANAGED_PYTHON", "MLOPS_PYTHON_DOWNLOADS",
+                     "AWS_", "PGPASS")  # a developer's own cloud and database credentials stay out
+
+
+@pytest.fixture(scope="session")
+def no_python_downloads(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An empty uv downloads list: a test that misses a Python never reaches the internet (uv finds no build)."""
+    listing = tmp_path_factory.mktemp("no-downloads") / "downloads.json"
+    listing.write_text("{}\n", encoding="utf-8")
+    return str(listing)
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point every per-user location at a private tmp dir; drop inherited MLflow/GoCD/Jupyter variables."""
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch,
+                  no_python_downloads: str) -> Path:
+    """Point every per-user location at a private tmp dir; drop inherited MLflow/GoCD/Jupyter/uv-Python variables;
+    uv's Python downloads list is an empty one (tests that download use the fake host of helpers_managed)."""
     home = tmp_path_factory.mktemp("home")
     for name in list(os.environ):
         if name.startswith(_DROPPED_PREFIXES):
@@ -40,6 +52,7 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("MPLCONFIGDIR", str(home / "matplotlib"))
     monkeypatch.setenv("PYENV_ROOT", str(REAL_PYENV_ROOT))
     monkeypatch.setenv("UV_CACHE_DIR", str(UV_CACHE))
+    monkeypatch.setenv("UV_PYTHON_DOWNLOADS_JSON_URL", no_python_downloads)
     monkeypatch.setenv("PYTHONUTF8", "1")
     return home
 

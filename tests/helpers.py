@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -140,6 +141,17 @@ def failing_program(path: Path) -> Path:
     path.write_text("#!/bin/sh\nexit 1\n", encoding="ascii")
     path.chmod(0o755)
     return path
+
+
+def copy_repo(target: Path) -> None:
+    """The repository's files as a plain folder (no .git), as an agent's working copy: also exercises the
+    runner's non-git copy."""
+    names = subprocess.run(["git", "-C", str(REPO_ROOT), "ls-files", "-z", "--cached", "--others",
+                            "--exclude-standard"], capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, names):
+        if (REPO_ROOT / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / name, target / name)
 
 
 def run_script(name: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,

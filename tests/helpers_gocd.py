@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
 import textwrap
+import uuid
 from pathlib import Path
+from typing import Iterator
 
-from helpers import REPO_ROOT
-from mlops_kit.rehearsal import gocd
+import psutil
+
+from helpers import REPO_ROOT, run_script
+from mlops_kit.rehearsal import gocd, gocd_reader
 
 EXAMPLE = REPO_ROOT / "gocd" / "pipeline_config.xml"
-
-
-XSD = REPO_ROOT / "tests" / "data" / "cruise-config.xsd"  # GoCD's official schema, schemaVersion 139 (Apache-2.0)
 
 
 def cruise_xml(stages: str, *, pipeline_extra: str = "", name: str = "demo") -> str:
@@ -67,12 +71,50 @@ def py_task(code: str, runif: str = "") -> str:
     return f'<exec command="python"><arg>-c</arg><arg>{code}</arg>{runifs}</exec>'
 
 
-def parse_xml(xml: str) -> gocd.Pipeline:
-    return gocd.parse_config(xml, source=Path("cfg.xml"))[0]
+def parse_xml(xml: str | bytes) -> gocd.Pipeline:
+    return gocd_reader.parse_config(xml, source=Path("cfg.xml"))[0]
 
 
 def example_pipeline() -> gocd.Pipeline:
-    return gocd.select_pipeline(gocd.load_config(EXAMPLE), None)
+    return gocd.select_pipeline(gocd_reader.load_config(EXAMPLE), None)
+
+
+def position_of(xml: str, marker: str) -> tuple[int, int]:
+    """(line, column), 1-based, of the first ``marker`` in ``xml``: where the messages must point."""
+    before = xml[: xml.index(marker)]
+    return before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+
+
+def refused(xml: str, marker: str) -> str:
+    """The one-line refusal of config ``xml``; it must point at the element that starts with ``marker``."""
+    import pytest
+
+    from mlops_kit.core.errors import BadInput
+
+    with pytest.raises(BadInput) as info:
+        parse_xml(xml)
+    message = str(info.value)
+    line, column = position_of(xml, marker)
+    assert message.startswith(f"cfg.xml: line {line}, column {column}: <"), (message, line, column)
+    assert "\n" not in message
+    return message
+
+
+def rehearse(tmp_path: Path, xml: str | bytes, *args: str, files: dict[str, str] | None = None,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``run_pipeline.py`` on ``xml`` in a small repository ``<tmp_path>/my repo`` (a space, as in "C:\\Users\\Jane
+    Doe") holding ``files``: the real tool, end to end."""
+    repo = tmp_path / "my repo"
+    repo.mkdir(exist_ok=True)
+    (repo / "README.txt").write_text("material", encoding="utf-8")
+    if isinstance(xml, bytes):
+        (repo / "cfg.xml").write_bytes(xml)  # as the file says (its XML declaration)
+    else:
+        (repo / "cfg.xml").write_text(xml, encoding="utf-8")
+    for name, text in (files or {}).items():
+        (repo / name).write_text(text, encoding="utf-8")
+    return run_script("run_pipeline.py", "--config", str(repo / "cfg.xml"), "--source", str(repo), *args,
+                      cwd=tmp_path, timeout=300, env=env)
 
 
 def exec_tasks(job: gocd.Job) -> list[gocd.ExecTask]:
@@ -99,3 +141,40 @@ def write_tree(root: Path, files: list[str]) -> None:
     for name in files:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(name, encoding="utf-8")
+
+
+# The case of a daemonizing task, exactly as reported: its `sleep 1005` detaches (new session, parent gone).
+DAEMONIZING_TASK = 'sh -c \'echo s; (setsid sh -c "sleep 1005 &"); sleep 1000\''
+TEST_TAG = "MLOPS_KIT_TEST_TAG"
+
+
+def daemonizing_exec(command: str = 'echo s; (setsid sh -c "sleep 1005 &"); sleep 1000') -> str:
+    """An <exec> running ``sh -c <command>`` (by default :data:`DAEMONIZING_TASK`'s)."""
+    escaped = command.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return f'<exec command="sh"><arg>-c</arg><arg>{escaped}</arg></exec>'
+
+
+def tagged_processes(tag: str, cmdline: list[str] | None = None) -> list[psutil.Process]:
+    """Live processes (not zombies) of this user whose environment carries ``TEST_TAG=tag`` (and, if given, whose
+    command line is ``cmdline``): what a test started, whatever became of its parents."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if cmdline is not None and process.info["cmdline"] != cmdline:
+                continue
+            if process.environ().get(TEST_TAG) == tag and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+    return found
+
+
+@contextlib.contextmanager
+def nothing_left_running() -> Iterator[dict[str, str]]:
+    """An environment whose every descendant carries a tag of its own; whatever carries it when the block ends is
+    killed, so a failing test never leaves a process behind."""
+    tag = uuid.uuid4().hex
+    try:
+        yield {**os.environ, TEST_TAG: tag}
+    finally:
+        for process in tagged_processes(tag):
+            with contextlib.suppress(psutil.Error):
+                process.kill()

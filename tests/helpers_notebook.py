@@ -54,6 +54,7 @@ STAGE_VENVS = {
     "venv_mlflow": StageVenv("train", "3.12", ("mlflow-skinny", "scikit-learn", "pandas", "skops")),
     "venv_mlflow2": StageVenv("report", "3.10", ("mlflow==2.17.2",)),
     "venv_mlflow129": StageVenv("score", "3.8", ("mlflow==1.29.0",)),
+    "venv_mlflow_s3": StageVenv("s3direct", "3.12", ("mlflow-skinny", "boto3")),
 }
 
 
@@ -144,6 +145,21 @@ def _stage_venv(name: str, builds: dict[str, _Background], pythons: dict[str, Pa
 
 
 @pytest.fixture(scope="session")
+def example_venv_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The venv root of every rehearsal of the example pipeline in the session: the first builds its three stage
+    venvs (and a replay its replay venvs under ``replay``), every later one reuses them."""
+    return tmp_path_factory.mktemp("ml venvs")  # a space, as in "C:\\ML venvs"
+
+
+@pytest.fixture(scope="session")
+def venv_mlflow_s3(stage_venv_builds: dict[str, _Background], pythons: dict[str, Path],
+                   tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Python 3.12 stage venv with mlflow-skinny and boto3: a notebook logging its own artifacts straight to S3 (a
+    server in direct mode hands out ``s3://`` artifact locations)."""
+    return _stage_venv("venv_mlflow_s3", stage_venv_builds, pythons, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
 def venv_mlflow(stage_venv_builds: dict[str, _Background], pythons: dict[str, Path],
                 tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Python 3.12 stage venv with mlflow-skinny and the scikit-learn flavour's needs (pandas; skops for 3.x's
@@ -194,5 +210,6 @@ def one_error_line(stderr: str) -> str:
 private_mlflow_server = start_mlflow_server  # a server only one test uses (so it may stop it)
 
 
-__all__ = ["NOTEBOOKS", "REPO_ROOT", "STAGE_VENVS", "build_venv", "env_with", "one_error_line", "private_mlflow_server",
-           "run_nb", "stage_venv_builds", "venv_mlflow", "venv_mlflow2", "venv_mlflow129", "venv_small"]
+__all__ = ["NOTEBOOKS", "REPO_ROOT", "STAGE_VENVS", "build_venv", "env_with", "example_venv_root",
+           "one_error_line", "private_mlflow_server", "run_nb", "stage_venv_builds", "venv_mlflow", "venv_mlflow2",
+           "venv_mlflow129", "venv_mlflow_s3", "venv_small"]

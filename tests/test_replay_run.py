@@ -19,6 +19,7 @@ import pytest
 from mlflow import MlflowClient
 
 from helpers import run_script
+from helpers_managed import Mirror, managed_builds, one_python_machine
 from helpers_notebook import NOTEBOOKS, env_with, one_error_line, run_nb
 
 pytestmark = pytest.mark.slow
@@ -235,6 +236,37 @@ def test_a_python_patch_that_is_not_installed_is_exit_3_and_nothing_is_built(cha
     line = one_error_line(done.stderr)
     assert "3.10.99" in line and "pyenv install 3.10.99" in line and "--install-python" in line
     assert not root.exists(), "nothing built"
+
+
+def test_a_patch_this_machine_lacks_is_downloaded_exactly_and_the_report_says_so(
+        chain: dict[str, Any], tmp_path: Path, python_mirror: Mirror) -> None:
+    """Issue 18: the run was recorded on Python 3.10.13; this machine has no 3.10 at all. With downloads off: exit 3
+    naming the patch and the ways out; allowed (the default): uv downloads exactly 3.10.13 and the stage is rebuilt
+    and reproduced on it; a second replay reuses it and says so."""
+    patch = MlflowClient(chain["uri"]).get_run(chain["make"]).data.params["python_version"]
+    assert patch == python_mirror.version("3.10"), "the fake host serves the patch the record was made on"
+    machine = one_python_machine(tmp_path / "machine", python_mirror)
+    pythons = Path(machine["XDG_DATA_HOME"]) / "mlops_kit" / "pythons"  # beside the stage venv root
+
+    def replay(workdir: str, *args: str) -> Any:
+        return run_script("replay_run.py", chain["make"], "--tracking-uri", chain["uri"], "--venv-root",
+                          str(tmp_path / "replay venvs"), "--workdir", str(tmp_path / workdir), *args, env=machine,
+                          cwd=tmp_path)
+
+    off = replay("off", "--python-downloads", "never")
+    assert off.returncode == 3, off.stdout[-3000:] + off.stderr[-3000:]
+    line = one_error_line(off.stderr)
+    assert f"the record needs Python {patch}" in line and "downloads are off (--python-downloads never)" in line
+    assert not (tmp_path / "replay venvs").exists() and managed_builds(pythons) == []
+    done = replay("on")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    key = python_mirror.keys["3.10"]
+    assert f"interpreter: Python {patch} downloaded through uv for this replay ({key}, sha256 " \
+           f"{python_mirror.sha256['3.10']})" in done.stdout and "REPRODUCED" in done.stdout
+    assert managed_builds(pythons) == [key]
+    again = replay("again", "--python-downloads", "never")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"interpreter: Python {patch} uv-managed, downloaded earlier ({key}" in again.stdout
 
 
 def test_a_run_recorded_before_lineage_takes_its_notebook_from_git(tmp_path: Path, venv_small: Path,

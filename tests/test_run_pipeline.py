@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from helpers import REPO_ROOT, SCRIPTS, TOOLKIT_PYTHON, run_script
+from helpers import REPO_ROOT, SCRIPTS, TOOLKIT_PYTHON, copy_repo, run_script
+from helpers_managed import Mirror, downloads_in, managed_builds, one_python_machine
 from mlops_kit.envs.spec import load_spec
 
 pytestmark = pytest.mark.slow
@@ -23,9 +24,9 @@ STAGES = ("ingest", "features", "train")
 
 
 @pytest.fixture(scope="module")
-def venv_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Shared by the tests of this module: the second run reuses the venvs the first one built."""
-    return tmp_path_factory.mktemp("ml venvs")  # a space, as in "C:\\ML venvs"
+def venv_root(example_venv_root: Path) -> Path:
+    """The session's: later runs (and tests/test_team_server.py) reuse the venvs the first one built."""
+    return example_venv_root
 
 
 def _client(uri: str):  # type: ignore[no-untyped-def]
@@ -185,20 +186,10 @@ def test_the_example_pipeline_replays_exactly_from_its_run_id(
         assert run.data.metrics == stages[name].data.metrics, name
 
 
-def _copy_repo(target: Path) -> None:
-    """The repository's files as a plain folder (no .git): also exercises the runner's non-git copy."""
-    names = subprocess.run(["git", "-C", str(REPO_ROOT), "ls-files", "-z", "--cached", "--others",
-                            "--exclude-standard"], capture_output=True, text=True, check=True).stdout.split("\0")
-    for name in filter(None, names):
-        if (REPO_ROOT / name).is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO_ROOT / name, target / name)
-
-
 def test_failing_train_notebook_fails_the_pipeline_and_keeps_earlier_results(
         mlflow_server: str, venv_root: Path, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    _copy_repo(repo)
+    copy_repo(repo)
     params = repo / "params" / "train_params.yaml"
     params.write_text(params.read_text(encoding="utf-8").replace("model: logistic_regression", "model: no_such_model"),
                       encoding="utf-8")
@@ -220,3 +211,40 @@ def test_failing_train_notebook_fails_the_pipeline_and_keeps_earlier_results(
     assert (store / "features" / "1" / "features" / "features_outputs" / "features.csv").is_file()
     assert (store / "train" / "1" / "train" / "notebooks" / "train_out.ipynb").is_file(), "published on failure"
     assert not (store / "train" / "1" / "train" / "train_outputs" / "model.joblib").exists()
+
+
+def _rehearse_on(machine: dict[str, str], tmp: Path, uri: str) -> subprocess.CompletedProcess[str]:
+    """README command 1 (``python scripts/run_pipeline.py``) with the machine's only Python, the toolkit's."""
+    python = machine["PATH"].split(os.pathsep)[0] + "/python"
+    return subprocess.run([python, str(SCRIPTS / "run_pipeline.py"), "--venv-root", str(tmp / "ml venvs"),
+                           "--state-dir", str(tmp / "state"), "--tracking-uri", uri, "--keep", "1"],
+                          capture_output=True, text=True, env=machine, cwd=REPO_ROOT, timeout=1800)
+
+
+def test_the_example_on_a_machine_whose_only_python_is_the_toolkits(tmp_path: Path, python_mirror: Mirror) -> None:
+    """Issue 18: no stage Python installed (no pyenv, no python3.X on PATH; the toolkit's Python reachable as
+    ``python`` only, as on an agent): the three stage Pythons are downloaded once from the (fake) host into
+    <venv root>/../pythons, every stage passes on them, the run records where they came from; a re-run downloads
+    nothing."""
+    machine = one_python_machine(tmp_path / "machine", python_mirror)
+    uri = f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}"
+    first = _rehearse_on(machine, tmp_path, uri)
+    assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-3000:]
+    keys = [python_mirror.keys[m] for m in ("3.10", "3.11", "3.12")]
+    assert downloads_in(first.stdout) == keys, "one download per stage Python, in stage order"
+    pythons = tmp_path / "pythons"
+    assert managed_builds(pythons) == keys
+    for stage, minor in zip(STAGES, ("3.10", "3.11", "3.12")):
+        venv = tmp_path / "ml venvs" / load_spec(REPO_ROOT / "specs" / f"{stage}.yaml").venv_name
+        record = json.loads((venv / "audit" / "env.json").read_text(encoding="utf-8"))["python"]
+        assert record["source"] == "uv-managed" and record["path"].startswith(str(pythons / python_mirror.keys[minor]))
+        assert record["managed"]["sha256"] == python_mirror.sha256[minor] and record["managed"]["verified"]
+    _, runs = _runs(uri, "ml-example")
+    for stage, minor in zip(STAGES, ("3.10", "3.11", "3.12")):
+        tags = runs[stage].data.tags
+        assert (tags["mlops_kit.python_source"], tags["mlops_kit.python_build"]) == ("uv-managed",
+                                                                                     python_mirror.keys[minor])
+    again = _rehearse_on(machine, tmp_path, uri)
+    assert again.returncode == 0, again.stdout[-6000:] + again.stderr[-3000:]
+    assert downloads_in(again.stdout) == [] and "uv: " not in again.stdout and "reusing" in again.stdout
+    assert managed_builds(pythons) == keys

@@ -66,3 +66,14 @@ def test_write_json_atomic_concurrent_writers(tmp_path: Path) -> None:
         t.join()
     assert errors == [] and json.loads(target.read_text())["n"] in range(4)
     assert [p.name for p in tmp_path.iterdir()] == ["kernel.json"]  # no temp files left behind
+
+
+def test_inside_compares_absolute_paths_as_written_and_ignores_case_on_windows(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert paths.inside("out/x.ipynb", tmp_path) and paths.inside(tmp_path, tmp_path)
+    assert not paths.inside(tmp_path / "outputs2", tmp_path / "outputs"), "a longer name is not a subfolder"
+    assert not paths.inside(tmp_path, tmp_path / "sub")
+    assert not paths.inside(tmp_path / "Data" / "x", tmp_path / "data"), "exact on POSIX"
+    monkeypatch.setattr(paths, "_PLATFORM", "win32")
+    assert paths.inside(tmp_path / "Data" / "x", tmp_path / "data"), "case-insensitive on Windows"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Iterator
 
 import pytest
 
@@ -82,3 +83,39 @@ def test_a_huge_text_is_redacted_without_catastrophic_backtracking() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=SCRIPTS, capture_output=True, text=True, timeout=300,
                           check=False)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.fixture
+def registry() -> Iterator[None]:
+    redact.forget_secrets()
+    yield
+    redact.forget_secrets()
+
+
+def test_registered_values_are_masked_exactly_anywhere_in_text(registry: None) -> None:
+    """A value printed alone has no pattern to give it away: once registered, it is masked wherever it appears."""
+    redact.register_secret("hunter2-db")
+    assert redact.redact("connecting with hunter2-db now") == "connecting with *** now"
+    assert redact.redact("x=hunter2-dbhunter2-db") == "x=******"
+    assert redact.redact("hunter2-d") == "hunter2-d", "exact value, not a prefix"
+
+
+def test_longest_registered_value_is_masked_whole(registry: None) -> None:
+    redact.register_secret("abcd")
+    redact.register_secret("xxabcdyy")
+    assert redact.redact("[xxabcdyy] [abcd]") == "[***] [***]", "not xx***yy: the longer secret wins"
+
+
+def test_values_shorter_than_four_characters_are_not_registered(registry: None) -> None:
+    for value in ("", "1", "ab", "abc", None):
+        redact.register_secret(value)
+    assert redact.redact("a 1 ab abc") == "a 1 ab abc"
+    redact.register_secret("abcd")
+    assert redact.redact("abc abcd") == "abc ***"
+
+
+def test_a_multi_line_secret_is_masked_line_by_line_and_regex_characters_are_literal(registry: None) -> None:
+    redact.register_secret("-----BEGIN KEY-----\nMIIEvQ+b/c==\n-----END KEY-----")
+    assert redact.redact("MIIEvQ+b/c==\n") == "***\n"
+    redact.register_secret("a.b*c(d)")
+    assert redact.redact("a.b*c(d) aXb*c(d)") == "*** aXb*c(d)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -36,12 +37,23 @@ def fake_finished_venv(venv: Path) -> audit.EnvRecord:
     return audit.read_env(venv)
 
 
+def test_a_managed_interpreter_round_trips_through_env_json(tmp_path: Path) -> None:
+    record = fake_finished_venv(tmp_path / "venv")
+    info = audit.ManagedInfo(key="cpython-3.10.13-windows-x86_64-none", build="20240107", sha256="ab" * 32,
+                             verified=True, url="https://***@nexus.corp/x.tar.gz", downloaded_at="2026-01-01T00:00:00")
+    managed = dataclasses.replace(record, python=dataclasses.replace(record.python, source="uv-managed", managed=info))
+    audit.write_bundle(managed, freeze="six==1.17.0\n", spec_text="stage: demo\n")
+    again = audit.read_env(tmp_path / "venv")
+    assert again.python.managed == info and again.python.source == "uv-managed"
+    assert json.loads(again.env_file.read_text())["python"]["managed"]["key"] == "cpython-3.10.13-windows-x86_64-none"
+
+
 def test_read_env_record_and_copy_audit(tmp_path: Path) -> None:
     record = fake_finished_venv(tmp_path / "venv")
     assert (record.stage, record.python.version, record.installer.name, record.packages) == ("demo", "3.12.1", "uv",
                                                                                            ["six"])
     written = json.loads(record.env_file.read_text())
-    assert record.to_json()["python"] == written["python"] | {"implementation": "cpython"}  # defaults filled in
+    assert record.to_json()["python"] == written["python"] | {"implementation": "cpython", "managed": None}  # defaults
     assert {k: v for k, v in record.to_json().items() if k != "python"} == {k: v for k, v in written.items()
                                                                             if k != "python"} | {
         "sys_platform": "", "index": {}, "spec_source": "", "from_freeze": None, "lock": None}

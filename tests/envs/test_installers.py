@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from helpers import make_spec
+from mlops_kit.core import paths
 from mlops_kit.core.errors import BadInput
 from mlops_kit.envs import installers
+from mlops_kit.envs.installers import IndexSettings
 
 
 def test_read_freeze_accepts_pins_and_direct_references(tmp_path: Path) -> None:
@@ -77,3 +79,19 @@ def test_parse_freeze_is_the_one_freeze_reader() -> None:
     assert installers.parse_freeze(text) == {
         "six": "1.17.0", "zope-interface": "7.2", "mypkg": "mypkg @ file:///C:/wheels/mypkg-1.0-py3-none-any.whl",
         "/src/editable": "-e /src/editable"}
+
+
+def test_install_commands_require_hashes_and_keep_index_urls_off_the_command_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lock, venv = tmp_path / "s.lock.txt", tmp_path / "venv"
+    python = paths.venv_python(venv)
+    uv_cmd = installers.locked_install_command(venv, lock, "uv")
+    assert uv_cmd[1:] == ["pip", "sync", "--require-hashes", "--python", python, lock]
+    assert installers.locked_install_command(venv, lock, "pip") == [
+        python, "-m", "pip", "install", "--require-hashes", "--no-deps", "--no-input",
+        "--disable-pip-version-check", "-r", lock]
+    monkeypatch.setenv("UV_NO_VERIFY_HASHES", "1")
+    index = IndexSettings("https://u:tok@mirror/simple", ("https://x/simple",), "environment")
+    env = installers.installer_env("pip", index)
+    assert env["PIP_INDEX_URL"] == "https://u:tok@mirror/simple" and env["PIP_EXTRA_INDEX_URL"] == "https://x/simple"
+    assert "UV_NO_VERIFY_HASHES" not in env and "UV_DEFAULT_INDEX" not in env

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import kernel_registered
+from helpers import SCRIPTS, kernel_registered
 from mlops_kit.core import paths
 from mlops_kit.core.errors import BadInput
 from mlops_kit.envs import build, kernel
@@ -149,3 +150,21 @@ def test_sys_prefix_scope_goes_to_the_toolkit_prefix(venvs_by_python: dict[str, 
     assert kdir == tmp_path / "toolkit prefix" / "share" / "jupyter" / "kernels" / "kv-sys"
     assert json.loads((kdir / "kernel.json").read_text())["env"]["VIRTUAL_ENV"] == str(venv)
     assert kernel.register_kernel(venv, name="kv-none", display_name="None", scope="none") is None
+
+
+@pytest.mark.slow
+def test_agents_registering_one_kernel_at_once_all_succeed(venvs_by_python: dict[str, Path], tmp_path: Path) -> None:
+    """Six processes of one account find the kernel outdated and register it at the same moment (eight agents'
+    rehearsals did: ``ipykernel install`` deletes and copies the folder, and two at once failed with
+    FileExistsError): one registers, the others find it done."""
+    venv = venvs_by_python["3.12"]
+    code = ("import sys; from pathlib import Path; from mlops_kit.envs import kernel; "
+            "kernel.register_kernel(Path(sys.argv[1]), name='kv-many', display_name='Many', scope='user')")
+    env = {**os.environ, "JUPYTER_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(SCRIPTS)}
+    subprocess.run([sys.executable, "-c", code.replace("'Many'", "'Old'"), str(venv)], env=env, check=True)
+    running = [subprocess.Popen([sys.executable, "-c", code, str(venv)], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for _ in range(6)]
+    outputs = [(process.wait(timeout=300), process.communicate()[0]) for process in running]
+    assert [code for code, _ in outputs] == [0] * 6, outputs
+    spec = json.loads((tmp_path / "data" / "kernels" / "kv-many" / "kernel.json").read_text(encoding="utf-8"))
+    assert spec["argv"][0] == str(paths.venv_python(venv)) and spec["display_name"] == "Many"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from mlops_kit.replay import verdict
+from mlops_kit.run.lineage import FileEntry
 
 
 def test_metrics_match_exactly_or_within_rtol_nan_matches_nan() -> None:
@@ -18,7 +19,7 @@ def test_metrics_match_exactly_or_within_rtol_nan_matches_nan() -> None:
 def test_a_stage_verdict_and_the_first_divergence_of_a_pipeline() -> None:
     good = verdict.StageReport("r1", "ingest", metrics=verdict.compare_metrics({"m": 1}, {"m": 1}, 0))
     bad = verdict.StageReport("r2", "train", outputs=verdict.compare_files(
-        [{"path": "model.pkl", "sha256": "x"}], [{"path": "model.pkl", "sha256": "y"}]))
+        [FileEntry("model.pkl", 1, "x")], [FileEntry("model.pkl", 1, "y")]))
     for stage in (good, bad):
         stage.decide()
     report = verdict.Report("p", "pipeline", "ml #1", 0.0, [good, bad])

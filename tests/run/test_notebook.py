@@ -115,32 +115,3 @@ def test_load_notebook_bad_inputs(tmp_path: Path) -> None:
     broken.write_text("{not json")
     with pytest.raises(BadInput, match="not a readable Jupyter notebook"):
         notebook.load_notebook(broken)
-
-
-def test_render_html(tmp_path: Path) -> None:
-    html = tmp_path / "sub" / "x.html"
-    notebook.render_html(NOTEBOOKS / "fails.ipynb", html)
-    text = html.read_text()
-    assert text.startswith("<!DOCTYPE html>") and "boom at step" in text
-
-
-def test_papermill_still_drives_cells_through_the_one_method_we_override() -> None:
-    """Our engine relies on papermill's extension points: an Engine's ``execute_managed_notebook`` and the client's
-    ``papermill_execute_cells`` loop, called by ``PapermillNotebookClient.execute`` between kernel start and the
-    closing ``kernel_info``. If a papermill upgrade changes that, this fails before any notebook misbehaves."""
-    import inspect
-
-    from papermill.clientwrap import PapermillNotebookClient
-    from papermill.engines import Engine
-
-    execute = inspect.getsource(PapermillNotebookClient.execute)
-    assert execute.index("setup_kernel") < execute.index("self.papermill_execute_cells()") < \
-        execute.index("kernel_info()"), "papermill's client no longer runs cells through papermill_execute_cells"
-    assert "execute_managed_notebook" in inspect.getsource(Engine.execute_notebook)
-    loop = inspect.getsource(PapermillNotebookClient.papermill_execute_cells)
-    for hook in ("nb_man.cell_start", "execute_cell", "nb_man.cell_exception", "nb_man.cell_complete"):
-        assert hook in loop, f"papermill's cell loop no longer calls {hook}: re-check notebook._client_class"
-    client = notebook._client_class()
-    overridden = {name for name, value in vars(client).items()
-                  if callable(value) and hasattr(PapermillNotebookClient, name)}
-    assert overridden == {"__init__", "papermill_execute_cells"}, "keep the override to the per-cell loop"

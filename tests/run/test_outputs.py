@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from mlops_kit.core.errors import BadInput
-from mlops_kit.run import outputs, runrecord
+from mlops_kit.run import outputs, store
 
 
-def _target(folder: Path) -> runrecord.Target:
-    return runrecord.resolve_target(f"sqlite:///{folder / 'mlflow.db'}", "e")
+def _target(folder: Path) -> store.Target:
+    return store.resolve_target(f"sqlite:///{folder / 'mlflow.db'}", "e")
 
 
 def test_companion_files_are_named_after_the_output(tmp_path: Path) -> None:
@@ -34,7 +34,7 @@ def test_an_output_folder_may_not_swallow_what_the_run_logs(tmp_path: Path, outp
 
 def test_a_remote_store_only_guards_the_working_folders_mlruns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    remote, venv = runrecord.resolve_target("http://mlflow.example:5000", "e"), tmp_path.parent / "venvs" / "v"
+    remote, venv = store.resolve_target("http://mlflow.example:5000", "e"), tmp_path.parent / "venvs" / "v"
     outputs.check(outputs.run_files(Path("out/x.ipynb"), Path("data"), "s"), target=remote, venv=venv)
     (tmp_path / "mlruns").mkdir()
     with pytest.raises(BadInput, match="tracking store"):

@@ -1,4 +1,5 @@
-"""mlops_kit.run.runrecord: where a run is logged, what it logs (masked, clipped, safe keys), its manifest."""
+"""mlops_kit.run.runrecord: what a run logs (masked, clipped, safe keys), its manifest (typed, schema 1: a manifest
+written by earlier versions still loads, and is written back byte for byte)."""
 
 from __future__ import annotations
 
@@ -9,35 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_record
+from helpers import REPO_ROOT, run_record
 from mlops_kit.core.errors import BadInput
 from mlops_kit.run import runrecord
+from mlops_kit.run.runrecord import RunFile
 
-
-def test_default_target_is_absolute_sqlite_with_artifacts_next_to_it(tmp_path: Path) -> None:
-    target = runrecord.resolve_target(None, None, env={}, cwd=tmp_path)
-    assert target.uri == f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}"
-    assert target.experiment == "mlops_kit"
-    assert target.artifact_location == (tmp_path / "mlruns" / "mlops_kit").as_uri()
-
-
-def test_target_precedence(tmp_path: Path) -> None:
-    env = {"MLFLOW_TRACKING_URI": "http://env:5000", "MLFLOW_EXPERIMENT_NAME": "from env",
-           "GO_PIPELINE_NAME": "pipe"}
-    assert runrecord.resolve_target("http://opt:1", "opt", env=env).uri == "http://opt:1"
-    assert runrecord.resolve_target(None, None, env=env) == runrecord.Target("http://env:5000", "from env", None)
-    assert runrecord.resolve_target(None, None, env={"GO_PIPELINE_NAME": "pipe"}, cwd=tmp_path).experiment == "pipe"
-    got = runrecord.resolve_target("sqlite:///sub dir/x.db", "My exp/1", env={}, cwd=tmp_path)
-    assert got.uri == f"sqlite:///{(tmp_path / 'sub dir' / 'x.db').as_posix()}"
-    assert got.artifact_location == (tmp_path / "sub dir" / "mlruns" / "My_exp_1").as_uri()
-    absolute = runrecord.resolve_target(f"sqlite:///{tmp_path / 'a.db'}", None, env={})
-    assert absolute.uri == f"sqlite:///{(tmp_path / 'a.db').as_posix()}"
-
-
-@pytest.mark.parametrize(("uri", "experiment"), [("not a uri", None), ("http://x:1", "  ")])
-def test_bad_target(uri: str, experiment: str | None) -> None:
-    with pytest.raises(BadInput):
-        runrecord.resolve_target(uri, experiment, env={})
+WRITTEN_BY_MAIN = REPO_ROOT / "tests" / "data" / "manifest_schema1.json"  # a Windows agent's, by 47d9fbd's code
 
 
 @pytest.mark.parametrize(("key", "expected"), [
@@ -109,7 +87,7 @@ def test_read_metrics_missing_stale_broken(tmp_path: Path) -> None:
 
 
 def test_manifest_round_trip(tmp_path: Path) -> None:
-    record = run_record("http://x:1", metrics={"a": 1.0, "nan": float("nan")}, files=[["/a b/c.ipynb", ""]])
+    record = run_record("http://x:1", metrics={"a": 1.0, "nan": float("nan")}, files=[RunFile("/a b/c.ipynb")])
     path = runrecord.manifest_path(tmp_path / "out.ipynb")
     assert path.name == "out.mlops_run.json"
     runrecord.save_manifest(record, path)
@@ -129,9 +107,32 @@ def test_bad_manifest(tmp_path: Path, text: str, message: str) -> None:
         runrecord.load_manifest(tmp_path / "none.json")
 
 
-def test_sqlite_file_is_the_one_parser_of_sqlite_uris() -> None:
-    assert runrecord.sqlite_file("sqlite:///mlflow.db") == Path("mlflow.db")
-    assert runrecord.sqlite_file("sqlite:///C:/a b/mlflow.db") == Path("C:/a b/mlflow.db")
-    assert runrecord.sqlite_file("sqlite:////abs/mlflow.db") == Path("/abs/mlflow.db")
-    for other in ("sqlite:///:memory:", "sqlite://", "http://host:5000", "file:///tmp/mlruns", "mlruns"):
-        assert runrecord.sqlite_file(other) is None
+def test_a_manifest_written_by_an_earlier_version_loads_typed_and_is_written_back_unchanged(tmp_path: Path) -> None:
+    record = runrecord.load_manifest(WRITTEN_BY_MAIN)
+    agent = "C:\\go agent\\pipelines\\ml"
+    assert record.files[2] == RunFile(f"{agent}\\out\\ingest_out.params.yaml", "params")
+    assert record.folder("outputs") == Path(f"{agent}\\out\\ingest_outputs") and record.status == "FINISHED"
+    assert record.lineage is not None and record.lineage.masked == ["api_token"]
+    (data,) = record.lineage.inputs
+    assert data.name == "input_dir" and data.hashed is not None and data.hashed.kind == "folder"
+    assert [f.producer.run_id if f.producer else None for f in data.hashed.files] == [
+        None, "0123456789abcdef0123456789abcdef"]
+    assert record.lineage.outputs is not None and record.lineage.outputs.hashed.files[0].path == "clean.csv"
+    runrecord.save_manifest(record, tmp_path / "again.json")
+    assert (tmp_path / "again.json").read_text(encoding="utf-8") == WRITTEN_BY_MAIN.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("files", [["only one part"]], "field 'files': expected \\[local path, artifact folder\\]"),
+    ("status", "DONE", "field 'status': expected one of RUNNING, FINISHED, FAILED, KILLED"),
+    ("lineage", {"schema": 7}, "field 'lineage': schema 7"),
+    ("lineage", {"schema": 1, "inputs": [{"param": "x", "path": "p"}]}, "field 'lineage': input.param"),
+])
+def test_a_damaged_manifest_names_the_file_and_field(tmp_path: Path, field: str, value: object,
+                                                     message: str) -> None:
+    data = json.loads(WRITTEN_BY_MAIN.read_text(encoding="utf-8"))
+    data[field] = value
+    path = tmp_path / "m.mlops_run.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(BadInput, match=f"{path}: {message}"):
+        runrecord.load_manifest(path)

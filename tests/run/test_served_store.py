@@ -23,11 +23,14 @@ from mlflow import MlflowClient
 
 from helpers import REPO_ROOT
 from mlops_kit.core.errors import EXIT_TRACKING, TrackingError
-from mlops_kit.run import runrecord, served_store
+from mlops_kit.run import served_store
+from mlops_kit.run.store import resolve_target
 
 DEAD_PROXY = "http://127.0.0.1:9"  # a proxy set for the internet must not be asked for the local server
 # A process like the toolkit's tracking helper: numpy/pandas unimportable, mlflow imported, the store opened, then
 # the store served until stdin closes.
+
+
 WORKER = r'''
 import sys
 sys.path.insert(0, sys.argv[1])
@@ -71,7 +74,7 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 def _toolkit_store(folder: Path) -> tuple[str, str, str]:
     """A store, experiment and run made the way the runner makes them: ``(uri, experiment_id, run_id)``."""
-    target = runrecord.resolve_target(None, "stage exp", env={}, cwd=folder)
+    target = resolve_target(None, "stage exp", env={}, cwd=folder)
     client = MlflowClient(target.uri)
     experiment_id = client.create_experiment(target.experiment, artifact_location=target.artifact_location)
     run = client.create_run(experiment_id, tags={"mlops_kit.role": "stage"}, run_name="train")
@@ -144,19 +147,7 @@ def test_notebook_uses_mlflow_on_raw_json_with_line_lists() -> None:
     assert not served_store.notebook_uses_mlflow({"cells": [{"cell_type": "code", "source": ["x = 1\n"]}]})
 
 
-def test_local_stores_and_their_artifact_roots(tmp_path: Path) -> None:
-    db = tmp_path / "sub" / "mlflow.db"
-    sqlite = f"sqlite:///{db.as_posix()}"
-    assert served_store.is_local_store(sqlite)
-    assert served_store.default_artifact_root(sqlite) == (tmp_path / "sub" / "mlruns").as_uri()
-    assert served_store.default_artifact_root(sqlite) == runrecord.resolve_target(
-        sqlite, "x", env={}).artifact_location.rsplit("/", 1)[0]
-    store = (tmp_path / "mlruns").as_uri()
-    assert served_store.is_local_store(store) and served_store.default_artifact_root(store) == store
-    assert served_store.default_artifact_root(str(tmp_path / "mlruns")) == store
-    for remote in ("http://srv:5000", "https://srv", "databricks", "databricks://profile", "sqlite:///:memory:",
-                   "postgresql://u@h/db"):
-        assert not served_store.is_local_store(remote), remote
+def test_only_a_local_store_is_served() -> None:
     with pytest.raises(ValueError):
         served_store.start("http://srv:5000")
 

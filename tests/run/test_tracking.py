@@ -1,12 +1,10 @@
-"""Tracking: URI/experiment precedence, MLflow-safe params, GoCD tags, metrics.json, git info, the manifest, and
-start/finish against the real MLflow server (no kernel)."""
+"""mlops_kit.run.tracking: a run started and finished against the real MLflow server (no kernel), odd values, the
+pipeline's one parent run whatever the timing, a dataset input that collides."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,41 +15,10 @@ from urllib.parse import urlsplit
 import pytest
 from mlflow import MlflowClient
 
-from helpers import REPO_ROOT, free_port, run_record
-from mlops_kit.core import redact
-from mlops_kit.core.errors import BadInput, TrackingError
+from helpers import free_port, run_record
+from mlops_kit.core.errors import TrackingError
 from mlops_kit.run import runrecord, tracking
-
-# --- where ---------------------------------------------------------------------------------------------------
-
-
-# --- what -----------------------------------------------------------------------------------------------------
-
-
-# --- manifest ---------------------------------------------------------------------------------------------------
-
-def test_passwords_in_urls_are_hidden_and_never_stored(tmp_path: Path) -> None:
-    assert redact.redact("at https://ana:p@ss:w0rd@host:5000/x and http://h") == \
-        "at https://***@host:5000/x and http://h"
-    assert redact.redact("sqlite:///C:/a b/mlflow.db") == "sqlite:///C:/a b/mlflow.db"
-    assert redact.strip_credentials("https://ana:pw@host:5000/x?y=1") == "https://host:5000/x?y=1"
-    assert redact.strip_credentials("http://host:5000") == "http://host:5000"
-    path = tmp_path / "m.mlops_run.json"
-    record = run_record("http://ana:pw@host:5000")
-    runrecord.save_manifest(record, path)
-    assert "pw" not in path.read_text() and runrecord.load_manifest(path).tracking_uri == "http://host:5000"
-    assert record.tracking_uri == "http://ana:pw@host:5000"  # the run itself still uses them
-    with pytest.raises(TrackingError) as err:
-        tracking.preflight(f"http://ana:pw@127.0.0.1:{free_port()}")
-    assert "://***@127.0.0.1" in str(err.value) and ":pw@" not in str(err.value) and "ana" not in str(err.value)
-
-
-def test_log_existing_refuses_a_logged_run(tmp_path: Path) -> None:
-    path = tmp_path / "m.mlops_run.json"
-    runrecord.save_manifest(run_record("http://x:1", status="FINISHED", logged=True, run_id="abc"), path)
-    with pytest.raises(BadInput, match="already logged"):
-        tracking.log_existing(path)
-
+from mlops_kit.run.runrecord import RunFile
 
 # --- against the real server ------------------------------------------------------------------------------------
 
@@ -72,7 +39,8 @@ def test_start_and_finish_run_with_odd_values(tmp_path: Path, mlflow_server: str
     params = runrecord.loggable_params({"stage": "train"}, {f"p{i}": i for i in range(150)} |
                                       {"weird": {"k ey:/x": "v" * 9000}})
     record = run_record(mlflow_server, params=params, tags=runrecord.loggable_tags({"long": "t" * 9000, "none": None}),
-                     files=[[str(notebook), ""], [str(tmp_path / "missing.txt"), "x"]], folders=[[str(out), "outputs"]],
+                     files=[RunFile(str(notebook)), RunFile(str(tmp_path / "missing.txt"), "x")],
+                     folders=[RunFile(str(out), "outputs")],
                      metrics={"acc": 0.5, "odd_": 1.0})
     tracking.apply_ids(record, tracking.start_run(record))
     record.status, record.failure = "FAILED", {"failure_kind": "cell-error", "error_value": "e" * 9000}
@@ -97,12 +65,12 @@ def test_parent_run_found_and_reused(mlflow_server: str) -> None:
                     tags={"mlops_kit.role": "stage", "GO_PIPELINE_NAME": "unit-pipe"})
     second = run_record(mlflow_server, pipeline_key=key, run_name="score")
     ids1, ids2 = tracking.start_run(first), tracking.start_run(second)
-    assert ids1["parent_run_id"] == ids2["parent_run_id"] is not None
+    assert ids1.parent_run_id == ids2.parent_run_id is not None
     client = MlflowClient(mlflow_server)
-    parent = client.get_run(ids1["parent_run_id"])
+    parent = client.get_run(ids1.parent_run_id)
     assert parent.data.tags["mlops_kit.role"] == "pipeline" and parent.info.run_name == "unit-pipe #1"
     assert parent.data.tags["GO_PIPELINE_NAME"] == "unit-pipe"
-    assert client.get_run(ids2["run_id"]).data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert client.get_run(ids2.run_id).data.tags["mlflow.parentRunId"] == parent.info.run_id
 
 
 @pytest.mark.slow
@@ -258,134 +226,6 @@ def _catch(failure: list[BaseException], function: Callable[..., None], *args: o
         function(*args)
     except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
         failure.append(exc)
-
-
-@pytest.mark.slow
-def test_log_existing_finishes_the_run_it_started(tmp_path: Path, mlflow_server: str) -> None:
-    """The store came back: the run created before it went away is completed, not duplicated."""
-    notebook = tmp_path / "late.ipynb"
-    notebook.write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
-    files = [[str(notebook), ""], [str(tmp_path / "late.html"), ""]]
-    record = run_record(mlflow_server, experiment="unit late", files=files, metrics={"m": 2.0},
-                     executed_notebook=str(notebook), html=str(tmp_path / "late.html"))
-    tracking.apply_ids(record, tracking.start_run(record))
-    record.params_logged, record.status = True, "FINISHED"
-    manifest = tmp_path / "late.mlops_run.json"
-    runrecord.save_manifest(record, manifest)
-    done = tracking.log_existing(manifest)
-    assert done.run_id == record.run_id and runrecord.load_manifest(manifest).logged
-    client = MlflowClient(mlflow_server)
-    run = client.get_run(record.run_id)
-    assert run.info.status == "FINISHED" and run.data.metrics == {"m": 2.0}
-    assert {a.path for a in client.list_artifacts(record.run_id)} == {"late.ipynb", "late.html"}  # HTML rendered
-    exp = client.get_experiment_by_name("unit late")
-    assert len(client.search_runs([exp.experiment_id])) == 1
-
-
-@pytest.mark.slow
-def test_html_that_cannot_be_rendered_only_warns(tmp_path: Path, mlflow_server: str,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    """finish_run never renders (the caller did, under its guard); log_existing renders a missing one or warns."""
-    notebook = tmp_path / "broken.ipynb"
-    notebook.write_text("not a notebook")
-    html = tmp_path / "broken.html"
-    record = run_record(mlflow_server, experiment="unit html", files=[[str(notebook), ""], [str(html), ""]],
-                     executed_notebook=str(notebook), html=str(html))
-    tracking.apply_ids(record, tracking.start_run(record))
-    record.params_logged, record.status = True, "FINISHED"
-    manifest = tmp_path / "broken.mlops_run.json"
-    runrecord.save_manifest(record, manifest)
-    assert tracking.log_existing(manifest).logged
-    assert "HTML rendering failed" in capsys.readouterr().err and not html.exists()
-    assert MlflowClient(mlflow_server).get_run(record.run_id).info.status == "FINISHED"
-
-
-@pytest.mark.slow
-def test_log_existing_finds_files_next_to_a_moved_manifest_and_warns_for_missing(
-        tmp_path: Path, mlflow_server: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """Downloaded GoCD artifacts: the manifest's folders are another machine's; its neighbours are used."""
-    agent = "C:\\go agent\\pipelines\\p\\out"  # written on a Windows agent
-    files = [[f"{agent}\\late.ipynb", ""], [f"{agent}\\late.html", ""], [f"{agent}\\late.params.yaml", "params"],
-             [f"{agent}\\gone.txt", "environment"]]
-    record = run_record(mlflow_server, experiment="unit moved", files=files, folders=[[f"{agent}\\ingest_outputs",
-                                                                                  "outputs"]],
-                     executed_notebook=files[0][0], html=files[1][0], status="FINISHED")
-    here = tmp_path / "downloaded"
-    (here / "ingest_outputs").mkdir(parents=True)
-    (here / "ingest_outputs" / "r.txt").write_text("1")
-    (here / "late.ipynb").write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
-    (here / "late.params.yaml").write_text("a: 1\n")
-    manifest = here / "late.mlops_run.json"
-    runrecord.save_manifest(record, manifest)
-    done = tracking.log_existing(manifest)
-    err = capsys.readouterr().err
-    assert "gone.txt: listed in the manifest but not found" in err and "late.html" not in err
-    client = MlflowClient(mlflow_server)
-    names = {a.path for a in client.list_artifacts(done.run_id)} | {
-        a.path for folder in ("params", "outputs") for a in client.list_artifacts(done.run_id, folder)}
-    assert {"late.ipynb", "late.html", "params/late.params.yaml", "outputs/r.txt"} <= names
-    assert not any(n.startswith("environment") for n in names)
-
-
-def test_log_existing_never_creates_a_duplicate_when_the_lookup_fails(tmp_path: Path) -> None:
-    """Only a definite "run not found" may make --log-existing create the run anew; a server error must not."""
-    import http.server
-    import threading
-
-    requests: list[str] = []
-
-    class Broken(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            requests.append(f"GET {self.path}")
-            self.send_response(500)
-            self.end_headers()
-
-        do_POST = do_GET  # noqa: N815
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Broken)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        path = tmp_path / "m.mlops_run.json"
-        uri = f"http://127.0.0.1:{server.server_address[1]}"
-        runrecord.save_manifest(run_record(uri, status="FINISHED", run_id="abc123", params_logged=True), path)
-        with pytest.raises(TrackingError, match="looking up the run failed"):
-            tracking.log_existing(path)
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert requests and not [r for r in requests if "runs/create" in r], requests
-
-
-OPEN_AT_ONCE = """
-import sys, time
-from pathlib import Path
-sys.path.insert(0, sys.argv[1])
-from mlops_kit.run import tracking
-import mlflow.tracking  # the slow part first, so that the processes really open the store together
-while not Path(sys.argv[3]).exists():
-    time.sleep(0.01)
-client = tracking.open_client(sys.argv[2])
-client.create_experiment("e-" + sys.argv[4])
-"""
-
-
-@pytest.mark.slow
-def test_processes_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path: Path) -> None:
-    """Each opener creates or upgrades the schema (MLflow's migrations); unserialised, runs started together on a
-    new mlflow.db failed and left it half-migrated for every later client."""
-    uri, go = f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}", tmp_path / "go"
-    openers = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, str(REPO_ROOT / "scripts"), uri, str(go),
-                                 str(i)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for i in range(4)]
-    time.sleep(3)  # not a correctness wait: the openers poll for "go", importing mlflow meanwhile
-    go.touch()
-    outputs = [p.communicate(timeout=300)[0] for p in openers]
-    assert [p.returncode for p in openers] == [0] * 4, outputs
-    names = {e.name for e in MlflowClient(uri).search_experiments()}
-    assert {f"e-{i}" for i in range(4)} <= names
 
 
 @pytest.mark.slow

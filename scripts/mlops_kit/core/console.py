@@ -13,6 +13,7 @@ from typing import Callable
 from .redact import redact
 
 Echo = Callable[[str], None]  # a sink for one progress line (create_venv --quiet passes a silent one)
+Warn = Callable[[str], None]  # a sink for one warning line (:func:`warn`, or a list's append in tests)
 
 
 def progress(message: str) -> None:

@@ -21,7 +21,9 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (0, "success"),
     (EXIT_INTERNAL, "internal error (a bug): one line, traceback saved to a log file named in it"),
     (EXIT_BAD_INPUT, "bad input (spec, params, argument, path): one line naming the file and field; nothing changed"),
-    (EXIT_PYTHON_NOT_FOUND, "requested Python not found (the line lists what was found and how to install it)"),
+    (EXIT_PYTHON_NOT_FOUND, "requested Python not found, and not downloadable (downloads off, or the download "
+                            "failed): the line lists what was searched and the ways out (install it; allow downloads "
+                            "or set a mirror)"),
     (EXIT_ENV_BUILD, "environment build or install failed"),
     (EXIT_NOTEBOOK_FAILED, "notebook failed (cell error, kernel died, timeout); the executed notebook is still "
                            "written and logged"),
@@ -53,7 +55,8 @@ class BadInput(ToolkitError):
 
 
 class PythonNotFound(ToolkitError):
-    """No interpreter satisfies the request; the message lists what was found and how to install."""
+    """No interpreter satisfies the request and none could be downloaded; the message lists what was found and
+    searched, and the ways out."""
 
     exit_code = EXIT_PYTHON_NOT_FOUND
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import sys
@@ -22,6 +23,11 @@ _PLATFORM = sys.platform  # the seam: tests patch this attribute, and only this 
 
 def is_windows() -> bool:
     return _PLATFORM == "win32"
+
+
+def is_linux() -> bool:
+    """Linux-only facilities (a child subreaper, ``/proc``) are asked for through this, never ``sys.platform``."""
+    return _PLATFORM.startswith("linux")
 
 
 def path_list_separator() -> str:
@@ -70,6 +76,21 @@ def same_path(a: Path | str, b: Path | str) -> bool:
 
 def norm(path: Path | str) -> str:
     return os.path.normcase(os.path.abspath(path))
+
+
+def inside(path: Path | str, folder: Path | str) -> bool:
+    """``path`` is ``folder`` or somewhere below it. Both are made absolute (relative to the current folder) and
+    compared as written: symlinks are not followed, so a path is judged by the name the user gave. Case-insensitive
+    on Windows (NTFS ignores case: ``C:\\Data\\out`` is inside ``c:\\data``), exact elsewhere."""
+    path_text, folder_text = norm(path), norm(folder)
+    if is_windows():
+        path_text, folder_text = path_text.lower(), folder_text.lower()
+    return Path(path_text).is_relative_to(folder_text)
+
+
+def base_name(path: str) -> str:
+    """The last part of a path written on any platform (a Windows agent's record read on Linux too)."""
+    return re.split(r"[\\/]", path.rstrip("\\/"))[-1] or path
 
 
 def write_text_atomic(path: Path, text: str) -> None:

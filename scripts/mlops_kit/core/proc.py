@@ -20,8 +20,9 @@ the way a GoCD agent cancels a job. That is the one platform branch here, :func:
 * Windows: ``taskkill /PID <pid> /T /F``: the process and all processes started by it, forcefully (GoCD's
   ``destroy()`` is TerminateProcess there; Windows has no SIGTERM a console program would see).
 
-A process that left the tree before the kill (a daemon that detached itself and whose parent exited) is not found,
-as on a GoCD agent.
+A process that left the tree before the kill (a daemon that detached itself and whose parent exited) is not in it.
+Given the :class:`~mlops_kit.core.jobprocesses.JobProcesses` of the job that started the command, the POSIX branch
+ends those too, listed with the tree each round; :func:`end_strays` ends them once the job's commands are done.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from . import paths
 from .errors import ToolkitError
+from .jobprocesses import JobProcesses, reap
 
 _TAIL_LINES = 40
 _DRAIN_SECONDS = 5.0  # after a command exited: how long to wait for the end of its output (see Started.wait)
@@ -167,13 +169,13 @@ class Started:
         self._drain()
         return code
 
-    def kill_tree(self, grace: float) -> int:
-        """End the command and every process it started (see the module docstring); returns its exit code as a
-        Java-based agent reports it (128 + signal for a signalled process)."""
+    def kill_tree(self, grace: float, job: JobProcesses | None = None) -> int:
+        """End the command and every process it started, with the processes ``job`` left behind (see the module
+        docstring); returns its exit code as a Java-based agent reports it (128 + signal for a signalled process)."""
         if paths.is_windows():
             _end_tree_windows(self.popen, grace)
         else:
-            _end_tree_posix(self.popen, grace)
+            _end_tree_posix(self.popen, grace, job)
         self._drain()
         code = self.popen.returncode
         return 128 - code if code is not None and code < 0 else code or 0
@@ -185,15 +187,36 @@ class Started:
 
 
 def start(cmd: Sequence[str | os.PathLike[str]] | WindowsCommandLine, *, env: Mapping[str, str] | None = None,
-          cwd: Path | None = None, echo: Callable[[str], None] | None = None) -> Started | Result:
+          cwd: Path | None = None, echo: Callable[[str], None] | None = None,
+          job: JobProcesses | None = None) -> Started | Result:
     """Start ``cmd`` (never through a shell), its output streamed to ``echo``; a :class:`Result` with exit code
-    127/126 when it cannot be started."""
+    127/126 when it cannot be started. With ``job``, the command and everything it starts belong to that job."""
     args = (str(cmd),) if isinstance(cmd, WindowsCommandLine) else tuple(os.fspath(c) for c in cmd)
     launch = cmd if isinstance(cmd, WindowsCommandLine) else args
+    if job is not None:
+        env = job.environment(os.environ if env is None else env)
     try:
-        return _launch(args, launch, env=env, cwd=cwd, echo=echo or _echo_stderr)
+        started = _launch(args, launch, env=env, cwd=cwd, echo=echo or _echo_stderr)
     except OSError as exc:
         return _not_started(args, exc)
+    if job is not None:
+        job.adopt(started.popen)
+    return started
+
+
+def end_strays(job: JobProcesses, grace: float) -> list[str]:
+    """End what ``job`` left running once its commands are done (SIGTERM, SIGKILL after ``grace``); returns a
+    description of each (pid and command line) for the job's log."""
+    import psutil
+
+    found = job.strays()
+    described = []
+    for process in found:
+        with contextlib.suppress(psutil.Error):
+            described.append(f"{process.pid} {format_cmd(process.cmdline())[:120]}")
+    if found:
+        _end_tree_posix(None, grace, job)
+    return described
 
 
 def _launch(args: tuple[str, ...], launch: tuple[str, ...] | str, *, env: Mapping[str, str] | None,
@@ -238,27 +261,34 @@ def _end_tree_windows(popen: subprocess.Popen[Any], grace: float) -> None:
         popen.wait()
 
 
-def _end_tree_posix(popen: subprocess.Popen[Any], grace: float) -> None:
-    """SIGTERM to the command and its descendants (listed first), also to any started meanwhile, SIGKILL to what
-    is left after ``grace`` seconds. Each process gets each signal once: a second SIGTERM would interrupt the
-    clean-up the first one started. The command itself is our child: signalled and reaped through ``popen``."""
+def _end_tree_posix(popen: subprocess.Popen[Any] | None, grace: float, job: JobProcesses | None) -> None:
+    """SIGTERM to the command and its descendants (listed first), to the job's strays and theirs, also to any
+    started meanwhile, SIGKILL to what is left after ``grace`` seconds. Each process gets each signal once: a second
+    SIGTERM would interrupt the clean-up the first one started. The command itself is our child: signalled and
+    reaped through ``popen``; strays adopted by this process (a subreaper) are reaped here."""
     tree: dict[int, Any] = {}
     sent: set[tuple[int, int]] = set()
     sig = signal.SIGTERM
     deadline = time.monotonic() + grace
-    while _signal_tree(popen, tree, sig, sent):
+    while _signal_tree(popen, tree, sig, sent, job):
         time.sleep(_POLL_SECONDS)
         if time.monotonic() >= deadline:
             sig = signal.SIGKILL
-    popen.wait()
+    if popen is not None:
+        popen.wait()
+    reap(list(tree.values()))
 
 
-def _signal_tree(popen: subprocess.Popen[Any], tree: dict[int, Any], sig: int, sent: set[tuple[int, int]]) -> bool:
-    """Add the descendants of the command and of every process already in ``tree`` (one that lost its parent
-    meanwhile stays known), send ``sig`` to those not sent it yet; False when nothing is left running."""
+def _signal_tree(popen: subprocess.Popen[Any] | None, tree: dict[int, Any], sig: int, sent: set[tuple[int, int]],
+                 job: JobProcesses | None) -> bool:
+    """Add the job's strays, the descendants of the command and of every process already in ``tree`` (one that
+    lost its parent meanwhile stays known), send ``sig`` to those not sent it yet; False when nothing is left
+    running."""
     import psutil
 
-    for pid in [popen.pid, *tree]:
+    for stray in job.strays() if job is not None else ():
+        tree.setdefault(stray.pid, stray)
+    for pid in [*([popen.pid] if popen is not None else []), *tree]:
         with contextlib.suppress(psutil.Error):
             for child in psutil.Process(pid).children(recursive=True):
                 tree.setdefault(child.pid, child)
@@ -268,7 +298,7 @@ def _signal_tree(popen: subprocess.Popen[Any], tree: dict[int, Any], sig: int, s
             sent.add((child.pid, sig))
             with contextlib.suppress(psutil.Error):
                 child.send_signal(sig)
-    if popen.poll() is None:
+    if popen is not None and popen.poll() is None:
         if (popen.pid, sig) not in sent:
             sent.add((popen.pid, sig))
             popen.send_signal(sig)

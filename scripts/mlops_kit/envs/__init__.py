@@ -3,9 +3,13 @@
 May import: ``core``.
 
 * ``spec``: the stage spec (``specs/<stage>.yaml``), strictly parsed;
-* ``lockfile``: stage lock files (resolve, check fresh, install exactly, verify);
+* ``lockfile``: the stage lock file format (read, sealed against hand edits, fresh, pins per platform);
+* ``resolution``: resolving a spec into its lock with uv (universal, hashed, installable everywhere);
+* ``locked_install``: installing exactly a lock into a venv and verifying the venv against it;
+* ``probe``: asking another interpreter a question (a small script, a JSON answer);
 * ``interpreters``: finding the Python a spec asks for;
-* ``pyinstall``: installing a missing Python;
+* ``pyinstall``: installing a missing Python with the platform's installer (``--install-python``);
+* ``managed``: downloading a missing Python through uv (the toolkit's folder, the policy, the download's record);
 * ``installers``: uv/pip commands, package indexes, freeze files;
 * ``build``: the venv build and cache (build lock, health check, reuse);
 * ``audit``: the ``env.json`` record and the audit bundle;

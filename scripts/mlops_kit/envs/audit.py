@@ -29,12 +29,31 @@ _LOCAL = {"json": False}  # field metadata: not part of env.json
 
 
 @dataclass(frozen=True)
+class ManagedInfo:
+    """Where a uv-managed interpreter came from: uv's build name (``cpython-3.10.13-windows-x86_64-none``), the
+    python-build-standalone release tag (uv's ``BUILD`` file) and, when the toolkit downloaded it, the archive's
+    sha256 (``verified``: uv compared it with the hash its download list publishes), its URL (credentials masked)
+    and when it was downloaded. ``None`` fields: not known (a Python uv installed outside the toolkit)."""
+
+    key: str
+    build: str | None = None
+    sha256: str | None = None
+    verified: bool = False
+    url: str | None = None
+    downloaded_at: str | None = None
+
+
+@dataclass(frozen=True)
 class PythonInfo:
+    """The base interpreter: ``source`` is where discovery found it (``py launcher``, ``pyenv-win``, ``PATH``,
+    ``pyenv``, ``uv-managed``, ``--python``, or an installer's name); ``managed`` says more for ``uv-managed``."""
+
     path: str
     version: str
     source: str = ""
     implementation: str = "cpython"
     request: str = ""
+    managed: ManagedInfo | None = None
 
 
 @dataclass(frozen=True)

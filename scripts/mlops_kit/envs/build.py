@@ -6,9 +6,11 @@ completion marker. A venv with the marker but no ``env.json`` (killed mid-instal
 rebuilt; a folder without the marker is not ours and is refused, never touched.
 
 Locks: a spec with a lock next to it (``specs/<stage>.lock.txt``, :mod:`mlops_kit.envs.lockfile`) is installed exactly
-from it (hashes required, nothing resolved, freeze verified); the lock is checked fresh before the build lock is
-taken or anything is emptied (stale or malformed: exit 2, nothing built). Without a lock the spec's packages are
-resolved at build time, and the build says it is unpinned. An explicit ``--from-freeze`` wins over a lock.
+from it (:mod:`mlops_kit.envs.locked_install`: hashes required, nothing resolved, freeze verified); the lock is
+checked (fresh, sealed, well-formed: what ``--check-lock`` checks) before the build lock is taken or anything is
+emptied (refused: exit 2, nothing built). Without a lock the spec's packages are resolved at build time, and the
+build says it is unpinned. An explicit ``--from-freeze`` wins over a lock. Whatever the install, the venv's
+dependency closure is checked after it (``uv pip check`` / ``pip check``): a missing requirement is exit 4.
 
 Cache key: the spec's content hash (packages, Python request, index settings), the resolved interpreter (path
 and version), the installer, the ``--from-freeze`` file's content, the lock's sha256 (when installed from one),
@@ -21,11 +23,11 @@ a waiter reuses a venv whose ``env.json`` was replaced while it waited (another 
 N forced runs rebuild once. A valid venv whose kernel is missing gets it re-registered without the lock
 (the user's own Jupyter folder needs no write access to a machine-wide venv root).
 
-Build order: create, install (:mod:`mlops_kit.envs.installers`, or :func:`mlops_kit.locks.install_from_lock`),
-:func:`health_check`, freeze, audit files (the lock's copy too), kernel, ``env.json``: a venv that fails its
-check (or its lock's verification) never gets a kernel or an ``env.json``, so it is never used. A
-``--from-freeze`` file inside the venv (its own ``audit/pip_freeze.txt``) is left in place while the folder is
-emptied, so a failed rebuild never loses it.
+Build order: create, install (:mod:`mlops_kit.envs.installers`, or
+:func:`mlops_kit.envs.locked_install.install_from_lock`), the dependency closure check (``uv pip check`` / ``pip
+check``), :func:`health_check`, freeze, audit files (the lock's copy too), kernel, ``env.json``: a venv that fails a
+check (or its lock's verification) never gets a kernel or an ``env.json``, so it is never used. A ``--from-freeze`` file inside the venv (its own ``audit/pip_freeze.txt``) is
+left in place while the folder is emptied, so a failed rebuild never loses it.
 """
 
 from __future__ import annotations
@@ -47,10 +49,10 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from .. import __version__
-from ..core import git, paths, proc
+from ..core import git, paths
 from ..core.console import Echo, progress
 from ..core.errors import BadInput, EnvBuildError
-from . import audit, installers, kernel, lockfile
+from . import audit, installers, kernel, locked_install, lockfile, probe
 from .audit import EnvRecord
 from .installers import FrozenPins, IndexSettings
 from .interpreters import Interpreter
@@ -74,11 +76,8 @@ def health_check(venv_dir: Path | str, record: EnvRecord) -> str | None:
     if not python.exists():
         return f"its interpreter {python} is missing (base Python {base} removed?)"
     try:
-        result = proc.run([python, "-I", "-c", _HEALTH_PROBE], check=False, timeout=120)
-        info = json.loads(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else None
-    except (proc.CommandError, ValueError, IndexError):
-        info = None
-    if info is None:
+        info = probe.ask(python, _HEALTH_PROBE, timeout=120)
+    except probe.ProbeFailed:
         return f"its interpreter {python} does not run (base Python {base} removed or upgraded?)"
     if info["version"] != record.python.version:
         return (f"its interpreter reports Python {info['version']}, recorded {record.python.version} "
@@ -338,6 +337,7 @@ def _build(plan: _Plan, echo: Echo) -> tuple[EnvRecord, Path | None]:
                                                    installer=plan.installer, env=env, echo=echo,
                                                    seed=plan.lock is None)
         installed = _install(plan, env, echo)
+        _check_closure(plan, env)
         record = _record(plan, installer_version, installed)
         reason = health_check(venv_dir, record)  # before the kernel: never register a kernel for a broken venv
         if reason:
@@ -352,12 +352,12 @@ def _build(plan: _Plan, echo: Echo) -> tuple[EnvRecord, Path | None]:
     return record, kdir
 
 
-def _install(plan: _Plan, env: dict[str, str], echo: Echo) -> lockfile.Installed | None:
+def _install(plan: _Plan, env: dict[str, str], echo: Echo) -> locked_install.Installed | None:
     """Exactly the lock (verified) when the spec has one; else resolve the spec's packages (or the freeze file's
     pins) as before locks existed, saying that the build is not pinned and how to pin it."""
     if plan.lock is not None:
-        return lockfile.install_from_lock(plan.spec, plan.venv_dir, lock=plan.lock, installer=plan.installer,
-                                       index=plan.index, echo=echo)
+        return locked_install.install_from_lock(plan.spec, plan.venv_dir, lock=plan.lock, installer=plan.installer,
+                                                 index=plan.index, echo=echo)
     lock = lockfile.lock_path(plan.spec.source)
     if plan.freeze is None:
         echo(f"unpinned build ({plan.spec.source} has no lock: versions are resolved today); pin it with: "
@@ -368,6 +368,19 @@ def _install(plan: _Plan, env: dict[str, str], echo: Echo) -> lockfile.Installed
     echo(f"installing {len(requirements)} requirement(s) with {plan.installer}{plan.index.describe()}")
     installers.install(plan.venv_dir, requirements, installer=plan.installer, env=env, echo=echo)
     return None
+
+
+def _check_closure(plan: _Plan, env: dict[str, str]) -> None:
+    """After any install (from a lock, resolved, from a freeze file): every installed package's requirements are
+    installed too, in versions it accepts; else :class:`EnvBuildError` (a lock missing a package that is needed,
+    a ``--no-deps`` install of an incomplete list). A venv that fails it never gets a kernel or env.json."""
+    broken = installers.broken_requirements(plan.venv_dir, installer=plan.installer, env=env)
+    if not broken:
+        return
+    shown = "; ".join(broken[:5]) + (f" (and {len(broken) - 5} more)" if len(broken) > 5 else "")
+    fix = (f"; the lock {plan.lock.path} is not whole: re-lock with: "
+           f"{lockfile.refresh_command(plan.spec.source)}") if plan.lock else ""
+    raise EnvBuildError(f"{plan.venv_dir}: installed packages miss requirements: {shown}{fix}")
 
 
 def _requirements(plan: _Plan, echo: Echo) -> list[str]:
@@ -422,14 +435,15 @@ def _delete_children(folder: Path, kept: set[str]) -> None:
             child.unlink()
 
 
-def _record(plan: _Plan, installer_version: str, installed: lockfile.Installed | None) -> EnvRecord:
+def _record(plan: _Plan, installer_version: str, installed: locked_install.Installed | None) -> EnvRecord:
     spec, interp = plan.spec, plan.interpreter
     return EnvRecord(
         stage=spec.stage, venv_name=spec.venv_name, venv_path=str(plan.venv_dir),
         venv_python=str(paths.venv_python(plan.venv_dir)), kernel_name=plan.kernel_name,
         kernel_display_name=spec.kernel_display_name,
         python=audit.PythonInfo(path=str(interp.path), version=interp.version_text, source=interp.source,
-                                implementation=interp.implementation, request=spec.python.text),
+                                implementation=interp.implementation, request=spec.python.text,
+                                managed=interp.managed),
         platform=platform.platform(), sys_platform=paths._PLATFORM,
         installer=audit.InstallerInfo(plan.installer, installer_version), index=plan.index.masked(),
         spec_hash=spec.content_hash(), cache_key=plan.cache_key, created_at=_utc_now(),
@@ -441,7 +455,7 @@ def _record(plan: _Plan, installer_version: str, installed: lockfile.Installed |
     )
 
 
-def _lock_info(installed: lockfile.Installed | None) -> audit.LockInfo | None:
+def _lock_info(installed: locked_install.Installed | None) -> audit.LockInfo | None:
     if installed is None:
         return None
     lock = installed.lock

@@ -35,6 +35,9 @@ from ..core.userfile import read_input
 from .spec import StageSpec
 
 INSTALLERS = ("uv", "pip")
+# A line of `uv pip check` ("The package `a` requires `b>=1`, but it's not installed") or of `pip check`
+# ("a 1.0 requires b, which is not installed." / "a 1.0 has requirement b>=2, but you have b 1.0.").
+_BROKEN_REQUIREMENT = re.compile(r" requires | has requirement ")
 _INDEX_VARS = ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "UV_INDEX", "UV_EXTRA_INDEX_URL", "PIP_INDEX_URL",
                "PIP_EXTRA_INDEX_URL")
 
@@ -224,3 +227,21 @@ def freeze(venv_dir: Path, *, installer: str, env: Mapping[str, str]) -> str:
     else:
         cmd = [python, "-m", "pip", "freeze", "--all", "--disable-pip-version-check"]
     return _step("freezing the installed packages", cmd, env, silent, stream=False).stdout
+
+
+def broken_requirements(venv_dir: Path, *, installer: str, env: Mapping[str, str]) -> list[str]:
+    """What the venv's installed packages require and do not get (missing, or the wrong version), one entry per
+    problem; empty: the dependency closure holds. ``uv pip check`` (milliseconds) or pip's own ``pip check``."""
+    python = paths.venv_python(venv_dir)
+    cmd: list[str | os.PathLike[str]] = (
+        [uv_bin(), "pip", "check", "--python", python] if installer == "uv" else
+        [python, "-m", "pip", "check", "--disable-pip-version-check"])
+    try:
+        result = proc.run(cmd, env=env, check=False, timeout=300)
+    except proc.CommandError as exc:
+        return [f"the check did not finish ({exc})"]
+    if result.returncode == 0:
+        return []
+    lines = [line.strip() for line in f"{result.stdout}\n{result.stderr}".splitlines()]
+    found = [line.removeprefix("The package ") for line in lines if _BROKEN_REQUIREMENT.search(line)]
+    return found or [str(proc.CommandError(result))]

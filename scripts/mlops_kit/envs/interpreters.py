@@ -3,21 +3,25 @@
 Order (nox style: each source is one small function, the result is cached per process):
 
 * ``--python PATH`` wins: it must run and match the request, else :class:`BadInput` (exit 2).
-* Windows: the Python Launcher (``py -0p``), pyenv-win (``versions\\<ver>\\python.exe``), then ``python3.X`` /
-  ``python3`` / ``python`` on PATH.
-* Linux/macOS: pyenv (``$PYENV_ROOT/versions/*/bin/python``, default ``~/.pyenv``), then ``python3.X`` /
-  ``python3`` on PATH.
+* Installed interpreters. Windows: the Python Launcher (``py -0p``), pyenv-win (``versions\\<ver>\\python.exe``),
+  then ``python3.X`` / ``python3`` / ``python`` on PATH. Linux/macOS: pyenv (``$PYENV_ROOT/versions/*/bin/python``,
+  default ``~/.pyenv``), then ``python3.X`` / ``python3`` on PATH.
+* Only when none of those satisfies the request: the uv-managed Pythons already in the toolkit's folder (``managed``:
+  ``<folder>/cpython-3.10.13-linux-x86_64-gnu/bin/python3.10``, ``...-windows-x86_64-none\\python.exe``), so an
+  installed interpreter always wins over a managed one, and a managed one on disk is reused without any network.
+  Downloading one is the step after this (:mod:`mlops_kit.envs.managed`).
 
 Every candidate is run (``sys.version_info``, ``sys.executable``) and duplicates (same real executable) are
 dropped; the newest CPython that satisfies the request wins (an exact ``3.10.13`` request only matches itself).
 Pre-releases (``3.14.0a1``, ``rc``) are left out of discovery: a stage gets one only through ``--python``.
-Nothing found: :class:`PythonNotFound` (exit 3) with one line listing what was found, what was searched and how
-to install the missing version.
+Nothing found: :class:`NoMatchingPython` (a :class:`PythonNotFound`, exit 3) with one line listing what was found,
+what was searched and how to install the missing version.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import functools
 import json
 import os
@@ -28,6 +32,8 @@ from pathlib import Path, PureWindowsPath
 
 from ..core import paths, proc
 from ..core.errors import BadInput, PythonNotFound
+from . import probe
+from .audit import ManagedInfo
 from .spec import PythonRequest
 
 _PROBE = (
@@ -70,6 +76,8 @@ class Interpreter:
     implementation: str = "cpython"
     executable: Path | None = None  # sys.executable as reported (a symlink or launcher entry may differ)
     releaselevel: str = "final"  # alpha/beta/candidate: never picked by discovery, only by an explicit --python
+    managed: ManagedInfo | None = None  # a uv-managed interpreter: its build and download
+    downloaded: bool = False  # this process downloaded it (a replay's report says so)
 
     @property
     def version_text(self) -> str:
@@ -110,19 +118,13 @@ _ProbeInfo = tuple[tuple[int, int, int], str, str, str]  # version, executable, 
 
 def _probe(path: str) -> _ProbeInfo | None:
     try:
-        result = proc.run([path, "-I", "-c", _PROBE], check=False, timeout=_PROBE_TIMEOUT)
-    except proc.CommandError:  # missing, not executable, "exec format error", timeout
-        return None
-    if result.returncode != 0:
-        return None
-    try:
-        info = json.loads(result.stdout.strip().splitlines()[-1])
+        info = probe.ask(path, _PROBE, timeout=_PROBE_TIMEOUT)
         version = tuple(int(part) for part in info["version"])
         if len(version) != 3:
             return None
         return ((version[0], version[1], version[2]), str(info.get("executable") or ""),
                 str(info.get("implementation") or "cpython"), str(info.get("releaselevel") or "final"))
-    except (ValueError, IndexError, KeyError, TypeError):
+    except (probe.ProbeFailed, ValueError, KeyError, TypeError):  # missing, not Python, a timeout, an odd answer
         return None
 
 
@@ -147,15 +149,26 @@ def _inspect_candidate(source: str, path: Path) -> Interpreter | None:
 # ----------------------------------------------------------------------------------------------- public API
 
 
-def find_python(request: PythonRequest, *, explicit: Path | None = None) -> Interpreter:
-    """Return the best verified interpreter for ``request`` (``explicit`` wins over discovery)."""
+def find_python(request: PythonRequest, *, explicit: Path | None = None,
+                managed: Path | None = None) -> Interpreter:
+    """Return the best verified interpreter for ``request``: ``explicit`` wins, then installed interpreters, then
+    (only when none matches) the uv-managed ones in the folder ``managed``."""
     if explicit is not None:
         return _explicit(request, Path(explicit))
-    discovery = discover()
-    matching = [i for i in discovery.found if i.implementation == "cpython" and request.accepts(i.version)]
-    if not matching:
-        raise PythonNotFound(_not_found_message(request, discovery))
-    return max(matching, key=lambda i: i.version)  # first of equals = best source
+    installed = discover()
+    best = _best(request, installed.found)
+    if best is not None:
+        return best
+    on_disk = discover_managed(managed) if managed is not None else Discovery((), ())
+    best = _best(request, on_disk.found)
+    if best is None:
+        raise NoMatchingPython(request, installed, on_disk)
+    return best
+
+
+def _best(request: PythonRequest, found: tuple[Interpreter, ...]) -> Interpreter | None:
+    matching = [i for i in found if i.implementation == "cpython" and request.accepts(i.version)]
+    return max(matching, key=lambda i: i.version) if matching else None  # first of equals = best source
 
 
 def discover() -> Discovery:
@@ -306,6 +319,60 @@ def _is_pyenv_shim(path: Path) -> bool:
     return path.parent.name.lower() == "shims" and (path.parent.parent / "versions").is_dir()
 
 
+# ---------------------------------------------------------------------------------------------- uv-managed
+
+# uv names an installation folder by its key, ``<implementation>-<version>-<os>-<arch>-<libc>``; the minor-version
+# links (``cpython-3.10-linux-x86_64-gnu``), variants (``cpython-3.13.0+freethreaded-...``), pre-releases and other
+# implementations do not match, so only plain CPython builds of a patch are offered.
+_MANAGED_KEY = re.compile(r"^cpython-(?P<version>3\.\d+\.\d+)-(?P<os>[a-z]+)-(?P<arch>[a-z0-9_]+)-(?P<libc>[a-z]+)$")
+MANAGED_RECORD = "MLOPS_KIT_DOWNLOAD.json"  # what the toolkit knows of a build it downloaded (written last)
+
+
+def uv_os() -> str:
+    """The ``<os>`` part of uv's keys for the platform the toolkit acts for."""
+    return "windows" if paths.is_windows() else "macos" if paths._PLATFORM == "darwin" else "linux"
+
+
+def managed_python(folder: Path) -> Path:
+    """Where a uv-managed build keeps its interpreter: ``python.exe`` at the top on Windows (no ``bin``), else
+    ``bin/python3.X`` (what uv itself runs)."""
+    if paths.is_windows():
+        return folder / "python.exe"
+    match = _MANAGED_KEY.match(folder.name)
+    minor = ".".join(match["version"].split(".")[:2]) if match else "3"
+    return folder / "bin" / f"python{minor}"
+
+
+def discover_managed(folder: Path) -> Discovery:
+    """The uv-managed CPython builds for this platform in ``folder``, verified like every candidate."""
+    builds = []
+    if folder.is_dir():
+        builds = [entry for entry in sorted(folder.iterdir())
+                  if (m := _MANAGED_KEY.match(entry.name)) is not None and m["os"] == uv_os()]
+    found = []
+    for build in builds:
+        interp = _inspect_candidate("uv-managed", managed_python(build))
+        if interp is not None:
+            found.append(dataclasses.replace(interp, managed=read_managed_info(build)))
+    searched = f"uv-managed {folder} ({len(builds)} builds)" if folder.is_dir() else f"uv-managed {folder} (none yet)"
+    return Discovery(tuple(_dedupe_by_executable(found)), (searched,))
+
+
+def read_managed_info(build: Path) -> ManagedInfo:
+    """uv's build name and release tag (its ``BUILD`` file), plus the toolkit's download record when it has one."""
+    try:
+        tag = (build / "BUILD").read_text(encoding="utf-8").strip() or None
+    except OSError:
+        tag = None
+    try:
+        record = json.loads((build / MANAGED_RECORD).read_text(encoding="utf-8"))
+        return ManagedInfo(key=build.name, build=tag, sha256=record.get("sha256"),
+                           verified=bool(record.get("verified")), url=record.get("url"),
+                           downloaded_at=record.get("downloaded_at"))
+    except (OSError, ValueError, AttributeError):
+        return ManagedInfo(key=build.name, build=tag)
+
+
 # ---------------------------------------------------------------------------------------- explicit + errors
 
 
@@ -329,13 +396,24 @@ def _explicit_path(path: Path) -> Path:
     raise BadInput(f"--python {path}: no such file")
 
 
-def _not_found_message(request: PythonRequest, discovery: Discovery) -> str:
-    found = sorted(discovery.found, key=lambda i: i.version)
-    have = ", ".join(f"{i.version_text} ({i.source})" for i in found) or "none"
+class NoMatchingPython(PythonNotFound):
+    """Nothing installed (nor managed, when a folder was given) satisfies the request: the parts of the one-line
+    message are kept, so the download step (:mod:`mlops_kit.envs.managed`) can say what it adds."""
+
+    def __init__(self, request: PythonRequest, installed: Discovery, managed: Discovery) -> None:
+        self.request = request
+        found = sorted(installed.found + managed.found, key=lambda i: i.version)
+        have = ", ".join(f"{i.version_text} ({i.source})" for i in found) or "none"
+        self.what = (f"no Python matching {request.text!r} found (found: {have}; searched: "
+                     f"{'; '.join(installed.searched + managed.searched)})")
+        self.install_hint = f"install it with {_install_hints(request)}, or pass --python PATH"
+        super().__init__(f"{self.what}; {self.install_hint}")
+
+
+def _install_hints(request: PythonRequest) -> str:
     version = request.hint_version
     minor = ".".join(version.split(".")[:2])
     windows = [f"'py install {version}'", f"'winget install Python.Python.{minor}'"]
     pyenv = [f"'pyenv install {version}'"]
     hints = windows + pyenv if paths.is_windows() else pyenv + windows
-    return (f"no Python matching {request.text!r} found (found: {have}; searched: {'; '.join(discovery.searched)}); "
-            f"install it with {', '.join(hints[:-1])} or {hints[-1]}, or pass --python PATH")
+    return f"{', '.join(hints[:-1])} or {hints[-1]}"

@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import filelock
+
 from ..core import paths, proc
 from ..core.errors import BadInput, EnvBuildError
 
@@ -76,10 +78,30 @@ def registered_for(venv_dir: Path, *, name: str, display_name: str, scope: str) 
 
 
 def register_kernel(venv_dir: Path, *, name: str, display_name: str, scope: str = "user") -> Path | None:
-    """Register the venv's kernel with ``ipykernel install`` in ``scope``; return the kernelspec folder."""
+    """Register the venv's kernel with ``ipykernel install`` in ``scope``; return the kernelspec folder.
+
+    Several agents of one account on one machine (jobs of several pipelines, a team's eight rehearsals) find the
+    same kernel missing at once; ``ipykernel install`` replaces the folder by deleting and copying it, so two at
+    once fail (``FileExistsError``). One registers at a time (``.<name>.mlops_kit.lock`` next to the kernelspecs)
+    and a waiter whose kernel is registered meanwhile has nothing left to do."""
     if scope == "none":
         return None
     target = kernel_dir(name, scope)
+    lock = filelock.FileLock(target.parent / f".{name}.mlops_kit.lock", timeout=300)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except (OSError, filelock.Timeout) as exc:
+        raise EnvBuildError(f"registering kernel {name!r} failed: cannot lock {lock.lock_file} ({exc})") from None
+    try:
+        if registered_for(venv_dir, name=name, display_name=display_name, scope=scope):
+            return target
+        return _install(venv_dir, name=name, display_name=display_name, scope=scope, target=target)
+    finally:
+        lock.release()
+
+
+def _install(venv_dir: Path, *, name: str, display_name: str, scope: str, target: Path) -> Path:
     where = ["--user"] if scope == "user" else ["--prefix", sys.prefix]
     # The venv's jupyter_core may be another version than ours: pin its user data dir to the one we (and a
     # JupyterLab installed next to this toolkit) read, so the kernelspec lands where it is looked for.

@@ -34,9 +34,10 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from ..core import paths, proc
+from ..core.console import Echo
 from ..core.errors import PythonNotFound
 from . import interpreters
 from .interpreters import Interpreter
@@ -46,8 +47,6 @@ SUPPORTED_MINORS = tuple(range(14, 7, -1))  # 3.14 ... 3.8, newest first: what a
 _MINOR_TEXT = re.compile(r"^3\.\d{1,2}$")
 _RELEASE_LINE = re.compile(r"^\s*3\.(\d+)\.(\d+)\s*$")  # final releases in `pyenv install --list`; no -dev/t/a1
 _LIST_TIMEOUT = 120.0
-
-Echo = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -67,10 +66,11 @@ class InstallMethod:
 # ----------------------------------------------------------------------------------------------- public API
 
 
-def install_python(request: PythonRequest, *, echo: Echo = print) -> Interpreter:
-    """Return a verified interpreter for ``request``, installing it first when discovery finds none."""
+def install_python(request: PythonRequest, *, echo: Echo = print, managed: Path | None = None) -> Interpreter:
+    """Return a verified interpreter for ``request``, installing it first when discovery (the uv-managed Pythons in
+    ``managed`` included) finds none."""
     try:
-        return interpreters.find_python(request)
+        return interpreters.find_python(request, managed=managed)
     except PythonNotFound:
         pass
     plan, looked_for = survey(request)

@@ -3,7 +3,8 @@ the ``GO_*`` variables GoCD gives every task; plus what a local rehearsal change
 venv root meant for the agents, the toolkit's Python first on ``PATH``).
 
 Secure variables have no readable value in the XML: a rehearsal takes them from this machine (``--env NAME=VALUE``
-or the environment) and the log shows them masked, as GoCD does.
+or the environment) and the log shows them masked, as GoCD does: their values (and those of secret-looking names)
+are masked in every line a job prints too (:func:`secret_values`, registered with :mod:`mlops_kit.core.redact`).
 """
 
 from __future__ import annotations
@@ -38,16 +39,16 @@ def job_environment(pipeline: gocd.Pipeline, stage: gocd.Stage, job: gocd.Job, *
             verb = "overriding" if _pop(env, var.name) is not None else "setting"
             echo(f"[go] {verb} environment variable '{var.name}' to value '{_shown(var.name, value, var.secure)}'\n")
             env[var.name] = value
-    for name, value in overrides.items():
+    for name, override in overrides.items():
         old = _pop(env, name)
-        if value is None:
+        if override is None:
             if old is not None:
                 echo(f"[local] removing environment variable '{name}' (the XML's value is for GoCD agents)\n")
         else:
             verb = "overriding" if old is not None else "setting"
-            shown = _shown(name, value, name.upper() in secure)
+            shown = _shown(name, override, name.upper() in secure)
             echo(f"[local] {verb} environment variable '{name}' to value '{shown}'\n")
-            env[name] = value
+            env[name] = override
     for name, value in go_vars.items():
         _pop(env, name)
         env[name] = value
@@ -108,9 +109,6 @@ def rehearsal_origin(state_dir: Path) -> str:
     return "local-" + hashlib.sha256(where.encode()).hexdigest()[:10]
 
 
-
-
-
 def plain_values(variables: tuple[gocd.Variable, ...]) -> dict[str, str]:
     return {v.name: v.value or "" for v in variables if not v.secure}
 
@@ -126,3 +124,11 @@ def check_secure_variables(pipeline: gocd.Pipeline, base: Mapping[str, str],
     """Refuse before anything runs if a secure variable has no value on this machine (environment or --env)."""
     for var in all_variables(pipeline):
         _variable_value(var, base, pipeline, overrides)
+
+
+def secret_values(pipeline: gocd.Pipeline, base: Mapping[str, str],
+                  overrides: Mapping[str, str | None]) -> list[str]:
+    """The values a job's console must never show: every secure variable's (as this machine gives it) and every
+    variable's whose name looks secret (``DB_PASSWORD`` in plain text in the XML is still a password)."""
+    return [_variable_value(var, base, pipeline, overrides) for var in all_variables(pipeline)
+            if var.secure or is_secret_name(var.name)]

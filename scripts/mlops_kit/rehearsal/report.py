@@ -10,7 +10,10 @@ from ..core.errors import BadInput
 from ..core.redact import redact
 from ..envs.spec import load_spec
 from ..run.runrecord import MANIFEST_SUFFIX
-from . import engine, gocd
+from . import gocd
+from .job import FAILED_STATUSES, console_log, job_store
+from .schedule import RunResult
+from .settings import LocalSettings, local_tracking_uri
 
 
 def plan(chosen: gocd.Pipeline) -> str:
@@ -32,19 +35,19 @@ def plan(chosen: gocd.Pipeline) -> str:
     return "\n".join(lines)
 
 
-def where_results_are(chosen: gocd.Pipeline, result: engine.RunResult, settings: engine.LocalSettings) -> str:
+def where_results_are(chosen: gocd.Pipeline, result: RunResult, settings: LocalSettings) -> str:
     """The closing note: artifacts, working copies, MLflow, kernels."""
     tracking = redact(settings.overrides.get("MLFLOW_TRACKING_URI") or "")
     work = settings.state_dir / "work" / chosen.name / str(result.counter)
+    logs = console_log(job_store(result.artifacts_root, "<stage>", "<job>"))  # pathlib: one separator throughout
     lines = ["", "results:",
              f"  artifacts (as GoCD would store them): {result.artifacts_root}",
              f"  working copies of the jobs:           {work}",
-             f"  console logs of the jobs:             {result.artifacts_root}/<stage>/1/<job>/cruise-output/"
-             "console.log",
+             f"  console logs of the jobs:             {logs}",
              f"  MLflow runs ({tracking}), parent run per pipeline counter, one nested run per stage:"]
     mlflow, jupyter = _toolkit_command("mlflow", settings.source), _toolkit_command("jupyter", settings.source)
     page = _runs_page(result)
-    if tracking == engine.local_tracking_uri(settings.source):
+    if tracking == local_tracking_uri(settings.source):
         lines.append(f"      cd {settings.source}")
         lines.append(f"      {mlflow} ui --backend-store-uri sqlite:///mlflow.db      then open "
                      f"http://127.0.0.1:5000/{page}")
@@ -60,7 +63,7 @@ def where_results_are(chosen: gocd.Pipeline, result: engine.RunResult, settings:
     return "\n".join(lines)
 
 
-def _runs_page(result: engine.RunResult) -> str:
+def _runs_page(result: RunResult) -> str:
     """The UI page of the experiment's runs, in MLflow 3's "Model training" view (its default view is GenAI's, which
     shows no runs): ``#/experiments/<id>/runs?workflowType=machine_learning``, the id read from a published run
     manifest of this rehearsal; without one, the experiments list."""
@@ -100,7 +103,7 @@ def _kernel_names(chosen: gocd.Pipeline, source: Path) -> list[str]:
     return names
 
 
-def summary(result: engine.RunResult) -> str:
+def summary(result: RunResult) -> str:
     """The table printed at the end: one row per job (status, seconds) under a row per stage (its result and wall
     time; for parallel jobs also the sum of its jobs' times), and the failing task if any."""
     rows = [("stage", "job", "status", "seconds")]
@@ -123,4 +126,4 @@ def summary(result: engine.RunResult) -> str:
 
 def _shown(status: str) -> str:
     """Failures in capitals, so they stand out in a long log."""
-    return status.upper() if status in (*engine.FAILED_STATUSES, "cancelled") else status
+    return status.upper() if status in FAILED_STATUSES else status

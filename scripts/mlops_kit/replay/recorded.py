@@ -1,8 +1,8 @@
 """A recorded run read back from the tracking store for a replay, and the replay's own runs written there.
 
-Every function here runs in the tracking worker (:mod:`mlops_kit.run.tracking_worker`, started first thing by replay_run.py, so
-importing mlflow overlaps the main process's start): module-level functions with plain arguments, returning plain
-dataclasses. Artifacts are downloaded into a folder the caller names; nothing else is written locally.
+Every function here runs in the tracking worker (:mod:`mlops_kit.run.tracking_worker`, started first thing by
+replay_run.py, so importing mlflow overlaps the main process's start): module-level functions with plain arguments,
+returning plain dataclasses. Artifacts are downloaded into a folder the caller names; nothing else is written locally.
 
 What a replay needs of a stage run, and where it is in MLflow:
 
@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..run import lineage, tracking
 from ..core.errors import BadInput
 from ..core.redact import redact
-from ..run.runrecord import Target
+from ..run import lineage, store, tracking
+from ..run.lineage import LineageRecord, Outputs
+from ..run.store import Target
 
 ROLE_TAG = "mlops_kit.role"
 REPLAY_OF_TAG = "mlops_kit.replay_of"
@@ -53,11 +54,11 @@ class RecordedRun:
     metrics: dict[str, float]
     folder: str
     environment: str | None = None  # the downloaded environment/ folder
-    lineage: dict[str, Any] | None = None
+    lineage: LineageRecord | None = None
     source: str | None = None  # the notebook as given
     params_file: str | None = None  # the parameters copy (masked)
     executed: str | None = None  # the executed notebook (runs recorded before lineage only)
-    outputs: dict[str, Any] = field(default_factory=dict)  # lineage's output record (hashed here for old runs)
+    outputs: Outputs | None = None  # lineage's output record (hashed here for old runs)
 
     @property
     def role(self) -> str:
@@ -81,8 +82,8 @@ def _get_run(client: Any, uri: str, run_id: str) -> Any:
 
 def read_run(uri: str, run_id: str, dest: str) -> RecordedRun:
     """The run and what a replay needs of it (see the module docstring), downloaded under ``dest/<run id>``."""
-    with tracking.guard(uri, f"reading run {run_id}"):
-        client = tracking.open_client(uri)
+    with store.guard(uri, f"reading run {run_id}"):
+        client = store.open_client(uri)
         run = _get_run(client, uri, run_id)
         experiment = client.get_experiment(run.info.experiment_id)
         folder = Path(dest) / run_id
@@ -95,14 +96,26 @@ def read_run(uri: str, run_id: str, dest: str) -> RecordedRun:
         if found.role == "pipeline":
             return found
         found.environment = _download(client, run_id, "environment", folder)
-        found.lineage = tracking.read_artifact_json(client, run_id, lineage.ARTIFACT)
-        if found.lineage:
-            found.source = _download(client, run_id, found.lineage.get("source_notebook"), folder)
-            found.params_file = _download(client, run_id, found.lineage.get("parameters"), folder)
-            found.outputs = found.lineage.get("outputs") or {}
+        found.lineage = _read_lineage(client, run_id)
+        if found.lineage is not None:
+            found.source = _download(client, run_id, found.lineage.source_notebook, folder)
+            found.params_file = _download(client, run_id, found.lineage.parameters, folder)
+            found.outputs = found.lineage.outputs
         else:
             _read_older(client, found, folder)
     return found
+
+
+def _read_lineage(client: Any, run_id: str) -> lineage.LineageRecord | None:
+    """The run's lineage record (None: recorded before lineage existed); one it cannot read is bad input."""
+    data = tracking.read_artifact_json(client, run_id, lineage.ARTIFACT)
+    if data is None:
+        return None
+    try:
+        return lineage.LineageRecord.from_json(data)
+    except ValueError as exc:
+        raise BadInput(f"run {run_id}: its {lineage.ARTIFACT} is not a lineage record this replay can read "
+                       f"({exc})") from None
 
 
 def _read_older(client: Any, found: RecordedRun, folder: Path) -> None:
@@ -130,8 +143,8 @@ def _download(client: Any, run_id: str, path: str | None, folder: Path) -> str |
 
 def download(uri: str, run_id: str, path: str, dest: str) -> str:
     """An artifact (file or folder) of a run, downloaded under ``dest``; :class:`BadInput` when it is missing."""
-    with tracking.guard(uri, f"downloading {path} of run {run_id}"):
-        found = _download(tracking.open_client(uri), run_id, path, Path(dest))
+    with store.guard(uri, f"downloading {path} of run {run_id}"):
+        found = _download(store.open_client(uri), run_id, path, Path(dest))
     if found is None:
         raise BadInput(f"run {run_id}: has no artifact {path!r} (deleted from the artifact store?)")
     return found
@@ -139,8 +152,8 @@ def download(uri: str, run_id: str, path: str, dest: str) -> str:
 
 def stage_runs(uri: str, parent_run_id: str) -> list[str]:
     """The stage runs nested under a pipeline run, in the order they started (the latest run of a re-run stage)."""
-    with tracking.guard(uri, f"listing the stages of run {parent_run_id}"):
-        client = tracking.open_client(uri)
+    with store.guard(uri, f"listing the stages of run {parent_run_id}"):
+        client = store.open_client(uri)
         parent = _get_run(client, uri, parent_run_id)
         runs = client.search_runs([parent.info.experiment_id], f"tags.`{_PARENT_TAG}` = '{parent_run_id}'",
                                   max_results=1000, order_by=["attributes.start_time ASC"])
@@ -156,24 +169,24 @@ def stage_runs(uri: str, parent_run_id: str) -> list[str]:
 
 def metrics(uri: str, run_id: str) -> dict[str, float]:
     """A run's metrics (last values)."""
-    with tracking.guard(uri, f"reading the metrics of run {run_id}"):
-        return dict(_get_run(tracking.open_client(uri), uri, run_id).data.metrics)
+    with store.guard(uri, f"reading the metrics of run {run_id}"):
+        return dict(_get_run(store.open_client(uri), uri, run_id).data.metrics)
 
 
 def start_parent(target: Target, replay_of: str, name: str) -> str:
     """The run a pipeline's stage replays are nested under."""
-    with tracking.guard(target.uri, "creating the replay's parent run"):
-        client = tracking.open_client(target.uri)
+    with store.guard(target.uri, "creating the replay's parent run"):
+        client = store.open_client(target.uri)
         tags = {ROLE_TAG: "replay", REPLAY_OF_TAG: replay_of}
-        return client.create_run(tracking.experiment_id(client, target), run_name=name, tags=tags).info.run_id
+        return client.create_run(store.experiment_id(client, target), run_name=name, tags=tags).info.run_id
 
 
 def log_report(uri: str, run_id: str, verdict: str, report: dict[str, Any], text: str,
                end_status: str | None = None) -> None:
     """The comparison as ``replay/report.json`` and ``replay/report.txt`` and the verdict tag; ``end_status`` ends
     the run (a replay's parent run)."""
-    with tracking.guard(uri, f"logging the replay report to run {run_id}"):
-        client = tracking.open_client(uri)
+    with store.guard(uri, f"logging the replay report to run {run_id}"):
+        client = store.open_client(uri)
         client.log_text(run_id, json.dumps(_plain(report), indent=1, ensure_ascii=False), REPORT_JSON)
         client.log_text(run_id, text, REPORT_TEXT)
         client.set_tag(run_id, VERDICT_TAG, verdict)

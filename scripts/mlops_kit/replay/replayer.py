@@ -7,9 +7,11 @@ One stage run:
    notebook as given (``source/``), the parameters copy, metrics.
 2. *Check everything before anything is built or run*: the run finished; every masked parameter is given with
    ``-p`` (else exit 2 naming it), and each ``-p`` names a masked value or relocates an input; the notebook is at
-   hand; the recorded interpreter version (the patch: ``3.10.13``, found like create_venv finds one, installed
-   with ``--install-python``) is on this machine (else exit 3 with the install hint). A pipeline's stages are all
-   checked before its first stage is built.
+   hand; the recorded interpreter version (the patch: ``3.10.13``) is found like create_venv finds one: installed,
+   else uv-managed in the toolkit's folder of Pythons (the stage venv root's, so stage builds and replays share it),
+   else downloaded through uv when the policy allows (the report says so), else exit 3 with the install hint
+   (``--install-python``: the platform's installer). A pipeline's stages are all checked before its first stage is
+   built.
 3. *Inputs*: an input that an earlier run produced is taken from that run's ``outputs/`` (downloaded), or, in a
    pipeline replay, from the replayed upstream's output folder; a raw input from its recorded path (or where
    ``-p NAME PATH`` relocates it). Every file's sha256 must be the recorded one, else the stage is not run and the
@@ -57,22 +59,20 @@ import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import filelock
 import yaml
 
 from ..core import console, git, paths
-from ..envs import build, installers, interpreters, pyinstall
-from ..run import lineage, stage_run, tracking_worker
-from . import recorded
-from ..run import params
-from . import verdict
-from ..envs.audit import FREEZE_TXT, LOCK_TXT, SPEC_YAML
 from ..core.errors import BadInput, NotebookFailed, NotReproduced, PythonNotFound
+from ..envs import build, installers, interpreters, lockfile, managed, pyinstall
+from ..envs.audit import FREEZE_TXT, LOCK_TXT, SPEC_YAML
 from ..envs.interpreters import Interpreter
-from ..run.runrecord import MANIFEST_SUFFIX, Target, load_manifest, resolve_target
 from ..envs.spec import parse_python_request, parse_spec
+from ..run import lineage, notebook, params, stage_run, tracking_worker
+from ..run.store import Target, resolve_target
+from . import recorded, verdict
 
 MARKER = ".mlops_kit_replay"
 WORKDIR_LOCK = ".mlops_kit_replay.lock"  # held for the whole replay: the next one must not empty a live folder
@@ -92,6 +92,7 @@ class ReplayRequest:
     overrides: tuple[tuple[str, str], ...] = ()
     rtol: float = 0.0
     install_python: bool = False
+    python_downloads: str | None = None  # auto / never; None: MLOPS_PYTHON_DOWNLOADS, else UV_PYTHON_DOWNLOADS, else auto
     python: Path | None = None
     repo: Path | None = None
     cwd: Path | None = None
@@ -192,10 +193,12 @@ def _workdir(request: ReplayRequest) -> Iterator[Path]:
 
 def _checked(runs: list[recorded.RecordedRun], request: ReplayRequest) -> list[_Stage]:
     """Every stage read and checked; the masked names and ``-p`` checked over all stages; Pythons found last."""
+    policy = managed.download_policy(request.python_downloads)
     stages = [_read_stage(run, index, request) for index, run in enumerate(runs)]
     _check_overrides(stages, request.overrides)
     for stage in stages:
-        stage.interpreter = _interpreter(stage.env["python"]["version"], request)
+        stage.interpreter = _interpreter(stage.env["python"]["version"], request, policy)
+        stage.notes.extend(_interpreter_notes(stage.interpreter))
     return stages
 
 
@@ -203,7 +206,8 @@ def _read_stage(run: recorded.RecordedRun, index: int, request: ReplayRequest) -
     if run.status != "FINISHED":
         raise BadInput(f"run {run.run_id} ({run.stage}) ended {run.status}: only a finished run has results to "
                        "reproduce")
-    missing, notes = [], []
+    missing: list[str] = []
+    notes: list[str] = []
     env_dir = Path(run.environment) if run.environment else None
     for name in (ENV_JSON, SPEC_YAML, FREEZE_TXT):
         if env_dir is None or not (env_dir / name).is_file():
@@ -245,7 +249,7 @@ def _source(run: recorded.RecordedRun, request: ReplayRequest, notes: list[str],
     if run.lineage is not None:
         if run.source and Path(run.source).is_file():
             return Path(run.source)
-        missing.append(f"the source notebook ({run.lineage.get('source_notebook')})")
+        missing.append(f"the source notebook ({run.lineage.source_notebook})")
         return None
     folder = Path(run.folder)
     commit, path = run.params.get("git_commit", "unknown"), run.params.get("notebook", "")
@@ -273,7 +277,7 @@ def _strip_executed(executed: Path, target: Path) -> None:
     import nbformat
 
     nb = nbformat.read(str(executed), as_version=4)
-    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    nb.cells = [c for c in nb.cells if notebook.INJECTED_TAG not in c.metadata.get("tags", [])]
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
@@ -290,8 +294,8 @@ def _check_overrides(stages: list[_Stage], overrides: tuple[tuple[str, str], ...
     allowed: set[str] = set()
     for stage in stages:
         masked = _masked(stage)
-        inputs = {lineage.param_name(i["param"]) for i in (stage.run.lineage or {}).get("inputs", [])
-                  if lineage.param_name(i["param"]) == lineage.overridable_name(i["param"])}
+        recorded_inputs = stage.run.lineage.inputs if stage.run.lineage is not None else []
+        inputs = {i.name for i in recorded_inputs if i.name == lineage.overridable_name(i.param)}
         allowed |= set(masked) | inputs
         absent = [name for name in masked if name not in given]
         if absent:
@@ -310,22 +314,34 @@ def _check_overrides(stages: list[_Stage], overrides: tuple[tuple[str, str], ...
 
 def _masked(stage: _Stage) -> list[str]:
     if stage.run.lineage is not None:
-        return list(stage.run.lineage.get("masked", []))
+        return list(stage.run.lineage.masked)
     return lineage.masked_names(stage.values)
 
 
-def _interpreter(version: str, request: ReplayRequest) -> Interpreter:
-    """Exactly the recorded version (exit 3 with the install hint when it is not installed)."""
+def _interpreter(version: str, request: ReplayRequest, policy: managed.DownloadPolicy) -> Interpreter:
+    """Exactly the recorded version: installed, uv-managed, or downloaded (exit 3 with the install hint when none
+    of those can be had). Managed Pythons live beside the stage venv root, whatever the replay's --venv-root."""
     wanted = parse_python_request(version)
     if request.python is not None:
         return interpreters.find_python(wanted, explicit=request.python)
+    folder = managed.pythons_dir(paths.venv_root())
     if request.install_python:
-        return pyinstall.install_python(wanted, echo=console.progress)
+        return pyinstall.install_python(wanted, echo=console.progress, managed=folder)
     try:
-        return interpreters.find_python(wanted)
+        return managed.find_or_download(wanted, folder=folder, policy=policy, echo=console.progress)
     except PythonNotFound as exc:
         raise PythonNotFound(f"the record needs Python {version}: {exc}; or let replay_run.py install it: "
                              "--install-python") from None
+
+
+def _interpreter_notes(interp: Interpreter) -> list[str]:
+    """What the report says of a uv-managed interpreter: its build, and whether this replay downloaded it."""
+    build = interp.managed
+    if build is None:
+        return []
+    sha = f", sha256 {build.sha256}" if build.sha256 else ""
+    how = "downloaded through uv for this replay" if interp.downloaded else "uv-managed, downloaded earlier"
+    return [f"interpreter: Python {interp.version_text} {how} ({build.key}{sha})"]
 
 
 # ---------------------------------------------------------------------------------------------------- steps 3-6
@@ -377,7 +393,7 @@ def _replay_stage(stage: _Stage, upstream: dict[str, Path | None], target: Targe
         result.verdict = verdict.NOT_RUN
         result.notes.append("not run: its inputs are not the recorded ones")
         return result
-    built = _environment(stage, request, folder)
+    built = _environment(stage, request, folder, result.notes)
     output_dir = folder / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', stage.name)}_outputs"
     replay_id = _execute(stage, built, folder, output_dir, target, request, parent, result, tracker)
     result.replay_run_id = replay_id
@@ -385,8 +401,8 @@ def _replay_stage(stage: _Stage, upstream: dict[str, Path | None], target: Targe
         upstream[run.run_id] = output_dir
         result.metrics = verdict.compare_metrics(run.metrics, tracker.call(recorded.metrics, target.uri, replay_id),
                                             request.rtol)
-        result.outputs = verdict.compare_files(run.outputs.get("files", []),
-                                          lineage.hash_outputs(output_dir)["files"])
+        result.outputs = verdict.compare_files(run.outputs.hashed.files if run.outputs is not None else [],
+                                               lineage.hash_outputs(output_dir).hashed.files)
     result.environment = _compare_env(stage, built)
     result.decide()
     if replay_id:
@@ -405,52 +421,51 @@ def _inputs(stage: _Stage, upstream: dict[str, Path | None], tracker: tracking_w
     if record is None:
         return []
     rows = []
-    for number, item in enumerate(record.get("inputs", [])):
-        name = lineage.param_name(item["param"])
-        if not item.get("sha256"):
-            rows.append(verdict.InputRow(name, item["path"], False, f"not verifiable: {item.get('error') or 'not hashed'}"))
+    for number, item in enumerate(record.inputs):
+        recorded_tree = item.hashed
+        if recorded_tree is None or not recorded_tree.sha256:
+            why = recorded_tree.error if recorded_tree is not None and recorded_tree.error else "not hashed"
+            rows.append(verdict.InputRow(item.name, item.path, False, f"not verifiable: {why}"))
             continue
-        location, source, in_place = _place(stage, item, number, upstream, tracker, uri, workdir, folder)
-        excluded = record.get("excluded", []) if in_place else ()
-        ok, status = _verify(item, location, excluded)
-        rows.append(verdict.InputRow(name, str(location), ok, status, source))
+        location, source, in_place = _place(stage, item, recorded_tree, number, upstream, tracker, uri, workdir,
+                                            folder)
+        ok, status = _verify(recorded_tree, location, record.excluded if in_place else ())
+        rows.append(verdict.InputRow(item.name, str(location), ok, status, source))
         try:
-            lineage.set_value(stage.values, item["param"], str(location))
+            lineage.set_value(stage.values, item.param, str(location))
         except (KeyError, IndexError, TypeError):
-            rows[-1] = verdict.InputRow(name, str(location), False, "its parameter is not in the recorded parameters")
+            rows[-1] = verdict.InputRow(item.name, str(location), False,
+                                        "its parameter is not in the recorded parameters")
     return rows
 
 
-def _place(stage: _Stage, item: dict[str, Any], number: int, upstream: dict[str, Path | None],
+def _place(stage: _Stage, item: lineage.Input, tree: lineage.Tree, number: int, upstream: dict[str, Path | None],
            tracker: tracking_worker.Tracker, uri: str, workdir: Path, folder: Path) -> tuple[Path, str, bool]:
     """Where the replay takes an input from: (path, said how, checked in place?)."""
-    name = lineage.param_name(item["param"])
-    if name in stage.relocations:
-        return Path(os.path.abspath(str(stage.relocations[name]))), "-p (a new place)", True
-    produced = [f for f in item["files"] if f.get("producer")]
-    if not produced:
-        return Path(item["path"]), "its recorded path", True
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", lineage.base_name(item["path"])) or "input"
-    target = folder / "inputs" / f"{number + 1}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}" / base
+    if item.name in stage.relocations:
+        return Path(os.path.abspath(str(stage.relocations[item.name]))), "-p (a new place)", True
+    if not any(f.producer for f in tree.files):
+        return Path(item.path), "its recorded path", True
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", paths.base_name(item.path)) or "input"
+    target = folder / "inputs" / f"{number + 1}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', item.name)}" / base
     sources = set()
-    for f in item["files"]:
-        dest = target if item["kind"] == "file" else target / f["path"]
+    for f in tree.files:
+        dest = target if tree.kind == "file" else target / f.path
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if f.get("producer"):
-            src, said = _produced(f["producer"], upstream, tracker, uri, workdir)
+        if f.producer is not None:
+            src, said = _produced(f.producer, upstream, tracker, uri, workdir)
         else:
-            src, said = (Path(item["path"]) if item["kind"] == "file" else Path(item["path"]) / f["path"]), \
-                "its recorded path"
+            src, said = (Path(item.path) if tree.kind == "file" else Path(item.path) / f.path), "its recorded path"
         sources.add(said)
         if src is not None and src.is_file():
             shutil.copyfile(src, dest)
     return target, ", ".join(sorted(sources)), False
 
 
-def _produced(producer: dict[str, str], upstream: dict[str, Path | None], tracker: tracking_worker.Tracker, uri: str,
-              workdir: Path) -> tuple[Path | None, str]:
+def _produced(producer: lineage.Producer, upstream: dict[str, Path | None], tracker: tracking_worker.Tracker,
+              uri: str, workdir: Path) -> tuple[Path | None, str]:
     """A produced file: from the upstream's replay (a pipeline), else downloaded from the producing run."""
-    run_id, artifact = producer["run_id"], producer["artifact"]
+    run_id, artifact = producer.run_id, producer.artifact
     relative = artifact.removeprefix("outputs/")
     if run_id in upstream:
         folder = upstream[run_id]
@@ -464,17 +479,17 @@ def _produced(producer: dict[str, str], upstream: dict[str, Path | None], tracke
     return local, f"run {run_id[:12]} {posixpath.dirname(artifact)}/"
 
 
-def _verify(item: dict[str, Any], location: Path, excluded: Any) -> tuple[bool, str]:
+def _verify(recorded_tree: lineage.Tree, location: Path, excluded: Sequence[str]) -> tuple[bool, str]:
     """(ok, what was found): the recorded sha256, else each missing, changed or new file named."""
     tree = lineage.hash_tree(location, excluded=list(excluded))
-    if tree.sha256 == item["sha256"]:
-        count = f"{len(tree.files)} file(s), " if item["kind"] == "folder" else ""
+    if tree.sha256 == recorded_tree.sha256:
+        count = f"{len(tree.files)} file(s), " if recorded_tree.kind == "folder" else ""
         return True, f"sha256 as recorded ({count}{tree.size} bytes)"
     if tree.kind == "missing":
         return False, f"missing: {location}"
-    prefix = location.parent if item["kind"] == "file" else location
+    prefix = location.parent if recorded_tree.kind == "file" else location
     problems = []
-    for row in verdict.compare_files(item["files"], tree.files):
+    for row in verdict.compare_files(recorded_tree.files, tree.files):
         full = prefix / row.path
         if row.replayed is None:
             problems.append(f"missing {full}")
@@ -490,7 +505,7 @@ def _verify(item: dict[str, Any], location: Path, excluded: Any) -> tuple[bool, 
 # ---------------------------------------------------------------------------------------------------- environment
 
 
-def _environment(stage: _Stage, request: ReplayRequest, folder: Path) -> build.EnvResult:
+def _environment(stage: _Stage, request: ReplayRequest, folder: Path, notes: list[str]) -> build.EnvResult:
     """The replay venv (step 4): recorded spec + lock, else freeze; exactly the recorded interpreter."""
     env_dir = Path(stage.run.environment or "")
     spec_text = (env_dir / SPEC_YAML).read_text(encoding="utf-8")
@@ -502,13 +517,25 @@ def _environment(stage: _Stage, request: ReplayRequest, folder: Path) -> build.E
     installer = (stage.env.get("installer") or {}).get("name", "uv")
     defining = lock if lock.is_file() else env_dir / FREEZE_TXT
     if lock.is_file():
-        shutil.copyfile(lock, spec_file.with_name(f"{name}.lock.txt"))
+        _place_recorded_lock(lock, spec_file.with_name(f"{name}.lock.txt"), stage.env, notes)
     digest = hashlib.sha256(f"{stage.env['python']['version']}\n{installer}\n".encode() + defining.read_bytes())
     spec = dataclasses.replace(parse_spec(spec_text, source=spec_file), venv_name=f"{name}-{digest.hexdigest()[:8]}")
     root = Path(os.path.abspath(request.venv_root)) if request.venv_root else paths.venv_root() / "replay"
     return build.ensure_env(spec, venv_root=root, interpreter=stage.interpreter, installer=installer,
                            from_freeze=None if lock.is_file() else defining, kernel_scope="none",
                            echo=console.progress)
+
+
+def _place_recorded_lock(recorded: Path, target: Path, env: dict[str, Any], notes: list[str]) -> None:
+    """The recorded lock next to the replay's spec. One written before locks were sealed is sealed for the replay
+    (pins and body unchanged) when its bytes are the ones the run's env.json names; anything else is copied as
+    it is and read, strictly, like any lock."""
+    data = recorded.read_bytes()
+    upgraded = lockfile.upgrade_recorded(data, (env.get("lock") or {}).get("sha256"))
+    if upgraded is not None:
+        notes.append("the recorded lock predates sealed locks: its sha256 is the one env.json recorded, so it was "
+                     "sealed for this replay (pins unchanged)")
+    target.write_bytes(upgraded if upgraded is not None else data)
 
 
 def _compare_env(stage: _Stage, built: build.EnvResult) -> verdict.EnvRow:
@@ -525,12 +552,14 @@ def _compare_env(stage: _Stage, built: build.EnvResult) -> verdict.EnvRow:
 
 
 def _execute(stage: _Stage, built: build.EnvResult, folder: Path, output_dir: Path, target: Target,
-             request: ReplayRequest, parent: str | None, result: verdict.StageReport, tracker: tracking_worker.Tracker) -> str | None:
+             request: ReplayRequest, parent: str | None, result: verdict.StageReport,
+             tracker: tracking_worker.Tracker) -> str | None:
     """Step 5: run_notebook's machinery on the recorded notebook and parameters; returns the replay run's id."""
     params_file = folder / "params.yaml"
     params_file.write_text(params.yaml_text(stage.values), encoding="utf-8")
-    executed = Path(stage.run.lineage["source_notebook"]).name.replace(".source.ipynb", ".ipynb") \
-        if stage.run.lineage and stage.run.lineage.get("source_notebook") else f"{stage.folder_name}_out.ipynb"
+    source_notebook = stage.run.lineage.source_notebook if stage.run.lineage is not None else None
+    executed = Path(source_notebook).name.replace(".source.ipynb", ".ipynb") if source_notebook \
+        else f"{stage.folder_name}_out.ipynb"
     output = folder / executed
     run_request = stage_run.NotebookRunRequest(
         venv=built.venv_dir, notebook=stage.source, output=output, params_file=params_file,
@@ -539,12 +568,11 @@ def _execute(stage: _Stage, built: build.EnvResult, folder: Path, output_dir: Pa
         cell_timeout=request.cell_timeout, cwd=_kernel_folder(stage, request, folder, result.notes),
         tags=((recorded.REPLAY_OF_TAG, stage.run.run_id), (recorded.ROLE_TAG, REPLAY_ROLE)), parent_run_id=parent)
     try:
-        stage_run.run(run_request, tracker)  # the replay's worker: mlflow is imported there already
-    except NotebookFailed as exc:
+        return stage_run.run(run_request, tracker).run_id  # the replay's worker: mlflow is imported there already
+    except stage_run.NotebookRunFailed as exc:
         result.verdict = verdict.FAILED
         result.notes.append(str(exc))
-    manifest = output.with_name(output.stem + MANIFEST_SUFFIX)
-    return load_manifest(manifest).run_id if manifest.is_file() else None
+        return exc.result.run_id
 
 
 def _kernel_folder(stage: _Stage, request: ReplayRequest, folder: Path, notes: list[str]) -> Path:
@@ -552,7 +580,7 @@ def _kernel_folder(stage: _Stage, request: ReplayRequest, folder: Path, notes: l
     the stage's replay folder."""
     if request.cwd is not None:
         return Path(os.path.abspath(request.cwd))
-    recorded_cwd = (stage.run.lineage or {}).get("cwd")
+    recorded_cwd = stage.run.lineage.cwd if stage.run.lineage is not None else None
     if recorded_cwd and Path(recorded_cwd).is_dir():
         return Path(recorded_cwd)
     notes.append("kernel folder: the stage's replay folder (the recorded one is not here)")

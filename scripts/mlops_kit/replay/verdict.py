@@ -19,14 +19,16 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Literal, Mapping
 
 from ..envs import installers
+from ..run.lineage import FileEntry
 
-REPRODUCED = "reproduced"
-NOT_REPRODUCED = "not reproduced"
-FAILED = "notebook failed"
-NOT_RUN = "not run"
+Verdict = Literal["reproduced", "not reproduced", "notebook failed", "not run"]
+REPRODUCED: Verdict = "reproduced"
+NOT_REPRODUCED: Verdict = "not reproduced"
+FAILED: Verdict = "notebook failed"
+NOT_RUN: Verdict = "not run"
 
 
 @dataclass
@@ -94,7 +96,7 @@ class StageReport:
 
     run_id: str
     stage: str
-    verdict: str = ""  # set by decide(), or FAILED / NOT_RUN by the replay
+    verdict: Verdict | Literal[""] = ""  # set by decide(), or FAILED / NOT_RUN by the replay
     replay_run_id: str | None = None
     inputs: list[InputRow] = field(default_factory=list)
     metrics: list[MetricRow] = field(default_factory=list)
@@ -123,7 +125,7 @@ class Report:
     """The whole replay: one stage, or a pipeline's stages in order."""
 
     run_id: str
-    kind: str  # stage | pipeline
+    kind: Literal["stage", "pipeline"]
     name: str
     rtol: float
     stages: list[StageReport] = field(default_factory=list)
@@ -131,7 +133,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def verdict(self) -> str:
+    def verdict(self) -> Verdict:
         verdicts = [s.verdict for s in self.stages]
         if not verdicts:
             return NOT_RUN
@@ -167,10 +169,10 @@ def compare_metrics(recorded: Mapping[str, float], replayed: Mapping[str, float]
     return rows
 
 
-def compare_files(recorded: Iterable[Mapping[str, Any]], replayed: Iterable[Mapping[str, Any]]) -> list[FileRow]:
-    """Rows by relative path, from lineage's file entries (``path``, ``sha256``)."""
-    old = {f["path"]: f["sha256"] for f in recorded}
-    new = {f["path"]: f["sha256"] for f in replayed}
+def compare_files(recorded: Iterable[FileEntry], replayed: Iterable[FileEntry]) -> list[FileRow]:
+    """Rows by relative path, from lineage's file entries."""
+    old = {f.path: f.sha256 for f in recorded}
+    new = {f.path: f.sha256 for f in replayed}
     return [FileRow(path, old.get(path), new.get(path)) for path in sorted(set(old) | set(new))]
 
 
@@ -215,18 +217,18 @@ def stage_text(stage: StageReport, rtol: float) -> str:
         tolerance = "exact" if rtol == 0 else f"rtol {rtol:g}"
         lines.append(f"  {'metrics (' + tolerance + ')':<{width + 2}}  {'recorded':>24}  {'replayed':>24}  "
                      f"{'difference':>12}")
-        for row in stage.metrics:
-            diff = "-" if row.difference is None else f"{row.difference:.3g}"
-            mark = "" if row.same else "  DIFFERENT"
-            lines.append(f"    {row.name:<{width}}  {_num(row.recorded):>24}  {_num(row.replayed):>24}  "
+        for metric in stage.metrics:
+            diff = "-" if metric.difference is None else f"{metric.difference:.3g}"
+            mark = "" if metric.same else "  DIFFERENT"
+            lines.append(f"    {metric.name:<{width}}  {_num(metric.recorded):>24}  {_num(metric.replayed):>24}  "
                          f"{diff:>12}{mark}")
     if stage.outputs:
         lines.append("  outputs")
         width = max(len(r.path) for r in stage.outputs)
-        for row in stage.outputs:
-            shown = _short(row.recorded) if row.same else f"recorded {_short(row.recorded)}, replayed " \
-                                                          f"{_short(row.replayed)}"
-            lines.append(f"    {row.path:<{width}}  {row.status} ({shown})")
+        for file in stage.outputs:
+            shown = _short(file.recorded) if file.same else f"recorded {_short(file.recorded)}, replayed " \
+                                                            f"{_short(file.replayed)}"
+            lines.append(f"    {file.path:<{width}}  {file.status} ({shown})")
     env = stage.environment
     if env is not None:
         python = f"Python {env.python_recorded}" + ("" if env.python_recorded == env.python_replayed

@@ -4,11 +4,15 @@ May import: ``core``, ``envs``.
 
 * ``params``: notebook parameters (params file, ``-p`` overrides, their flat MLflow form);
 * ``notebook``: papermill execution on the stage venv's interpreter;
-* ``runrecord``: what a run logs, decided before it runs, and its manifest;
+* ``html``: the executed notebook rendered as HTML;
+* ``runrecord``: what a run logs, decided before it runs, its manifest and how it ended;
 * ``outputs``: where a run writes, checked before it runs (one live run per output);
-* ``tracking``: the MLflow calls (open the store, create, log, end, nest under the pipeline's parent);
+* ``store``: the tracking store (which one, its local paths, opening it one process at a time, the client);
+* ``tracking``: the MLflow calls of a run (create, log, end, nest under the pipeline's parent);
 * ``tracking_worker``: the helper process the MLflow calls run in;
 * ``served_store``: a local store served to the kernel over HTTP;
-* ``lineage``: the inputs a run was given, their hashes and producers, its outputs' hashes;
+* ``compat``: every use of MLflow's and papermill's private parts (checked by a test per name);
+* ``lineage``: the inputs a run was given, their hashes and producers, its outputs' hashes (a typed record);
+* ``upload``: uploading a run later from its manifest (``--log-existing``, a runner that vanished);
 * ``stage_run``: one stage run end to end.
 """

@@ -11,8 +11,9 @@ cell, by a silent ``os.environ.update`` (``before_cells``): the MLflow run is cr
 start, which is what keeps ``run_notebook`` close to bare papermill's speed.
 
 papermill runs it (``papermill.execute_notebook``, its parameterization, error banner and progress) through its engine
-extension point: our engine is papermill's nbclient engine with a client that overrides one method, the per-cell
-loop, for the kernel's environment, the run's outcome and timeouts (see :func:`_client_class`).
+extension point: our engine is papermill's nbclient engine with a client whose per-cell loop is ours
+(:func:`_run_cells`), for the kernel's environment, the run's outcome and timeouts. That engine and client use
+papermill's private parts, so they live in :mod:`mlops_kit.run.compat` with the rest of them.
 
 Like papermill, a failing notebook is still written (with papermill's banner and link to the failing cell); a cell
 timeout or a dead kernel get an error output in the cell they stopped in, so the notebook doubles as the log.
@@ -20,19 +21,17 @@ timeout or a dead kernel get an error output in the cell they stopped in, so the
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import sys
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Literal, Mapping
 
-from ..core import console
 from ..core.errors import BadInput
+from . import compat
 
 INJECTED_TAG = "injected-parameters"
 # papermill log lines we drop: our own warnings say the first two; the last two name our in-memory copies
@@ -58,11 +57,14 @@ class Execution:
     start_timeout: float = 60
 
 
+OutcomeKind = Literal["ok", "cell-error", "timeout", "kernel-died", "kernel-start", "runner-error"]
+
+
 @dataclass
 class Outcome:
     """How the execution ended; ``cell_index`` counts cells of the *input* notebook (0-based)."""
 
-    kind: str = "ok"  # ok | cell-error | timeout | kernel-died | kernel-start | runner-error
+    kind: OutcomeKind = "ok"
     cell_index: int | None = None
     execution_count: int | None = None
     ename: str = ""
@@ -99,19 +101,35 @@ def load_notebook(path: Path) -> Any:
         raise BadInput(f"{path}: not a readable Jupyter notebook ({' '.join(str(exc).split())[:200]})") from None
 
 
-ENGINE_NAME = "mlops_kit"
-
-
 @dataclass
 class _Progress:
-    """How far one execution got: what the engine saw, read back once papermill returns or raises."""
+    """How far one execution got: what the engine saw, read back once papermill returns or raises. It is the
+    :class:`mlops_kit.run.compat.CellRunner` our papermill engine is handed."""
 
     ex: Execution
+    manager_class: type  # the kernel manager that finds the private kernelspec
     nb: Any = None  # the notebook being executed (papermill's copy, with outputs)
     outcome: Outcome = field(default_factory=Outcome)
     cells_started: bool = False
     aborted: bool = False  # before_cells refused (e.g. the MLflow run could not be created)
     current_index: int | None = None
+
+    def client_options(self, nb: Any) -> dict[str, Any]:
+        """Called by the engine once papermill parameterized the notebook: keep it, record the real paths (papermill
+        was handed the notebook object, not its file), and say how the client starts the kernel."""
+        self.nb = nb
+        nb.metadata.papermill.update(input_path=str(self.ex.notebook), output_path=str(self.ex.output))
+        return {"kernel_manager_class": self.manager_class, "timeout": _whole_seconds(self.ex.cell_timeout),
+                "resources": {"metadata": {"path": str(self.ex.cwd)}}}
+
+    def run_cells(self, cells: compat.PapermillCells) -> None:
+        try:
+            _before_cells(self, cells)
+            self.cells_started = True
+            _run_cells(self, cells)
+        except BaseException:  # Ctrl-C, SIGTERM, a stop: no graceful shutdown of a kernel stuck in a cell
+            cells.stop_kernel_at_once()
+            raise
 
 
 class _Stopped(Exception):
@@ -124,24 +142,23 @@ def execute(ex: Execution, nb: Any) -> Outcome:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    _register_engine()
+    compat.register_papermill_engine()
     _configure_logging(ex.log_output)
-    state = _Progress(ex)
     with tempfile.TemporaryDirectory(prefix="mlops_kit-kernel-") as tmp:
         _write_kernelspec(Path(tmp), ex.kernel_name, ex.kernelspec)
+        state = _Progress(ex, _manager_class(Path(tmp)))
         try:
             papermill.execute_notebook(
-                nb, None, parameters=ex.parameters, engine_name=ENGINE_NAME, kernel_name=ex.kernel_name,
+                nb, None, parameters=ex.parameters, engine_name=compat.PAPERMILL_ENGINE, kernel_name=ex.kernel_name,
                 language="python", progress_bar=ex.progress_bar, log_output=ex.log_output,
-                start_timeout=_whole_seconds(ex.start_timeout), mlops_state=state,
-                kernel_manager_class=_manager_class(Path(tmp)),
+                start_timeout=_whole_seconds(ex.start_timeout), mlops_cells=state,
             )
         except PapermillExecutionError as err:  # papermill added its banner to state.nb
             if state.outcome.ok:  # e.g. a cell with an error output although nbclient did not raise
                 state.outcome = Outcome("cell-error", _source_index(state.nb, err.cell_index), err.exec_count,
                                         err.ename, err.evalue)
         except _Stopped:
-            _add_error_banner(state.nb)
+            compat.add_error_banner(state.nb)
         except BaseException as exc:  # kernel never started, or something unexpected (even Ctrl-C) mid-run
             return _interrupted(state, exc)
     return _finish(ex, state.nb, state.outcome)
@@ -159,15 +176,6 @@ def _interrupted(state: _Progress, exc: BaseException) -> Outcome:
     return _kernel_start_failure(state.ex, state.nb, exc)
 
 
-def _add_error_banner(nb: Any) -> None:
-    """papermill's banner and link to the failing cell (what it adds itself after a cell error)."""
-    from papermill.exceptions import PapermillExecutionError
-    from papermill.execute import raise_for_execution_errors
-
-    with contextlib.suppress(PapermillExecutionError):
-        raise_for_execution_errors(nb, None)
-
-
 def _whole_seconds(value: float | None) -> int | None:
     """nbclient takes whole seconds: 2.5 becomes 3 (never 0, which would mean "no time at all")."""
     return None if value is None else max(1, math.ceil(value))
@@ -178,7 +186,8 @@ def _runner_failure(state: _Progress, exc: Exception) -> Outcome:
     so the caller still logs the written notebook and ends the run FAILED."""
     index, nb = state.current_index, state.nb
     cell = nb.cells[index] if index is not None and index < len(nb.cells) else None
-    return Outcome(kind="runner-error", cell_index=_source_index(nb, index) if cell is not None else None,
+    where = _source_index(nb, index) if index is not None and cell is not None else None
+    return Outcome(kind="runner-error", cell_index=where,
                    execution_count=cell.get("execution_count") if cell is not None else None,
                    ename=type(exc).__name__, evalue=" ".join(str(exc).split())[:2000])
 
@@ -244,103 +253,57 @@ def _manager_class(kernels_dir: Path) -> type:
     return PrivateKernelManager
 
 
-def _register_engine() -> None:
-    """papermill's extension point: an engine runs the parameterized notebook for ``papermill.execute_notebook``."""
-    from papermill.engines import papermill_engines
-
-    papermill_engines.register(ENGINE_NAME, _engine_class())
-
-
-def _engine_class() -> type:
-    from papermill.engines import Engine
-
-    class MlopsKitEngine(Engine):
-        """papermill's nbclient engine with our client (below) and the per-run state handed in by ``execute``."""
-
-        @classmethod
-        def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, *, mlops_state: _Progress,
-                                     kernel_manager_class: type, log_output: bool = False,
-                                     start_timeout: int | None = 60, **_unused: Any) -> None:
-            ex = mlops_state.ex
-            mlops_state.nb = nb_man.nb  # papermill was handed the notebook object: record the real paths
-            nb_man.nb.metadata.papermill.update(input_path=str(ex.notebook), output_path=str(ex.output))
-            client = _client_class()(
-                nb_man, mlops_state, kernel_name=kernel_name, kernel_manager_class=kernel_manager_class,
-                timeout=_whole_seconds(ex.cell_timeout), startup_timeout=start_timeout,
-                log=logging.getLogger("papermill"), log_output=log_output,
-                resources={"metadata": {"path": str(ex.cwd)}},
-            )
-            client.execute()
-
-    return MlopsKitEngine
-
-
-def _client_class() -> type:
-    """papermill's client with one override, :meth:`papermill_execute_cells` (its per-cell loop): the kernel's
-    environment before the first cell, the outcome of the run, and a cell timeout or dead kernel ending the run
-    like a cell error. Everything else is papermill's. tests/run/test_notebook.py checks that papermill's ``execute``
-    still drives the loop through this method, so a papermill upgrade that changes it fails loudly."""
+def _run_cells(state: _Progress, cells: compat.PapermillCells) -> None:
+    """papermill's per-cell loop, with a cell timeout or a dead kernel ending the run like a cell error (an error
+    output in the cell, the run's outcome) instead of an exception that loses the notebook."""
     import nbformat
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
-    from papermill.clientwrap import PapermillNotebookClient
 
-    class Client(PapermillNotebookClient):
-        def __init__(self, nb_man: Any, state: _Progress, **kw: Any) -> None:
-            super().__init__(nb_man, **kw)
-            self.state = state
+    nb = cells.nb
+    for index, cell in enumerate(nb.cells):
+        state.current_index = index
+        try:
+            cells.execute(cell, index)
+        except CellExecutionError as err:
+            _failed(state, cells, index, "cell-error", err.ename, err.evalue)
+            break
+        except (CellTimeoutError, DeadKernelError) as err:
+            kind: OutcomeKind = "timeout" if isinstance(err, CellTimeoutError) else "kernel-died"
+            nb.cells[index].setdefault("outputs", []).append(nbformat.v4.new_output(
+                "error", ename=type(err).__name__, evalue=str(err), traceback=[f"{kind}: {err}"]))
+            _failed(state, cells, index, kind, type(err).__name__, str(err))
+            raise _Stopped(kind) from None
+        finally:
+            cells.complete(index)
 
-        def papermill_execute_cells(self) -> None:
-            try:
-                self._before_cells()
-                self.state.cells_started = True
-                self._execute_cells()
-            except BaseException:  # Ctrl-C, SIGTERM, a stop: no graceful shutdown of a kernel stuck in a cell
-                self.shutdown_kernel = "immediate"
-                raise
 
-        def _execute_cells(self) -> None:
-            for index, cell in enumerate(self.nb.cells):
-                self.state.current_index = index
-                try:
-                    self.nb_man.cell_start(cell, index)
-                    self.execute_cell(cell, index)
-                except CellExecutionError as err:
-                    self._failed(index, "cell-error", err.ename, err.evalue)
-                    break
-                except (CellTimeoutError, DeadKernelError) as err:
-                    kind = "timeout" if isinstance(err, CellTimeoutError) else "kernel-died"
-                    self.nb.cells[index].setdefault("outputs", []).append(nbformat.v4.new_output(
-                        "error", ename=type(err).__name__, evalue=str(err), traceback=[f"{kind}: {err}"]))
-                    self._failed(index, kind, type(err).__name__, str(err))
-                    raise _Stopped(kind) from None
-                finally:
-                    self.nb_man.cell_complete(self.nb.cells[index], cell_index=index)
+def _failed(state: _Progress, cells: compat.PapermillCells, index: int, kind: OutcomeKind, ename: str,
+            evalue: str) -> None:
+    cells.failed(index)
+    cell = cells.nb.cells[index]
+    state.outcome = Outcome(kind, _source_index(cells.nb, index), cell.get("execution_count"), ename, evalue)
 
-        def _failed(self, index: int, kind: str, ename: str, evalue: str) -> None:
-            cell = self.nb.cells[index]
-            self.nb_man.cell_exception(cell, cell_index=index)
-            self.state.outcome = Outcome(kind, _source_index(self.nb, index), cell.get("execution_count"), ename,
-                                         evalue)
 
-        def _before_cells(self) -> None:
-            ex = self.state.ex
-            if ex.before_cells is None:
-                return
-            try:
-                env = dict(ex.before_cells())
-            except BaseException:
-                self.state.aborted = True
-                raise
-            if ex.masked_parameters is None:  # no secrets: save progress to --output as cells complete
-                ex.output.parent.mkdir(parents=True, exist_ok=True)
-                self.nb_man.output_path = str(ex.output)
-            if env:
-                code = f"import os as _mlops_os\n_mlops_os.environ.update({env!r})\ndel _mlops_os\n"
-                reply = self.wait_for_reply(self.kc.execute(code, silent=True, store_history=False))
-                if not reply or reply["content"].get("status") != "ok":
-                    raise DeadKernelError("could not set the run's environment variables in the kernel")
+def _before_cells(state: _Progress, cells: compat.PapermillCells) -> None:
+    """The kernel is up: ask for its extra variables (the MLflow run's; ``before_cells`` may raise to abort), set
+    them silently, and let papermill save the notebook as cells complete when it holds no secrets."""
+    from nbclient.exceptions import DeadKernelError
 
-    return Client
+    ex = state.ex
+    if ex.before_cells is None:
+        return
+    try:
+        env = dict(ex.before_cells())
+    except BaseException:
+        state.aborted = True
+        raise
+    if ex.masked_parameters is None:  # no secrets: save progress to --output as cells complete
+        ex.output.parent.mkdir(parents=True, exist_ok=True)
+        cells.save_progress_to(ex.output)
+    if env:
+        code = f"import os as _mlops_os\n_mlops_os.environ.update({env!r})\ndel _mlops_os\n"
+        if not cells.run_silently(code):
+            raise DeadKernelError("could not set the run's environment variables in the kernel")
 
 
 class _DropDuplicates(logging.Filter):
@@ -358,54 +321,3 @@ def _configure_logging(log_output: bool) -> None:
         logger.addFilter(_DropDuplicates())
         logger.propagate = False
     logger.setLevel(logging.INFO if log_output else logging.WARNING)
-
-
-def prewarm_html() -> None:
-    """Load nbconvert's HTML exporter and its templates ahead of time."""
-    import nbformat
-
-    nb = nbformat.v4.new_notebook()
-    code = nbformat.v4.new_code_cell("print(1)", outputs=[nbformat.v4.new_output("stream", text="1\n")])
-    nb.cells = [nbformat.v4.new_markdown_cell("# x\n![i](a.png)"), code]  # markdown too: its parser is slow to load
-    nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
-    render_html_text(nb)
-
-
-def prewarm_html_in_background() -> threading.Thread:
-    """Start :func:`prewarm_html` in a thread (e.g. while waiting for the kernel or the MLflow run)."""
-    def quietly() -> None:
-        try:
-            prewarm_html()
-        except Exception:  # noqa: BLE001 - only a warm-up: the real rendering reports problems
-            pass
-
-    thread = threading.Thread(target=quietly, name="mlops_kit-html-prewarm", daemon=True)
-    thread.start()
-    return thread
-
-
-def render_html_text(nb: Any) -> str:
-    from nbconvert import HTMLExporter
-
-    body, _ = HTMLExporter().from_notebook_node(nb)
-    return body
-
-
-def render_html(notebook: Path, html: Path) -> None:
-    """The executed notebook as standalone HTML (readable in the MLflow UI's artifact view)."""
-    import nbformat
-
-    nb = nbformat.read(str(notebook), as_version=4)
-    html.parent.mkdir(parents=True, exist_ok=True)
-    html.write_text(render_html_text(nb), encoding="utf-8")
-
-
-def render_html_or_warn(notebook: Path, html: Path) -> bool:
-    """:func:`render_html`, but a notebook nbconvert cannot render only warns: the run must not be lost for it."""
-    try:
-        render_html(notebook, html)
-    except Exception as exc:  # noqa: BLE001 - nbconvert raises template, markdown and OS errors
-        reason = " ".join(str(exc).split())[:300]
-        console.warn(f"{notebook}: HTML rendering failed ({type(exc).__name__}: {reason}); not logged")
-        return False
-    return True

@@ -23,8 +23,10 @@ from typing import Iterator
 
 import filelock
 
+from ..core import paths
 from ..core.errors import BadInput
-from .runrecord import MANIFEST_SUFFIX, Target, sqlite_file
+from .runrecord import MANIFEST_SUFFIX, manifest_path
+from .store import Target, store_paths
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class RunFiles:
 
     @property
     def manifest(self) -> Path:
-        return self.output.with_name(self.output.stem + MANIFEST_SUFFIX)
+        return manifest_path(self.output)
 
     @property
     def lock(self) -> Path:
@@ -67,12 +69,12 @@ def check(files: RunFiles, *, target: Target, venv: Path) -> None:
     for name, inner in (("the tracking store", store), ("the venv", [venv]), ("the executed notebook",
                                                                               [files.output])):
         for path in inner:
-            if _inside(path, files.output_dir):
+            if paths.inside(path, files.output_dir):
                 raise BadInput(f"--output-dir {files.output_dir}: it contains {name} ({path}), and everything in "
                                "it is logged to MLflow (a run would copy it into itself); choose an own folder, "
                                "e.g. out/<stage>_outputs")
     for path in store:
-        if _inside(files.output_dir, path):
+        if paths.inside(files.output_dir, path):
             raise BadInput(f"--output-dir {files.output_dir}: it is inside the tracking store ({path})")
     for what, folder in (("--output", files.output.parent), ("--output-dir", files.output_dir)):
         _creatable(what, folder)
@@ -85,24 +87,6 @@ def make_folders(files: RunFiles) -> None:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise BadInput(f"{what} {folder}: cannot create it ({exc.strerror or exc})") from None
-
-
-def store_paths(target: Target) -> list[Path]:
-    """The local paths a tracking store lives in (a SQLite file and its artifact folder, or a file store)."""
-    found = []
-    if (db := sqlite_file(target.uri)) is not None:
-        found.append(db)
-    elif target.uri.startswith("file:") or "://" not in target.uri:
-        found.append(Path(target.uri.removeprefix("file://").removeprefix("file:")))
-    if target.artifact_location and target.artifact_location.startswith("file:"):
-        found.append(Path(target.artifact_location.removeprefix("file://")).parent)  # <db folder>/mlruns
-    if (Path.cwd() / "mlruns").is_dir():
-        found.append(Path.cwd() / "mlruns")  # MLflow's own default artifact folder (a store opened elsewhere)
-    return [Path(os.path.abspath(p)) for p in found]
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return Path(os.path.normcase(path)).is_relative_to(os.path.normcase(folder))
 
 
 def _creatable(what: str, folder: Path) -> None:

@@ -1,14 +1,10 @@
 """What a stage run logs, decided before it runs, and the manifest that keeps it on disk.
 
-Where: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the current folder (made
-absolute, so the kernel and a later ``--log-existing`` find the same file). Experiments the toolkit creates in a
-local SQLite store keep their artifacts in ``<folder of mlflow.db>/mlruns/<experiment>``. Experiment:
-``--experiment``, else ``MLFLOW_EXPERIMENT_NAME``, else ``GO_PIPELINE_NAME``, else ``mlops_kit``.
-
-What: everything is collected in a :class:`RunRecord` first (params already masked, flattened and clipped to what
-MLflow accepts; only *named* GoCD variables as tags), written next to the output notebook as
+Everything is collected in a :class:`RunRecord` first (params already masked, flattened and clipped to what MLflow
+accepts; only *named* GoCD variables as tags), written next to the output notebook as
 ``<output stem>.mlops_run.json``. That manifest is what ``run_notebook.py --log-existing`` uploads when the tracking
-server was down during the run, so nothing is lost. This module imports no mlflow: the MLflow calls are
+server was down during the run (:mod:`mlops_kit.run.upload`), so nothing is lost. Which store and experiment a run
+goes to is :mod:`mlops_kit.run.store`'s. This module imports no mlflow: the MLflow calls are
 :mod:`mlops_kit.run.tracking`'s.
 """
 
@@ -23,17 +19,17 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Literal, Mapping, get_args
 
 from ..core import paths
+from ..core.console import Warn
 from ..core.errors import BadInput
 from ..core.redact import MASK, is_secret_name, redact, strip_credentials
 from ..core.userfile import read_input
+from .lineage import LineageRecord
 from .params import flatten
+from .store import Target
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-_SQLITE = "sqlite:///"
-DEFAULT_EXPERIMENT = "mlops_kit"
 MANIFEST_SUFFIX = ".mlops_run.json"
 METRICS_FILE = "metrics.json"
 GOCD_VARS = ("GO_PIPELINE_NAME", "GO_PIPELINE_COUNTER", "GO_PIPELINE_LABEL", "GO_STAGE_NAME", "GO_STAGE_COUNTER",
@@ -47,47 +43,6 @@ MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 8000
 MAX_KEY = 250
 _KEY_BAD_CHARS = re.compile(r"[^A-Za-z0-9_.\- ]")
-Warn = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Target:
-    """Resolved tracking store and experiment."""
-
-    uri: str
-    experiment: str
-    artifact_location: str | None = None  # for experiments we create in a local SQLite store
-
-
-def sqlite_file(uri: str) -> Path | None:
-    """The file a SQLite tracking URI names (``sqlite:///mlflow.db`` -> ``mlflow.db``, as written: relative paths
-    stay relative); None for any other URI and for ``sqlite:///:memory:``."""
-    if not uri.startswith(_SQLITE) or uri == _SQLITE + ":memory:":
-        return None
-    return Path(uri[len(_SQLITE):])
-
-
-def resolve_target(uri: str | None, experiment: str | None, *, env: Mapping[str, str] | None = None,
-                   cwd: Path | None = None) -> Target:
-    """Apply the documented precedence; a relative SQLite path becomes absolute (relative to ``cwd``)."""
-    env = os.environ if env is None else env
-    uri = (uri or env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI).strip()
-    name = (experiment or env.get("MLFLOW_EXPERIMENT_NAME") or env.get("GO_PIPELINE_NAME") or DEFAULT_EXPERIMENT)
-    if not name.strip():
-        raise BadInput("--experiment: the experiment name must not be empty")
-    location = None
-    db = sqlite_file(uri)
-    if db is not None:
-        db = Path(os.path.abspath((cwd or Path.cwd()) / db))
-        uri = _SQLITE + db.as_posix()
-        location = (db.parent / "mlruns" / _slug(name)).as_uri()
-    elif "://" not in uri and not uri.startswith(("databricks", "file:")):
-        raise BadInput(f"--tracking-uri {redact(uri)!r}: expected a URI such as http://host:5000 or sqlite:///mlflow.db")
-    return Target(uri=uri, experiment=name.strip(), artifact_location=location)
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "experiment"
 
 
 # --- what gets logged ---------------------------------------------------------------------------------------
@@ -191,6 +146,27 @@ def read_metrics(output_dir: Path, *, since: float, warn: Warn) -> dict[str, flo
 
 # --- the record / manifest -----------------------------------------------------------------------------------
 
+RunStatus = Literal["RUNNING", "FINISHED", "FAILED", "KILLED"]  # MLflow's RunStatus names, as the manifest keeps them
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+
+
+@dataclass(frozen=True)
+class RunFile:
+    """A local file (or folder) the run logs, and the artifact folder it goes to (``""``: the run's root)."""
+
+    local: str
+    artifact_folder: str = ""
+
+    def to_json(self) -> list[str]:
+        """As the manifest keeps it (schema 1): ``[local, artifact folder]``."""
+        return [self.local, self.artifact_folder]
+
+    @classmethod
+    def from_json(cls, data: Any) -> RunFile:
+        if not (isinstance(data, list) and len(data) == 2 and all(isinstance(part, str) for part in data)):
+            raise ValueError(f"expected [local path, artifact folder], found {data!r:.80}")
+        return cls(data[0], data[1])
+
 
 @dataclass
 class RunRecord:
@@ -204,12 +180,12 @@ class RunRecord:
     artifact_location: str | None = None
     pipeline_key: str | None = None
     pipeline_run_name: str | None = None
-    files: list[list[str]] = field(default_factory=list)  # [local file, artifact folder ("" = root)]
-    folders: list[list[str]] = field(default_factory=list)  # [local folder, artifact folder]
+    files: list[RunFile] = field(default_factory=list)
+    folders: list[RunFile] = field(default_factory=list)  # logged whole (the output folder: "outputs")
     executed_notebook: str | None = None
     html: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
-    status: str = "RUNNING"
+    status: RunStatus = "RUNNING"
     failure: dict[str, str] = field(default_factory=dict)
     start_time: int = field(default_factory=lambda: int(time.time() * 1000))
     end_time: int | None = None
@@ -218,36 +194,85 @@ class RunRecord:
     parent_run_id: str | None = None
     params_logged: bool = False
     logged: bool = False
-    lineage: dict[str, Any] = field(default_factory=dict)  # mlops_kit.run.lineage's record (empty: not recorded)
+    lineage: LineageRecord | None = None  # None: not recorded (a record made before lineage existed)
     schema: int = 1
 
     @property
     def target(self) -> Target:
         return Target(self.tracking_uri, self.experiment, self.artifact_location)
 
+    def folder(self, artifact_folder: str) -> Path | None:
+        """The local folder logged as ``artifact_folder`` (``outputs``: the run's output folder), if any."""
+        return next((Path(f.local) for f in self.folders if f.artifact_folder == artifact_folder), None)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run ended, as the runner prints it and a replay reads it (without reading the manifest back)."""
+
+    run_id: str | None
+    status: RunStatus
+    logged: bool
+    experiment: str
+    tracking_uri: str
+    executed_notebook: Path | None
+    manifest: Path
+
+    @classmethod
+    def of(cls, record: RunRecord, manifest: Path) -> RunResult:
+        return cls(record.run_id, record.status, record.logged, record.experiment, record.tracking_uri,
+                   Path(record.executed_notebook) if record.executed_notebook else None, manifest)
+
+    def summary(self) -> str:
+        """The line naming the MLflow run (password in the URI masked)."""
+        return (f"MLflow run {self.run_id} ({self.status}) in experiment {self.experiment!r} "
+                f"at {redact(self.tracking_uri)}")
+
 
 def manifest_path(output: Path) -> Path:
+    """The manifest of the run writing ``output``: ``<output stem>.mlops_run.json`` next to it."""
     return output.with_name(output.stem + MANIFEST_SUFFIX)
 
 
 def save_manifest(record: RunRecord, path: Path) -> None:
-    data = dataclasses.asdict(record)
+    """The record as JSON (schema 1: the fields in order, files as ``[local, folder]`` pairs), no credentials."""
+    data: dict[str, Any] = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
     data["tracking_uri"] = strip_credentials(record.tracking_uri)  # published with the job's artifacts
+    data["files"] = [f.to_json() for f in record.files]
+    data["folders"] = [f.to_json() for f in record.folders]
     data["metrics"] = {k: (v if math.isfinite(v) else str(v)) for k, v in record.metrics.items()}
+    data["lineage"] = record.lineage.to_json() if record.lineage is not None else {}
     paths.write_json_atomic(path, data, indent=1)
 
 
 def load_manifest(path: Path) -> RunRecord:
-    """Read a manifest written by run_notebook; every problem names the file."""
+    """Read a manifest written by run_notebook (any version writing schema 1); every problem names the file and
+    the field."""
     try:
         data = json.loads(read_input(path, "manifest"))
     except ValueError as exc:
         raise BadInput(f"{path}: not a readable run manifest ({exc})") from None
-    names = {f.name for f in dataclasses.fields(RunRecord)}
     if not isinstance(data, dict) or data.get("schema") != 1 or not {"tracking_uri", "params"} <= set(data):
         raise BadInput(f"{path}: not a run manifest written by run_notebook.py (schema 1)")
-    data["metrics"] = {k: float(v) for k, v in (data.get("metrics") or {}).items()}
+    typed = {"files": lambda v: [RunFile.from_json(f) for f in v or []],
+             "folders": lambda v: [RunFile.from_json(f) for f in v or []],
+             "metrics": lambda v: {k: float(m) for k, m in (v or {}).items()},
+             "lineage": lambda v: LineageRecord.from_json(v) if v else None,
+             "status": _status}
+    for name, read in typed.items():
+        if name in data:
+            try:
+                data[name] = read(data[name])
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise BadInput(f"{path}: field {name!r}: {exc}") from None
+    names = {f.name for f in dataclasses.fields(RunRecord)}
     return RunRecord(**{k: v for k, v in data.items() if k in names})
+
+
+def _status(value: Any) -> RunStatus:
+    if value not in RUN_STATUSES:
+        raise ValueError(f"expected one of {', '.join(RUN_STATUSES)}, found {value!r:.40}")
+    return value  # type: ignore[no-any-return]
 
 
 def current_user() -> str | None:

@@ -7,23 +7,24 @@ version works, so the kernel gets ``MLFLOW_TRACKING_URI=http://127.0.0.1:<port>`
 How: :func:`start` is called in a process that already imported mlflow (the toolkit's tracking helper); it imports
 ``mlflow.server`` (MLflow's Flask app, the one ``mlflow server --gunicorn-opts/--waitress-opts`` runs) and serves
 it with werkzeug's threaded WSGI server on a daemon thread, bound to 127.0.0.1 on a port the OS picks. It is
-configured through the variables ``mlflow server`` sets for its workers (``_MLFLOW_SERVER_FILE_STORE`` etc., see
-:data:`_SERVER_ENV`); the store, artifact root and security middleware are MLflow's own. One served store per
-process (MLflow's handlers keep the store in module globals); :meth:`ServedStore.stop` frees the port and puts the
-variables back.
+configured through the variables ``mlflow server`` sets for its workers (``_MLFLOW_SERVER_FILE_STORE`` etc.); the
+store, artifact root and security middleware are MLflow's own. One served store per process (MLflow's handlers keep
+the store in module globals); :meth:`ServedStore.stop` frees the port and puts the variables back. Those variables,
+globals and the middleware's installation are MLflow's private parts: :mod:`mlops_kit.run.compat` holds them.
 
 Artifacts: no proxying (``--no-serve-artifacts``). The toolkit's runs have ``file://`` artifact locations, and an
 MLflow client always writes a ``file://`` location itself, whatever the server says; proxying would only change
 where experiments the notebook creates itself keep artifacts (``mlflow-artifacts:/`` under a destination), push
 every byte through this process, and tie those runs to a server configured the same way. Instead the default
 artifact root is the store's own artifact folder as a file URI (``<folder of mlflow.db>/mlruns``, like
-:func:`mlops_kit.runrecord.resolve_target`; a file store's own folder), so everything stays local and readable
+:func:`mlops_kit.run.store.resolve_target`; a file store's own folder), so everything stays local and readable
 with ``MlflowClient(<sqlite uri>)``.
 
 Security middleware (MLflow 3.x, Host-header and CORS checks): kept on. ``mlflow.server`` installs it at import
-when ``_MLFLOW_SERVER_FILE_STORE`` is set, which :func:`start` guarantees (or installs it itself when the module
-was imported before); allowed hosts are ``127.0.0.1:*,localhost:*`` whatever the caller's environment says, so a
-browser page on another host name (DNS rebinding) is refused while local clients pass.
+when ``_MLFLOW_SERVER_FILE_STORE`` is set, which :func:`start` guarantees (or it is installed when the module was
+imported before: :func:`mlops_kit.run.compat.server_app`); allowed hosts are ``127.0.0.1:*,localhost:*`` whatever
+the caller's environment says, so a browser page on another host name (DNS rebinding) is refused while local
+clients pass.
 
 Cost (bench/bench_served_store.py; a shared 2-core machine, medians of 5-7 starts, three benches): in a process
 that already imported ``mlflow.tracking`` and opened the SQLite store, :func:`start` until ``/health`` answers
@@ -34,7 +35,6 @@ So it is started only when the notebook mentions mlflow (:func:`notebook_uses_ml
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -45,25 +45,14 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
-
-import filelock
+from typing import Any, Mapping
 
 from ..core.errors import TrackingError
-from .runrecord import sqlite_file
+from . import compat
+from .store import default_artifact_root, is_local_store, opening
 
 HOST = "127.0.0.1"
 DEFAULT_TIMEOUT = 30.0
-# What `mlflow server` (cli.server + server._run_server) exports for its workers, as we set it: the store, the
-# registry (same store), the default artifact root, a boot id (marks a tracking-server process), workspaces off,
-# allowed hosts. Set to None: variables that would turn on something we do not want (artifact proxying,
-# artifacts-only, a static prefix moving /health, prometheus, disabled security, CORS origins).
-_SERVER_ENV = ("_MLFLOW_SERVER_FILE_STORE", "_MLFLOW_SERVER_REGISTRY_STORE", "_MLFLOW_SERVER_ARTIFACT_ROOT",
-               "_MLFLOW_SERVER_SERVE_ARTIFACTS", "_MLFLOW_SERVER_ARTIFACT_DESTINATION",
-               "_MLFLOW_SERVER_ARTIFACTS_ONLY", "_MLFLOW_SERVER_READ_REPLICA_BACKEND_STORE", "_MLFLOW_STATIC_PREFIX",
-               "_MLFLOW_SERVER_BOOT_ID", "_MLFLOW_IN_JOB_EXECUTOR", "MLFLOW_ENABLE_WORKSPACES",
-               "MLFLOW_SERVER_ALLOWED_HOSTS", "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS",
-               "MLFLOW_SERVER_DISABLE_SECURITY_MIDDLEWARE", "prometheus_multiproc_dir")
 _DEFAULT_URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")  # MLflow's store lookup sets them: put back
 _ALLOWED_HOSTS = "127.0.0.1:*,localhost:*"
 _QUICK_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
@@ -92,52 +81,6 @@ def notebook_uses_mlflow(nb: Mapping[str, Any]) -> bool:
             if _MENTION.search(source if isinstance(source, str) else "".join(source)):
                 return True
     return False
-
-
-def is_local_store(uri: str) -> bool:
-    """A store the kernel would open itself (SQLite file, file store): the ones to serve. Remote servers
-    (http/https/databricks) and other databases are used directly."""
-    if uri.startswith("sqlite:"):
-        return sqlite_file(uri) is not None
-    return uri.startswith("file:") or "://" not in uri and not uri.startswith("databricks")
-
-
-def default_artifact_root(store_uri: str) -> str:
-    """Where experiments created through the server keep artifacts: ``<folder of mlflow.db>/mlruns`` for SQLite
-    (as runrecord.resolve_target does for the toolkit's experiments), the store's own folder for a file store
-    (as ``mlflow server`` does); always a file URI."""
-    db = sqlite_file(store_uri)
-    if db is not None:
-        return (Path(os.path.abspath(db)).parent / "mlruns").as_uri()
-    if store_uri.startswith("file:"):
-        return store_uri
-    return Path(os.path.abspath(store_uri)).as_uri()
-
-
-OPEN_LOCK_SUFFIX = ".mlops_kit.lock"  # next to mlflow.db: SQLite writes its journal in that folder anyway
-OPEN_LOCK_TIMEOUT = 300.0  # an old store's schema upgrade can take a while; a dead holder's lock is freed at once
-
-
-@contextlib.contextmanager
-def opening(store_uri: str, timeout: float = OPEN_LOCK_TIMEOUT) -> Iterator[None]:
-    """Hold ``<db>.mlops_kit.lock`` while a process opens a SQLite store. Opening creates or upgrades its schema
-    (MLflow's alembic migrations), and two processes doing that at once, e.g. two runs started together on a
-    new ``mlflow.db``, fail and leave it half-migrated for every later client ("table _alembic_tmp_... already
-    exists"). Other stores, and a folder that does not exist (MLflow names that error), are opened as they are."""
-    db = sqlite_file(store_uri)
-    if db is None or not Path(os.path.abspath(db)).parent.is_dir():
-        yield
-        return
-    lock = filelock.FileLock(os.path.abspath(db) + OPEN_LOCK_SUFFIX, timeout=timeout)
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        raise TrackingError(f"MLflow tracking store {store_uri}: another process has been opening it for "
-                            f"{timeout:g} s (lock {lock.lock_file})") from None
-    try:
-        yield
-    finally:
-        lock.release()  # the file stays: deleting it could let two later openers lock two different files
 
 
 def client_env(url: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -269,20 +212,12 @@ class _Boot:
         return not serving and self.error is None
 
     def _make_server(self) -> Any:
-        import mlflow.server
-        from mlflow.server import handlers
         from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
-        app = mlflow.server.app
-        if not mlflow.server.is_running_as_server and not getattr(app, "_mlops_kit_secured", False):
-            from mlflow.server import security  # imported earlier without the server variables: not installed
-
-            security.init_security_middleware(app)
-            app._mlops_kit_secured = True
+        app = compat.server_app()
         self.phase = "opening the store"
-        _drop_cached_store()  # an earlier start's (finished or given up): this start's store and variables
         with opening(self.store_uri):
-            handlers.initialize_backend_stores(self.store_uri, self.store_uri, self.artifact_root)  # as the server
+            compat.open_server_stores(self.store_uri, self.artifact_root)  # as `mlflow server` does
         self.phase = "binding 127.0.0.1"
 
         class Handler(WSGIRequestHandler):
@@ -332,17 +267,15 @@ def _configure(store_uri: str, artifact_root: str, log_path: Path) -> Any:
     except OSError as exc:
         raise ServedStoreError(f"the local MLflow server for {store_uri} cannot write its log {log_path} "
                                f"({exc.strerror or exc})") from None
-    saved = {name: os.environ.get(name) for name in (*_SERVER_ENV, *_DEFAULT_URI_ENV)}
-    wanted = {"_MLFLOW_SERVER_FILE_STORE": store_uri, "_MLFLOW_SERVER_REGISTRY_STORE": store_uri,
-              "_MLFLOW_SERVER_ARTIFACT_ROOT": artifact_root, "_MLFLOW_SERVER_BOOT_ID": uuid.uuid4().hex,
-              "_MLFLOW_IN_JOB_EXECUTOR": "false", "MLFLOW_ENABLE_WORKSPACES": "false",
-              "MLFLOW_SERVER_ALLOWED_HOSTS": _ALLOWED_HOSTS}
-    for name in _SERVER_ENV:
-        if name in wanted:
-            os.environ[name] = wanted[name]
-        else:
+    wanted = compat.server_environment(store_uri, artifact_root, allowed_hosts=_ALLOWED_HOSTS,
+                                       boot_id=uuid.uuid4().hex)
+    saved = {name: os.environ.get(name) for name in (*wanted, *_DEFAULT_URI_ENV)}
+    for name, value in wanted.items():
+        if value is None:
             os.environ.pop(name, None)
-    uris = _default_uris()
+        else:
+            os.environ[name] = value
+    uris = compat.default_uris()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     routed = [logging.getLogger(name) for name in ("mlops_kit.run.served_store", "mlflow.server", "werkzeug")]
     before = [(lg.propagate, lg.level) for lg in routed]
@@ -357,7 +290,7 @@ def _configure(store_uri: str, artifact_root: str, log_path: Path) -> Any:
             lg.propagate = propagate
             lg.setLevel(level)
         handler.close()
-        _put_back_uris(uris)
+        compat.put_back_uris(uris)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -367,31 +300,7 @@ def _configure(store_uri: str, artifact_root: str, log_path: Path) -> Any:
     return restore
 
 
-def _default_uris() -> tuple[Any, Any]:
-    """The process-wide default tracking/registry URIs, which MLflow's store lookup overwrites."""
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    return tracking_utils._tracking_uri, registry_utils._registry_uri
-
-
-def _drop_cached_store() -> None:
-    """MLflow's handlers cache the store in module globals: dropped before a start opens its own. (Not at stop: a
-    request still in flight then keeps using the right store rather than opening a default one.)"""
-    from mlflow.server import handlers
-
-    handlers._tracking_store = handlers._model_registry_store = handlers._artifact_repo = None
-
-
-def _put_back_uris(uris: tuple[Any, Any]) -> None:
-    """The process defaults as they were: no ``sqlite://`` default left behind for this process's own clients."""
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    tracking_utils._tracking_uri, registry_utils._registry_uri = uris
-
-
-# --- the tracking worker's calls (mlops_kit.run.tracking_worker runs them in order in one process) -----------------------------
+# --- the tracking worker's calls (mlops_kit.run.tracking_worker runs them in order in one process) ---------------
 
 
 def serve(store_uri: str, log_path: str, timeout: float) -> str:

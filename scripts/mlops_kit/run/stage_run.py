@@ -7,11 +7,14 @@ refused), then the tracking store, then the store is opened and the run created 
 
 No run stays RUNNING for ever: the manifest is written as soon as the run exists, Ctrl-C and SIGTERM end the run
 KILLED with the notebook executed so far, and a manifest still RUNNING whose runner vanished (``kill -9``) is closed
-as KILLED by ``--log-existing`` or by the next run of the same output. Execution is :mod:`mlops_kit.run.notebook`'s,
-parameters :mod:`mlops_kit.run.params`'s, the output rules :mod:`mlops_kit.run.outputs`'s, the record and manifest
-:mod:`mlops_kit.run.runrecord`'s, the MLflow calls :mod:`mlops_kit.run.tracking`'s (run in :mod:`mlops_kit.run.tracking_worker`). A
-notebook that mentions mlflow, on a local store, gets that store served over HTTP by the worker
-(:mod:`mlops_kit.run.served_store`) from the run's creation until its kernel has exited.
+as KILLED by ``--log-existing`` or by the next run of the same output (:mod:`mlops_kit.run.upload`). Execution is
+:mod:`mlops_kit.run.notebook`'s, parameters :mod:`mlops_kit.run.params`'s, the output rules
+:mod:`mlops_kit.run.outputs`'s, the record and manifest :mod:`mlops_kit.run.runrecord`'s, the store
+:mod:`mlops_kit.run.store`'s, the MLflow calls :mod:`mlops_kit.run.tracking`'s (run in
+:mod:`mlops_kit.run.tracking_worker`). A notebook that mentions mlflow, on a local store, gets that store served
+over HTTP by the worker (:mod:`mlops_kit.run.served_store`) from the run's creation until its kernel has exited.
+:func:`run` returns the run's :class:`~mlops_kit.run.runrecord.RunResult`; a failed notebook raises
+:class:`NotebookRunFailed`, which carries it too.
 """
 
 from __future__ import annotations
@@ -30,22 +33,38 @@ from typing import TYPE_CHECKING, Any
 from ..core import console, git, paths, redact
 from ..core.errors import BadInput, NotebookFailed, TrackingError
 from ..envs import audit, kernel, spec
-from . import lineage, notebook, outputs, params, runrecord, served_store, tracking, tracking_worker
-
+from . import (
+    html,
+    lineage,
+    notebook,
+    outputs,
+    params,
+    runrecord,
+    served_store,
+    store,
+    tracking,
+    tracking_worker,
+    upload,
+)
+from .runrecord import RunFile, RunResult
 
 if TYPE_CHECKING:  # nbformat is imported by papermill when needed, not at start-up
     from nbformat import NotebookNode
 
 
+NO_VENV = "run_notebook.py: give --venv DIR or --spec FILE (see --help)"
+
+
 @dataclass(frozen=True)
 class NotebookRunRequest:
-    """What ``run_notebook.py`` was asked to do, as given (relative paths are relative to the current folder)."""
+    """``run_notebook.py`` asked to run a notebook, as given (relative paths are relative to the current folder);
+    ``--log-existing`` is :class:`mlops_kit.run.upload.UploadRequest`."""
 
+    notebook: Path
+    output: Path
     venv: Path | None = None
     spec: Path | None = None
     venv_root: Path | None = None
-    notebook: Path | None = None
-    output: Path | None = None
     params_file: Path | None = None
     param_overrides: tuple[tuple[str, str], ...] = ()
     output_dir: Path | None = None
@@ -57,7 +76,6 @@ class NotebookRunRequest:
     cell_timeout: float | None = None
     start_timeout: float = 60
     cwd: Path | None = None
-    log_existing: Path | None = None
     tags: tuple[tuple[str, str], ...] = ()  # extra run tags (a replay's mlops_kit.replay_of)
     parent_run_id: str | None = None  # nest under this run, not under a pipeline instance's parent (a replay)
 
@@ -77,24 +95,31 @@ class _Run:
     served: Future | None = None  # the local store served to the kernel (its URL), when the notebook uses mlflow
 
 
-def run(request: NotebookRunRequest, tracker: tracking_worker.Tracker | None = None) -> int:
-    """Run the stage notebook and log it (or, with ``log_existing``, upload an earlier run); returns the exit code.
-    ``tracker``: a tracking worker the caller started (a replay's, mlflow already imported) and closes itself."""
-    if request.log_existing is not None:
-        return _log_existing(request.log_existing, request.tracking_uri, request.experiment)
-    target = runrecord.resolve_target(request.tracking_uri, request.experiment)
+class NotebookRunFailed(NotebookFailed):
+    """The notebook failed (exit 5); ``result`` is its run as logged (a replay reports on it)."""
+
+    def __init__(self, message: str, result: RunResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def run(request: NotebookRunRequest, tracker: tracking_worker.Tracker | None = None) -> RunResult:
+    """Run the stage notebook and log it; returns the run's result (a failed notebook raises
+    :class:`NotebookRunFailed`). ``tracker``: a tracking worker the caller started (a replay's, mlflow already
+    imported) and closes itself."""
+    target = store.resolve_target(request.tracking_uri, request.experiment)
     own = tracker is None
     tracker = tracker or tracking_worker.Tracker()  # imports mlflow while the inputs are checked and papermill loads
     try:
-        checked = _checked_inputs(request, target)  # bad input: exit 2, whatever the state of the store
+        checked = check_request(request, target)  # bad input: exit 2, whatever the state of the store
         try:
-            tracking.preflight(target.uri)  # a server that is down: fail in a second, before anything runs
+            store.preflight(target.uri)  # a server that is down: fail in a second, before anything runs
         except TrackingError as exc:
             raise TrackingError(f"{exc}; nothing was executed") from None
-        tracker.submit(tracking.warm, target)  # only now: valid input, so opening (creating) the store is wanted
+        tracker.submit(store.warm, target)  # only now: valid input, so opening (creating) the store is wanted
         outputs.make_folders(checked.files)
         with outputs.claimed(checked.files):
-            _close_vanished_run(checked.files, tracker)
+            upload.close_vanished_run(checked.files, tracker)
             return _execute_and_log(request, checked, target, tracker)
     finally:
         if own:
@@ -102,8 +127,8 @@ def run(request: NotebookRunRequest, tracker: tracking_worker.Tracker | None = N
 
 
 @dataclass
-class _Checked:
-    """The inputs, read and checked."""
+class CheckedInputs:
+    """Everything the request names, read and checked before anything runs."""
 
     env: audit.EnvRecord
     nb: NotebookNode
@@ -113,10 +138,10 @@ class _Checked:
     stage: str
 
 
-def _checked_inputs(request: NotebookRunRequest, target: runrecord.Target) -> _Checked:
-    """Every user input is checked before the kernel starts: bad input is exit 2 with nothing executed."""
+def check_request(request: NotebookRunRequest, target: store.Target) -> CheckedInputs:
+    """Read and check every user input before the kernel starts: bad input is exit 2 with nothing executed."""
     venv = _venv_dir(request)
-    _check_inputs(request)
+    _refuse_bad_options(request)
     env = audit.read_env(venv)
     if not paths.venv_python(venv).exists():
         raise BadInput(f"{venv}: its interpreter {paths.venv_python(venv)} is missing; "
@@ -131,7 +156,7 @@ def _checked_inputs(request: NotebookRunRequest, target: runrecord.Target) -> _C
     stage = request.stage or env.stage
     files = outputs.run_files(request.output, request.output_dir, stage)
     outputs.check(files, target=target, venv=env.venv_dir)
-    return _Checked(env, nb, values, params_file_has_secrets, files, stage)
+    return CheckedInputs(env, nb, values, params_file_has_secrets, files, stage)
 
 
 def _venv_dir(request: NotebookRunRequest) -> Path:
@@ -139,7 +164,7 @@ def _venv_dir(request: NotebookRunRequest) -> Path:
     if request.venv is not None:
         return Path(os.path.abspath(request.venv))
     if request.spec is None:
-        raise BadInput("run_notebook.py: give --venv DIR or --spec FILE (see --help)")
+        raise BadInput(NO_VENV)
     stage = spec.load_spec(request.spec)
     venv = paths.venv_root(request.venv_root) / stage.venv_name
     record = audit.read_env(venv) if (venv / audit.AUDIT / audit.ENV_JSON).is_file() else None
@@ -151,10 +176,8 @@ def _venv_dir(request: NotebookRunRequest) -> Path:
     return venv
 
 
-def _check_inputs(request: NotebookRunRequest) -> None:
-    """Refuse what would fail late or overwrite the user's notebook."""
-    if request.notebook is None or request.output is None:
-        raise BadInput("run_notebook.py: --notebook and --output are required (see --help)")
+def _refuse_bad_options(request: NotebookRunRequest) -> None:
+    """Refuse options that would fail late or overwrite the user's notebook."""
     if request.output.suffix.lower() != ".ipynb":
         raise BadInput(f"{request.output}: --output must be a .ipynb file")
     if os.path.abspath(request.output) == os.path.abspath(request.notebook):
@@ -169,8 +192,8 @@ def _check_inputs(request: NotebookRunRequest) -> None:
         raise BadInput(f"{request.output_dir}: --output-dir exists and is not a folder")
 
 
-def _execute_and_log(request: NotebookRunRequest, checked: _Checked, target: runrecord.Target,
-                     tracker: tracking_worker.Tracker) -> int:
+def _execute_and_log(request: NotebookRunRequest, checked: CheckedInputs, target: store.Target,
+                     tracker: tracking_worker.Tracker) -> RunResult:
     """Start the MLflow run before executing, so the kernel gets its run id; Ctrl-C still leaves a manifest."""
     env, nb, files = checked.env, checked.nb, checked.files
     values = {**checked.values, "output_dir": str(files.output_dir)}
@@ -209,7 +232,7 @@ def _execute_and_log(request: NotebookRunRequest, checked: _Checked, target: run
 
 
 def _record(request: NotebookRunRequest, stage: str, env: audit.EnvRecord, run: outputs.RunFiles,
-            masked: dict[str, Any], target: runrecord.Target, *, params_file_has_secrets: bool) -> runrecord.RunRecord:
+            masked: dict[str, Any], target: store.Target, *, params_file_has_secrets: bool) -> runrecord.RunRecord:
     """Everything the run logs, decided up front so the manifest can replay it (--log-existing)."""
     nb_path = Path(os.path.abspath(request.notebook))
     code = git.source_info(nb_path)
@@ -221,19 +244,21 @@ def _record(request: NotebookRunRequest, stage: str, env: audit.EnvRecord, run: 
     tags = {"mlflow.runName": stage, "mlflow.source.name": source, "mlflow.source.type": "JOB" if gocd else "LOCAL",
             "mlflow.user": runrecord.current_user(), "mlops_kit.role": "stage", "mlops_kit.stage": stage,
             "mlops_kit.venv": str(env.venv_dir), "mlops_kit.envs.kernel": env.kernel_name,
+            "mlops_kit.python_source": env.python.source or "unknown",
+            **({"mlops_kit.python_build": env.python.managed.key} if env.python.managed else {}),
             **({"mlflow.source.git.commit": code.commit, "mlflow.source.git.branch": code.branch}
                if code.commit != "unknown" else {}),
             **({runrecord.PIPELINE_KEY_TAG: key} if key else {}), **gocd, **_nesting(request)}
-    files = [[str(run.output), ""], [str(run.html), ""], [str(run.params_copy), "params"],
-             *[[str(p), "environment"] for p in env.bundle]]  # spec, freeze, the lock's copy if any, env.json
+    files = [RunFile(str(run.output)), RunFile(str(run.html)), RunFile(str(run.params_copy), "params"),
+             *[RunFile(str(p), "environment") for p in env.bundle]]  # spec, freeze, the lock's copy if any, env.json
     if request.params_file and not params_file_has_secrets:  # else only the masked copy above
-        files.append([str(Path(os.path.abspath(request.params_file))), "params"])
+        files.append(RunFile(str(Path(os.path.abspath(request.params_file))), "params"))
     record = runrecord.RunRecord(
         tracking_uri=target.uri, experiment=target.experiment, artifact_location=target.artifact_location,
         run_name=stage, params=runrecord.loggable_params(system, masked, warn=console.warn),
         tags=runrecord.loggable_tags(tags), pipeline_key=key,
         pipeline_run_name=f"{gocd.get('GO_PIPELINE_NAME')} #{gocd.get('GO_PIPELINE_COUNTER')}" if key else None,
-        files=files, folders=[[str(run.output_dir), "outputs"]], executed_notebook=str(run.output),
+        files=files, folders=[RunFile(str(run.output_dir), "outputs")], executed_notebook=str(run.output),
         html=str(run.html),
     )
     _plan_lineage(record, request, env, run, masked, target, source)
@@ -246,7 +271,7 @@ def _nesting(request: NotebookRunRequest) -> dict[str, str]:
 
 
 def _plan_lineage(record: runrecord.RunRecord, request: NotebookRunRequest, env: audit.EnvRecord,
-                  run: outputs.RunFiles, masked: dict[str, Any], target: runrecord.Target, source: str) -> None:
+                  run: outputs.RunFiles, masked: dict[str, Any], target: store.Target, source: str) -> None:
     """What a replay needs besides the environment (:mod:`mlops_kit.run.lineage`): the notebook as given, copied now
     (the user may edit it while the run goes on), the masked names, the inputs its parameters name (hashed by the
     tracking worker once the run exists)."""
@@ -255,8 +280,8 @@ def _plan_lineage(record: runrecord.RunRecord, request: NotebookRunRequest, env:
         shutil.copyfile(nb_path, run.source_copy)
     except OSError as exc:
         raise BadInput(f"{run.source_copy}: cannot copy the notebook there ({exc.strerror or exc})") from None
-    record.files.append([str(run.source_copy), "source"])
-    excluded = [run.output_dir, env.venv_dir, *outputs.store_paths(target),
+    record.files.append(RunFile(str(run.source_copy), "source"))
+    excluded = [run.output_dir, env.venv_dir, *store.store_paths(target),
                 run.output.with_name(run.output.stem + ".*"), run.lock]
     record.lineage = lineage.new_record(
         masked, cwd=Path(os.path.abspath(request.cwd or Path.cwd())), output_dir=run.output_dir, excluded=excluded,
@@ -277,23 +302,26 @@ def _served_log(record: runrecord.RunRecord, files: outputs.RunFiles, nb: Notebo
     """A notebook that mentions mlflow, on a local store, gets that store over HTTP from MLflow's own server code in
     the tracking worker: any mlflow or mlflow-skinny in its venv can then log to it. Returns the server's log,
     ``<output stem>.mlflow_server.log``, made one of the run's files; None when no server is needed."""
-    if not (served_store.is_local_store(record.tracking_uri) and served_store.notebook_uses_mlflow(nb)):
+    if not (store.is_local_store(record.tracking_uri) and served_store.notebook_uses_mlflow(nb)):
         return None
     log = files.output.with_name(files.output.stem + ".mlflow_server.log")
-    record.files.append([str(log), ""])
+    record.files.append(RunFile(str(log)))
     return log
 
 
 def _run_ready(live: _Run) -> dict[str, str]:
     """Called once the kernel is up: wait for the MLflow run, create the output folder, give the kernel its env."""
-    notebook.prewarm_html_in_background()  # uses the wait for the run (or runs beside the first cells)
-    ids = live.tracker.result(live.started)
-    tracking.apply_ids(live.record, ids)
+    html.prewarm_in_background()  # uses the wait for the run (or runs beside the first cells)
+    started: tracking.Started = live.tracker.result(live.started)
+    tracking.apply_ids(live.record, started)
     live.record.params_logged = True
-    live.tracker.submit(tracking.warm_finish, live.record.tracking_uri, ids["run_id"])
+    live.tracker.submit(tracking.warm_finish, live.record.tracking_uri, started.run_id)
     live.files.output_dir.mkdir(parents=True, exist_ok=True)
-    env = {"MLFLOW_RUN_ID": ids["run_id"], "MLFLOW_TRACKING_URI": live.record.tracking_uri,
-           "MLFLOW_EXPERIMENT_ID": ids["experiment_id"]}
+    env = {"MLFLOW_RUN_ID": started.run_id, "MLFLOW_TRACKING_URI": live.record.tracking_uri,
+           "MLFLOW_EXPERIMENT_ID": started.experiment_id}
+    if redact.strip_credentials(live.record.tracking_uri) != live.record.tracking_uri:
+        # a notebook ending the run itself makes MLflow print "View run at <URI>", login and all, into its output
+        env["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     if live.served is not None:  # a ServedStoreError here: exit 6, the run ended FAILED (_not_served)
         env.update(served_store.client_env(live.tracker.result(live.served)))
     return env
@@ -320,7 +348,7 @@ def _not_served(live: _Run, exc: TrackingError) -> None:
     runrecord.save_manifest(record, live.files.manifest)
 
 
-def _finish(live: _Run, outcome: notebook.Outcome, begin: float) -> int:
+def _finish(live: _Run, outcome: notebook.Outcome, begin: float) -> RunResult:
     """Write and log the results; a tracking failure keeps everything on disk with the command to upload it later."""
     record, files = live.record, live.files
     output, manifest = files.output, files.manifest
@@ -332,7 +360,7 @@ def _finish(live: _Run, outcome: notebook.Outcome, begin: float) -> int:
     files.params_copy.write_text(params.yaml_text(live.masked), encoding="utf-8")
     tracking_error = None
     if output.is_file():
-        notebook.render_html_or_warn(output, files.html)
+        html.render_or_warn(output, files.html)
     try:
         if record.run_id is None:  # the kernel never started: the run may still be on its way
             tracking.apply_ids(record, live.tracker.result(live.started))
@@ -344,17 +372,17 @@ def _finish(live: _Run, outcome: notebook.Outcome, begin: float) -> int:
         tracking_error = f"{exc}; the executed notebook is {output}; upload it later with: " + \
             _upload_later_command(manifest, record.tracking_uri)
     runrecord.save_manifest(record, manifest)
+    result = RunResult.of(record, manifest)
     print(f"executed notebook: {output}")
     if record.logged:
-        print(f"MLflow run {record.run_id} ({record.status}) in experiment {record.experiment!r} "
-              f"at {redact.redact(record.tracking_uri)}")
+        print(result.summary())
     if not outcome.ok:
         extra = f" (also: {tracking_error})" if tracking_error else ""
-        raise NotebookFailed(f"{output}: notebook failed: {outcome.summary()}{extra}")
+        raise NotebookRunFailed(f"{output}: notebook failed: {outcome.summary()}{extra}", result)
     if tracking_error:
         raise TrackingError(tracking_error)
     print(output, flush=True)
-    return 0
+    return result
 
 
 def _upload_later_command(manifest: Path, uri: str) -> str:
@@ -383,46 +411,3 @@ def _interrupted(live: _Run) -> None:
             pass
     if record.run_id is not None or files.output.is_file():
         runrecord.save_manifest(record, files.manifest)
-
-
-def _close_vanished_run(files: outputs.RunFiles, tracker: tracking_worker.Tracker) -> None:
-    """A manifest still RUNNING for this output belongs to a runner that vanished (this run holds the output's lock
-    now): close that run as KILLED, with what it left, before this run overwrites its files."""
-    try:
-        old = runrecord.load_manifest(files.manifest) if files.manifest.is_file() else None
-    except BadInput:
-        return  # not a manifest we can read: overwritten like any earlier output
-    if old is None or old.status != "RUNNING" or old.logged:
-        return
-    try:
-        closed = tracker.call(tracking.log_existing, files.manifest)
-        console.warn(f"closed the earlier run {closed.run_id} of {files.output} as KILLED: its runner vanished")
-    except TrackingError as exc:
-        kept = files.manifest.with_name(f"{files.output.stem}.vanished-{old.run_id}{runrecord.MANIFEST_SUFFIX}")
-        os.replace(files.manifest, kept)
-        console.warn(f"an earlier run of {files.output} was left RUNNING by a runner that vanished and could not be "
-                     f"closed ({exc}); its manifest is kept as {kept}: close it with --log-existing")
-
-
-def _log_existing(manifest: Path, tracking_uri: str | None, experiment: str | None) -> int:
-    """Upload a run executed earlier (store down at the time), optionally to another store or experiment; a run
-    whose runner vanished (manifest still RUNNING, its output no longer locked) is closed as KILLED."""
-    record = runrecord.load_manifest(manifest)
-    if record.status == "RUNNING" and record.executed_notebook and \
-            outputs.runner_alive(outputs.run_files(Path(record.executed_notebook), None, record.run_name)):
-        raise BadInput(f"{manifest}: its run is still going (run_notebook.py holds the lock of "
-                       f"{record.executed_notebook}); wait for it to end")
-    uri = None  # the manifest keeps no credentials: --tracking-uri may bring them back
-    if (tracking_uri or experiment) and not record.logged:  # log_existing refuses a logged one
-        target = runrecord.resolve_target(tracking_uri or record.tracking_uri, experiment or record.experiment)
-        same_store = redact.strip_credentials(target.uri) == redact.strip_credentials(record.tracking_uri)
-        if not same_store or target.experiment != record.experiment:  # (credentials may come with --tracking-uri)
-            record.run_id, record.params_logged = None, False
-        record.tracking_uri, record.experiment, record.artifact_location = target.uri, target.experiment, \
-            target.artifact_location
-        uri = target.uri
-        runrecord.save_manifest(record, manifest)
-    record = tracking.log_existing(manifest, uri=uri)
-    print(f"MLflow run {record.run_id} ({record.status}) in experiment {record.experiment!r} "
-          f"at {redact.redact(record.tracking_uri)}")
-    return 0

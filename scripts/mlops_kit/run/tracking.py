@@ -1,9 +1,9 @@
-"""The MLflow calls of a stage run: open the store, create the run (and its pipeline's parent), log, end it.
+"""The MLflow calls of a stage run: create the run (and its pipeline's parent), log, end it.
 
-Everything here runs in the tracking worker process (:mod:`mlops_kit.run.tracking_worker`), which imports mlflow while the main
-process loads papermill and starts the kernel; nothing here imports mlflow at module level. Every failure talking
-to the store becomes one :class:`TrackingError` line naming the URI (passwords masked). MLflow's HTTP retries are
-cut to seconds (unless ``MLFLOW_HTTP_REQUEST_*`` are set): a dead server must cost seconds, not minutes.
+Everything here runs in the tracking worker process (:mod:`mlops_kit.run.tracking_worker`), which imports mlflow
+while the main process loads papermill and starts the kernel; nothing here imports mlflow at module level. The
+store is opened through :mod:`mlops_kit.run.store` (one client per URI, retries cut to seconds, every failure one
+:class:`TrackingError` line naming the URI, passwords masked).
 
 Parent runs: every stage run of a pipeline instance (GoCD's jobs, on any number of agents, and a rehearsal's) carries
 the instance's key (tag ``mlops_kit.pipeline_key``) and ends up nested under exactly one parent run, whatever the
@@ -43,99 +43,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import re
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
-from urllib.parse import urlsplit
+from typing import Any, Mapping
 
 from ..core import console
-from ..core.errors import BadInput, ToolkitError, TrackingError
-from ..core.redact import redact, strip_credentials
-from . import lineage, served_store
-from .runrecord import (
-    MAX_TAG_VALUE,
-    PIPELINE_KEY_TAG,
-    ROLE_TAG,
-    RunRecord,
-    Target,
-    clip,
-    load_manifest,
-    save_manifest,
-    sqlite_file,
-)
+from ..core.errors import TrackingError
+from ..core.redact import redact
+from . import lineage, store
+from .runrecord import MAX_TAG_VALUE, PIPELINE_KEY_TAG, ROLE_TAG, RunRecord, clip, save_manifest
 
 BATCH = 100
 _MAX_ROUNDS = 50  # repair rounds before a family that does not settle is an error (see the module docstring)
 _PARENT_TAG = "mlflow.parentRunId"
-_QUIET_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
-
-_CLIENTS: dict[str, Any] = {}
-
-
-@contextlib.contextmanager
-def _guard(uri: str, what: str) -> Iterator[None]:
-    """Any failure talking to the store becomes one TrackingError line naming the URI (a ToolkitError raised
-    inside, e.g. BadInput for a run id the store does not have, already is its own line and keeps its exit code)."""
-    try:
-        yield
-    except ToolkitError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - mlflow/requests/sqlalchemy raise many types
-        reason = redact(" ".join(str(exc).split())[:300]) or type(exc).__name__
-        raise TrackingError(f"MLflow tracking store {redact(uri)}: {what} failed: {reason}") from None
-
-
-def preflight(uri: str) -> None:
-    """Fail in seconds when an HTTP server is down (MLflow's own retries would take minutes)."""
-    parts = urlsplit(uri)
-    if parts.scheme not in ("http", "https"):
-        return
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parts.hostname or "localhost", port), timeout=5):
-            pass
-    except OSError as exc:
-        raise TrackingError(f"MLflow tracking server {redact(uri)} is unreachable "
-                            f"({exc.strerror or exc})") from None
-
-
-def _client(uri: str) -> Any:
-    if uri not in _CLIENTS:
-        for name, value in _QUIET_RETRIES.items():
-            os.environ.setdefault(name, value)
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stderr is for our lines
-        if strip_credentials(uri) != uri:  # MLflow's "View run at <uri>" would print the password
-            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
-        import logging
-
-        from mlflow.tracking import MlflowClient
-
-        for noisy in ("mlflow", "alembic"):  # after the import: mlflow sets its own level when imported
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-        with served_store.opening(uri):  # creating or upgrading a SQLite store's schema: one process at a time
-            _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
-    return _CLIENTS[uri]
-
-
-def _experiment_id(client: Any, target: Target) -> str:
-    exp = client.get_experiment_by_name(target.experiment)
-    if exp is None:
-        try:
-            return client.create_experiment(target.experiment, artifact_location=target.artifact_location,
-                                            tags={"mlflow.experimentKind": "custom_model_development"})
-        except Exception:  # noqa: BLE001 - another stage created it meanwhile
-            exp = client.get_experiment_by_name(target.experiment)
-            if exp is None:
-                raise
-    if exp.lifecycle_stage != "active":
-        raise TrackingError(f"MLflow tracking store {redact(target.uri)}: experiment {target.experiment!r} "
-                            "is deleted (restore it in the MLflow UI or choose another with --experiment)")
-    return exp.experiment_id
 
 
 def _pause(point: str) -> None:
@@ -223,41 +144,51 @@ def _set_status(client: Any, run_id: str, status: str) -> None:
         client.set_terminated(run_id, status=status)
 
 
-def start_run(record: RunRecord, manifest: str | None = None) -> dict[str, Any]:
-    """Create the run (and the pipeline's parent run) and log params and tags; returns the ids. With ``manifest``
-    the run's manifest is written the moment the run exists, so a runner killed later never leaves it RUNNING
-    without a trace (``--log-existing`` closes it)."""
+@dataclass(frozen=True)
+class Started:
+    """A run just created: its ids and, hashed in the tracking worker while the kernel started, its inputs."""
+
+    run_id: str
+    experiment_id: str
+    parent_run_id: str | None
+    lineage: lineage.LineageRecord | None = None
+
+
+def start_run(record: RunRecord, manifest: str | None = None) -> Started:
+    """Create the run (and the pipeline's parent run), log params and tags, hash the inputs. With ``manifest`` the
+    run's manifest is written the moment the run exists, so a runner killed later never leaves it RUNNING without
+    a trace (``--log-existing`` closes it)."""
     uri = record.tracking_uri
-    preflight(uri)
-    with _guard(uri, "opening the store"):
-        client = _client(uri)
-        experiment_id = _experiment_id(client, record.target)
-    with _guard(uri, "creating the run"):
+    store.preflight(uri)
+    with store.guard(uri, "opening the store"):
+        client = store.client(uri)
+        experiment_id = store.experiment_id(client, record.target)
+    with store.guard(uri, "creating the run"):
         key = record.pipeline_key
         tags = {k: v for k, v in record.tags.items() if k != "mlflow.runName"}  # run_name sets it
         if key:
             tags.update({PIPELINE_KEY_TAG: key, _PARENT_TAG: _parent_guess(client, experiment_id, record)})
             tags.setdefault(ROLE_TAG, "stage")
         run = client.create_run(experiment_id, start_time=record.start_time, tags=tags, run_name=record.run_name)
-        ids = {"run_id": run.info.run_id, "experiment_id": experiment_id, "parent_run_id": tags.get(_PARENT_TAG)}
         if manifest is not None:  # first thing once the run exists
-            apply_ids(record, ids)
+            apply_ids(record, Started(run.info.run_id, experiment_id, tags.get(_PARENT_TAG)))
             save_manifest(record, Path(manifest))
-        ids["parent_run_id"] = _settle(client, experiment_id, record) if key else None
+        parent = _settle(client, experiment_id, record) if key else None
         _log_params(client, run.info.run_id, record.params)
-        ids["lineage"] = _hash_inputs(record)  # while the kernel starts: the runner waits for the ids before cell 1
+        _hash_inputs(record)  # while the kernel starts: the runner waits for the run before cell 1
+        started = Started(run.info.run_id, experiment_id, parent, record.lineage)
         if manifest is not None:
-            apply_ids(record, ids)
+            apply_ids(record, started)
             record.params_logged = True
             save_manifest(record, Path(manifest))
-    return ids
+    return started
 
 
-def _hash_inputs(record: RunRecord) -> dict[str, Any]:
-    """The record's inputs hashed (:mod:`mlops_kit.run.lineage`); a record without lineage (an older manifest) stays so."""
-    if record.lineage:
+def _hash_inputs(record: RunRecord) -> None:
+    """The record's inputs hashed (:mod:`mlops_kit.run.lineage`); a record without lineage (an older manifest)
+    stays so."""
+    if record.lineage is not None:
         lineage.hash_inputs(record.lineage, warn=console.warn)
-    return record.lineage
 
 
 def _log_params(client: Any, run_id: str, params: Mapping[str, str]) -> None:
@@ -274,9 +205,9 @@ def finish_run(record: RunRecord) -> None:
     The HTML is the caller's (rendered under its own guard): a notebook nbconvert cannot render must not lose the
     run here."""
     uri = record.tracking_uri
-    preflight(uri)
-    with _guard(uri, "logging the run"):
-        client = _client(uri)
+    store.preflight(uri)
+    with store.guard(uri, "logging the run"):
+        client = store.client(uri)
         assert record.run_id is not None
         _log_files(client, record)
         _log_lineage(client, record)
@@ -288,37 +219,39 @@ def finish_run(record: RunRecord) -> None:
             client.log_batch(record.run_id, tags=tags, synchronous=True)
         client.set_terminated(record.run_id, status=record.status, end_time=record.end_time)
         if record.pipeline_key:
-            record.parent_run_id = _settle(client, record.experiment_id or _experiment_id(client, record.target),
+            record.parent_run_id = _settle(client, record.experiment_id or store.experiment_id(client, record.target),
                                            record)
 
 
 def _log_files(client: Any, record: RunRecord) -> None:
     assert record.run_id is not None
-    for local, folder in record.files:
-        if Path(local).is_file():
-            client.log_artifact(record.run_id, local, folder or None)
-    for local, folder in record.folders:
-        if Path(local).is_dir() and any(Path(local).iterdir()):
-            client.log_artifacts(record.run_id, local, folder or None)
+    for file in record.files:
+        if Path(file.local).is_file():
+            client.log_artifact(record.run_id, file.local, file.artifact_folder or None)
+    for folder in record.folders:
+        if Path(folder.local).is_dir() and any(Path(folder.local).iterdir()):
+            client.log_artifacts(record.run_id, folder.local, folder.artifact_folder or None)
 
 
 def _log_lineage(client: Any, record: RunRecord) -> None:
     """The lineage record completed (output hashes, producers) as ``lineage/lineage.json``, the inputs as MLflow
     dataset inputs, the outputs' digest as a tag (see :mod:`mlops_kit.run.lineage`)."""
-    if not record.lineage:
+    recorded_lineage = record.lineage
+    if recorded_lineage is None:
         return
     assert record.run_id is not None
     _hash_inputs(record)  # a run whose start did not get to it (uploaded with --log-existing)
-    output_dir = next((Path(local) for local, folder in record.folders if folder == "outputs"), None)
+    output_dir = record.folder("outputs")
     if output_dir is None:
         return
-    lineage.finish(record.lineage, output_dir, lineage.producer_index(_earlier_lineages(client, record)))
-    client.log_text(record.run_id, json.dumps(record.lineage, indent=1, ensure_ascii=False), lineage.ARTIFACT)
-    datasets = lineage.dataset_inputs(record.lineage)
+    lineage.finish(recorded_lineage, output_dir, lineage.producer_index(_earlier_lineages(client, record)))
+    text = json.dumps(recorded_lineage.to_json(), indent=1, ensure_ascii=False)
+    client.log_text(record.run_id, text, lineage.ARTIFACT)
+    datasets = lineage.dataset_inputs(recorded_lineage)
     if datasets:
         _log_inputs(client, record.run_id, datasets)
-    if record.lineage["outputs"].get("sha256"):
-        client.set_tag(record.run_id, lineage.OUTPUTS_TAG, record.lineage["outputs"]["sha256"])
+    if recorded_lineage.outputs is not None and recorded_lineage.outputs.hashed.sha256:
+        client.set_tag(record.run_id, lineage.OUTPUTS_TAG, recorded_lineage.outputs.hashed.sha256)
 
 
 _INPUT_RETRIES = (0.2, 0.5)  # seconds before the 2nd and 3rd attempt
@@ -338,12 +271,12 @@ def _log_inputs(client: Any, run_id: str, datasets: list[Any]) -> None:
             time.sleep(pause)
 
 
-def _earlier_lineages(client: Any, record: RunRecord) -> list[tuple[str, int, dict[str, Any]]]:
+def _earlier_lineages(client: Any, record: RunRecord) -> list[tuple[str, int, lineage.LineageRecord]]:
     """(run id, start time, lineage record) of the runs that may have produced this run's inputs: the earlier
     stage runs of its pipeline instance, or of its parent run (a replay's); runs without a record are left out."""
     parent = record.tags.get(_PARENT_TAG)
     if record.pipeline_key:
-        runs = _read_family(client, record.experiment_id or _experiment_id(client, record.target),
+        runs = _read_family(client, record.experiment_id or store.experiment_id(client, record.target),
                             record.pipeline_key).stages
     elif parent:
         runs = list(client.search_runs([record.experiment_id], filter_string=f"tags.`{_PARENT_TAG}` = '{parent}'",
@@ -354,10 +287,20 @@ def _earlier_lineages(client: Any, record: RunRecord) -> list[tuple[str, int, di
     for run in runs:
         if run.info.run_id == record.run_id or run.info.start_time > record.start_time:
             continue
-        data = read_artifact_json(client, run.info.run_id, lineage.ARTIFACT)
-        if isinstance(data, dict):
-            found.append((run.info.run_id, run.info.start_time, data))
+        earlier = read_lineage(client, run.info.run_id)
+        if earlier is not None:
+            found.append((run.info.run_id, run.info.start_time, earlier))
     return found
+
+
+def read_lineage(client: Any, run_id: str) -> lineage.LineageRecord | None:
+    """A run's ``lineage/lineage.json``; None when it has none (a run recorded before lineage) or it is not a
+    schema-1 record (a newer toolkit's, or damaged: such a run names no producer)."""
+    data = read_artifact_json(client, run_id, lineage.ARTIFACT)
+    try:
+        return None if data is None else lineage.LineageRecord.from_json(data)
+    except ValueError:
+        return None
 
 
 def read_artifact_json(client: Any, run_id: str, path: str) -> Any:
@@ -383,109 +326,16 @@ def _log_metrics(client: Any, record: RunRecord) -> None:
         client.log_batch(record.run_id, metrics=items[i:i + 1000], synchronous=True)
 
 
-def log_existing(path: Path, *, uri: str | None = None) -> RunRecord:
-    """Upload a run from its manifest (the run was executed while the tracking store was unreachable); ``uri``
-    (the same store with credentials, or another one) replaces the manifest's."""
-    record = load_manifest(path)
-    if uri is not None:
-        record.tracking_uri = uri
-    _relocate_files(record, path.parent)
-    if record.logged:
-        raise BadInput(f"{path}: already logged to {redact(record.tracking_uri)} as run {record.run_id}")
-    if record.status == "RUNNING":  # its runner vanished (the caller made sure): end the run, never leave it RUNNING
-        record.status, record.end_time = "KILLED", int(path.stat().st_mtime * 1000)
-        record.failure = {"failure_kind": "runner-vanished",
-                          "error_value": "the runner stopped before ending the run (killed, or its machine went down)"}
-    if not record.params_logged or not _run_exists(record):
-        record.params_logged = False
-        apply_ids(record, start_run(record))
-        record.params_logged = True
-    _render_missing_html(record)
-    finish_run(record)
-    record.logged = True
-    save_manifest(record, path)
-    return record
-
-
-def _relocate_files(record: RunRecord, near: Path) -> None:
-    """Files the manifest lists that are not where the run wrote them are looked for next to the manifest (GoCD
-    artifacts downloaded elsewhere keep names, not folders); each one found nowhere is a warning. A missing HTML
-    is rendered again next to the notebook (:func:`_render_missing_html`)."""
-    moved: dict[str, str] = {}
-    for entries, wanted in ((record.files, Path.is_file), (record.folders, Path.is_dir)):
-        for entry in entries:
-            found = _find_near(entry[0], near, wanted)
-            if found is None and entry[0] != record.html:
-                console.warn(f"{entry[0]}: listed in the manifest but not found (nor next to it); not logged")
-            elif found is not None and found != entry[0]:
-                moved[entry[0]], entry[0] = found, found
-    record.executed_notebook = moved.get(record.executed_notebook or "", record.executed_notebook)
-    if record.html in moved:
-        record.html = moved[record.html]
-    elif record.html and not Path(record.html).exists() and record.executed_notebook:
-        html = str(Path(record.executed_notebook).with_suffix(".html"))
-        record.files = [[html, f] if local == record.html else [local, f] for local, f in record.files]
-        record.html = html
-
-
-def _find_near(local: str, near: Path, wanted: Any) -> str | None:
-    if wanted(Path(local)):
-        return local
-    candidate = near / _base_name(local)
-    return str(candidate) if wanted(candidate) else None
-
-
-def _base_name(local: str) -> str:
-    """The last part of a path written on any platform (a Windows agent's manifest read on Linux too)."""
-    return re.split(r"[\\/]", local.rstrip("\\/"))[-1]
-
-
-def _render_missing_html(record: RunRecord) -> None:
-    """The HTML copy when the run did not get to write it; a notebook nbconvert cannot render only warns."""
-    if not (record.executed_notebook and record.html) or Path(record.html).exists() \
-            or not Path(record.executed_notebook).is_file():
-        return
-    from .notebook import render_html_or_warn
-
-    render_html_or_warn(Path(record.executed_notebook), Path(record.html))
-
-
-def apply_ids(record: RunRecord, ids: Mapping[str, Any]) -> None:
-    record.run_id = ids["run_id"]
-    record.experiment_id = ids["experiment_id"]
-    record.parent_run_id = ids["parent_run_id"]
-    if ids.get("lineage"):  # the inputs' hashes, made in the worker (start_run)
-        record.lineage = ids["lineage"]
-
-
-def _run_exists(record: RunRecord) -> bool:
-    if not record.run_id:
-        return False
-    preflight(record.tracking_uri)
-    with _guard(record.tracking_uri, "looking up the run"):
-        client = _client(record.tracking_uri)
-        try:
-            client.get_run(record.run_id)
-        except Exception as exc:
-            if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":  # a store that was reset: log anew
-                return False
-            raise  # anything else (a server error, a timeout) is not a "no": never create a duplicate run
-    return True
+def apply_ids(record: RunRecord, started: Started) -> None:
+    """What :func:`start_run` made (in the tracking worker) copied into the runner's record."""
+    record.run_id = started.run_id
+    record.experiment_id = started.experiment_id
+    record.parent_run_id = started.parent_run_id
+    if started.lineage is not None:  # the inputs' hashes, made in the worker
+        record.lineage = started.lineage
 
 
 # --- warm-ups: run in the worker while the main process loads papermill and runs the notebook --------------------
-
-
-def warm(target: Target) -> None:
-    """Import mlflow and open the store (SQLite: create/migrate once) before the run is needed."""
-    try:
-        preflight(target.uri)
-        client = _client(target.uri)
-        db = sqlite_file(target.uri)
-        if db is None or db.is_file():  # read only: bad input found meanwhile must leave nothing behind
-            client.get_experiment_by_name(target.experiment)
-    except Exception:  # noqa: BLE001 - start_run meets the same problem and reports it properly
-        pass
 
 
 def warm_finish(uri: str, run_id: str) -> None:
@@ -493,23 +343,4 @@ def warm_finish(uri: str, run_id: str) -> None:
     with contextlib.suppress(Exception):
         from mlflow.entities import Metric, RunTag  # noqa: F401
 
-        _client(uri).list_artifacts(run_id)
-
-
-# --- for the worker calls of other modules (mlops_kit.replay.recorded: a replay reads runs and writes its own) ----------
-
-
-def open_client(uri: str) -> Any:
-    """The shared MlflowClient of ``uri`` (quiet retries), after the seconds-long reachability check."""
-    preflight(uri)
-    return _client(uri)
-
-
-def guard(uri: str, what: str) -> contextlib.AbstractContextManager[None]:
-    """Any failure talking to the store becomes one TrackingError line naming the URI and ``what``."""
-    return _guard(uri, what)
-
-
-def experiment_id(client: Any, target: Target) -> str:
-    """The target's experiment, created like run_notebook creates it (artifacts next to a local SQLite store)."""
-    return _experiment_id(client, target)
+        store.client(uri).list_artifacts(run_id)

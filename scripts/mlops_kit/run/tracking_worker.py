@@ -53,8 +53,10 @@ def _initialize() -> None:
     if parent is not None:
         threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True, name="parent-watch").start()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # an audited job does not phone home
-    for heavy in ("pandas", "numpy"):  # ~0.45 s of mlflow's import; tracking never needs them (mlflow-skinny
-        sys.modules.setdefault(heavy, None)  # runs without them), so they are made unimportable here only
+    # pandas and numpy are ~0.45 s of mlflow's import and tracking never needs them (mlflow-skinny runs without
+    # them): made unimportable here only (None in sys.modules is what Python's import system reads as "absent")
+    for heavy in ("pandas", "numpy"):
+        sys.modules.setdefault(heavy, None)  # type: ignore[arg-type]
     with contextlib.suppress(Exception):
         import mlflow.tracking  # noqa: F401 - the slow part, done while the parent loads papermill
 
