@@ -23,13 +23,14 @@ def _pins(name: str) -> dict[str, Requirement]:
     return {r.name.lower(): r for r in reqs}
 
 
-def test_ci_runs_the_readme_test_command_then_holds_the_coverage_floor() -> None:
+def test_ci_runs_the_readme_test_command_then_mypy_and_holds_the_coverage_floor() -> None:
     ci = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     command = _readme_test_line("Linux/macOS")
     assert command in ci, "CI must run the README's Linux/macOS test line as it is"
     floor = [line for line in ci if line.startswith(".venv/bin/python -m coverage report --fail-under=")]
     assert len(floor) == 1 and ci.index(floor[0]) > ci.index(command)
     assert float(floor[0].split("--fail-under=")[1].split()[0]) > 0
+    assert ".venv/bin/python -m mypy" in ci[ci.index(command):], "mypy over scripts/ ([tool.mypy]) after the install"
 
 
 def test_every_readme_test_line_installs_both_requirements_files() -> None:

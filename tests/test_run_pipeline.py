@@ -222,7 +222,7 @@ def _rehearse_on(machine: dict[str, str], tmp: Path, uri: str) -> subprocess.Com
 
 
 def test_the_example_on_a_machine_whose_only_python_is_the_toolkits(tmp_path: Path, python_mirror: Mirror) -> None:
-    """Issue 18: no stage Python installed (no pyenv, no python3.X on PATH; the toolkit's Python reachable as
+    """No stage Python installed (no pyenv, no python3.X on PATH; the toolkit's Python reachable as
     ``python`` only, as on an agent): the three stage Pythons are downloaded once from the (fake) host into
     <venv root>/../pythons, every stage passes on them, the run records where they came from; a re-run downloads
     nothing."""

@@ -1,7 +1,7 @@
 """End to end on a team's tracking server: ``mlflow server`` on a real PostgreSQL cluster with its artifacts in S3
 (moto's server), started by the tests (tests/helpers_team_server.py), as a team runs it for many agents at once.
 
-Proven here (issue 20): eight agents rehearsing the example pipeline at once; the database connections that load
+Proven here: eight agents rehearsing the example pipeline at once; the database connections that load
 takes, and that none is left; a 300 MB output folder through the artifact proxy (multipart); a notebook's own
 mlflow calls in both artifact modes; replays from an agent that has nothing local; a server outage mid-stage and
 the upload afterwards; no credential of the database or of S3 anywhere a run, a log or a console line is written.

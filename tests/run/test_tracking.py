@@ -133,7 +133,7 @@ def _concurrent(uri: str, key: str, statuses: list[str], uris: list[str] | None 
 
 @pytest.mark.slow
 def test_concurrent_stage_runs_end_with_exactly_one_parent(mlflow_server: str) -> None:
-    """Issue 11, point 4: eight stage runs of one pipeline instance started together, one of them failing."""
+    """Eight stage runs of one pipeline instance started together, one of them failing: one parent run for all."""
     key = f"race-pipe/{time.time_ns()}"
     records = _concurrent(mlflow_server, key, ["FINISHED"] * 7 + ["FAILED"])
     _assert_one_parent(mlflow_server, key, records, "FAILED")
