@@ -96,18 +96,29 @@ class _Background:
     """``create_venv.py`` for one stage venv, started now and waited for later (its output goes to log files, so a
     long one never blocks on a full pipe)."""
 
-    def __init__(self, root: Path, venv: StageVenv) -> None:
-        spec = _write_spec(root, stage=venv.stage, minor=venv.minor, packages=venv.packages)
-        self.out, self.err = root / f"{venv.stage}.out.log", root / f"{venv.stage}.err.log"
+    def __init__(self, spec: Path, root: Path, logs: Path) -> None:
+        logs.mkdir(parents=True, exist_ok=True)
+        self.out, self.err = logs / f"{spec.stem}.out.log", logs / f"{spec.stem}.err.log"
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
             self.process = subprocess.Popen([str(TOOLKIT_PYTHON), str(SCRIPTS / "create_venv.py"),
                                              *_create_venv_args(spec, root)], stdout=out, stderr=err,
                                             stdin=subprocess.DEVNULL, env=_session_env(root / "home"),
                                             **NEW_PROCESS_GROUP)
 
+    @classmethod
+    def of(cls, root: Path, venv: StageVenv) -> _Background:
+        return cls(_write_spec(root, stage=venv.stage, minor=venv.minor, packages=venv.packages), root, root)
+
     def venv(self) -> Path:
         code = self.process.wait(timeout=900)
         return _built(code, *(p.read_text(encoding="utf-8", errors="replace") for p in (self.out, self.err)))
+
+
+EXAMPLE_SPECS = ("ingest", "features", "train")  # specs/<name>.yaml: the example pipeline's stages
+
+
+def _example_venv_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.getbasetemp() / "ml venvs"  # a space, as in "C:\\ML venvs"
 
 
 def _venv_fixtures_used(items: Iterable[pytest.Item]) -> set[str]:
@@ -119,17 +130,25 @@ def _venv_fixtures_used(items: Iterable[pytest.Item]) -> set[str]:
         callspec = getattr(item, "callspec", None)
         if callspec is not None:
             names |= {value for value in callspec.params.values() if isinstance(value, str)}
-        wanted |= names & STAGE_VENVS.keys()
+        wanted |= names & (STAGE_VENVS.keys() | {"example_venv_root"})
     return wanted
 
 
 @pytest.fixture(scope="session", autouse=True)
 def stage_venv_builds(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
                       ) -> Iterator[dict[str, _Background]]:
-    """Starts the builds of the stage venvs the session's tests use, side by side, as the session starts."""
-    root, found = tmp_path_factory.getbasetemp() / "nb-venvs", pyenv_pythons()
-    builds = {name: _Background(root, STAGE_VENVS[name]) for name in sorted(_venv_fixtures_used(request.session.items))
+    """Starts the builds of the stage venvs the session's tests use, side by side, as the session starts: the
+    ``STAGE_VENVS`` and, for the tests rehearsing the example pipeline, its three stage venvs in the session's
+    example venv root (the first rehearsal's setup tasks then reuse them)."""
+    root, found, used = tmp_path_factory.getbasetemp() / "nb-venvs", pyenv_pythons(), _venv_fixtures_used(
+        request.session.items)
+    builds = {name: _Background.of(root, STAGE_VENVS[name]) for name in sorted(used - {"example_venv_root"})
               if STAGE_VENVS[name].minor in found}  # a missing Python fails in the fixture, with its message
+    if "example_venv_root" in used:
+        example = _example_venv_root(tmp_path_factory)
+        builds |= {f"example:{name}": _Background(REPO_ROOT / "specs" / f"{name}.yaml", example,
+                                                  tmp_path_factory.getbasetemp() / "example-builds")
+                   for name in EXAMPLE_SPECS}
     yield builds
     for build in builds.values():  # an interrupted session: no build left running
         if build.process.poll() is None:
@@ -140,15 +159,22 @@ def _stage_venv(name: str, builds: dict[str, _Background], pythons: dict[str, Pa
                 tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = STAGE_VENVS[name]
     assert venv.minor in pythons, f"{name} needs Python {venv.minor} (pyenv install {venv.minor})"
-    build = builds.get(name) or _Background(tmp_path_factory.getbasetemp() / "nb-venvs", venv)
+    build = builds.get(name) or _Background.of(tmp_path_factory.getbasetemp() / "nb-venvs", venv)
     return build.venv()
 
 
 @pytest.fixture(scope="session")
-def example_venv_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The venv root of every rehearsal of the example pipeline in the session: the first builds its three stage
-    venvs (and a replay its replay venvs under ``replay``), every later one reuses them."""
-    return tmp_path_factory.mktemp("ml venvs")  # a space, as in "C:\\ML venvs"
+def example_venv_root(stage_venv_builds: dict[str, _Background], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The venv root of every rehearsal of the example pipeline in the session, its three stage venvs built in the
+    background as the session started (waited for here, whatever the outcome: a rehearsal's setup task builds
+    what is missing and says why; a replay puts its venvs under ``replay``)."""
+    for name in EXAMPLE_SPECS:
+        build = stage_venv_builds.get(f"example:{name}")
+        if build is not None:
+            build.process.wait(timeout=900)
+    root = _example_venv_root(tmp_path_factory)
+    root.mkdir(exist_ok=True)
+    return root
 
 
 @pytest.fixture(scope="session")
