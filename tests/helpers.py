@@ -97,7 +97,8 @@ def start_mlflow_server(root: Path, port: int | None = None) -> Iterator[tuple[s
     cmd = [str(TOOLKIT_PYTHON), "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
            "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
            "--workers", "1"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    # no MLflow settings of the test's; no coverage either: the server runs none of the toolkit's code
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "COVERAGE_"))}
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # MLflow 3's job runner: ~8 processes, ~2 GB, unused here
     with open(log, "wb") as out:
         server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root,

@@ -242,7 +242,7 @@ def test_a_python_patch_that_is_not_installed_is_exit_3_and_nothing_is_built(cha
 
 def test_a_patch_this_machine_lacks_is_downloaded_exactly_and_the_report_says_so(
         chain: dict[str, Any], tmp_path: Path, python_mirror: Mirror) -> None:
-    """Issue 18: the run was recorded on Python 3.10.13; this machine has no 3.10 at all. With downloads off: exit 3
+    """The run was recorded on Python 3.10.13; this machine has no 3.10 at all. With downloads off: exit 3
     naming the patch and the ways out; allowed (the default): uv downloads exactly 3.10.13 and the stage is rebuilt
     and reproduced on it; a second replay reuses it and says so."""
     patch = MlflowClient(chain["uri"]).get_run(chain["make"]).data.params["python_version"]

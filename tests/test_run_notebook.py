@@ -548,7 +548,7 @@ def _ours(home: Path) -> list[str]:
     return found
 
 
-# --- failure paths that must end clean (issue 10) ----------------------------------------------------------------
+# --- failure paths that must end clean -------------------------------------------------------------------------
 
 
 def _start_sleeping_run(tmp_path: Path, venv: Path, output: Path,

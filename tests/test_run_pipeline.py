@@ -95,7 +95,7 @@ def rehearsed(mlflow_server: str, venv_root: Path, tmp_path_factory: pytest.Temp
 
 def test_three_rehearsals_of_the_example_at_once_against_one_server(
         mlflow_server: str, rehearsed: tuple[Path, list[tuple[int, str]]], tmp_path: Path) -> None:
-    """Issue 11: three pipeline instances at once (one state folder: counters 1-3, --keep 1 must not prune a live
+    """Three pipeline instances at once (one state folder: counters 1-3, --keep 1 must not prune a live
     one), one tracking server, the same experiment: three parents, nine stage runs, each under its own parent."""
     state, done = rehearsed
     for code, out in done:
@@ -166,7 +166,7 @@ def test_three_rehearsals_of_the_example_at_once_against_one_server(
 
 def test_the_example_pipeline_replays_exactly_from_its_run_id(
         mlflow_server: str, rehearsed: tuple[Path, list[tuple[int, str]]], venv_root: Path, tmp_path: Path) -> None:
-    """Issue 8: one command replays the whole pipeline run (three venvs rebuilt from the recorded locks, each stage's
+    """One command replays the whole pipeline run (three venvs rebuilt from the recorded locks, each stage's
     input taken from the replayed upstream) and proves every metric, output file and freeze identical."""
     parent, stages = _families(mlflow_server, "ml-example-e2e")[0]
     done = run_script("replay_run.py", parent.info.run_id, "--tracking-uri", mlflow_server, "--venv-root",
@@ -222,7 +222,7 @@ def _rehearse_on(machine: dict[str, str], tmp: Path, uri: str) -> subprocess.Com
 
 
 def test_the_example_on_a_machine_whose_only_python_is_the_toolkits(tmp_path: Path, python_mirror: Mirror) -> None:
-    """Issue 18: no stage Python installed (no pyenv, no python3.X on PATH; the toolkit's Python reachable as
+    """No stage Python installed (no pyenv, no python3.X on PATH; the toolkit's Python reachable as
     ``python`` only, as on an agent): the three stage Pythons are downloaded once from the (fake) host into
     <venv root>/../pythons, every stage passes on them, the run records where they came from; a re-run downloads
     nothing."""

@@ -1,4 +1,9 @@
+"""The session's MLflow server fixture answers a client: a run logged over HTTP reads back the same."""
+
+import pytest
 from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow  # starts the session's MLflow server
 
 
 def test_mlflow_server_fixture(mlflow_server: str) -> None:

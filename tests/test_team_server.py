@@ -1,7 +1,7 @@
 """End to end on a team's tracking server: ``mlflow server`` on a real PostgreSQL cluster with its artifacts in S3
 (moto's server), started by the tests (tests/helpers_team_server.py), as a team runs it for many agents at once.
 
-Proven here (issue 20): eight agents rehearsing the example pipeline at once; the database connections that load
+Proven here: eight agents rehearsing the example pipeline at once; the database connections that load
 takes, and that none is left; a 300 MB output folder through the artifact proxy (multipart); a notebook's own
 mlflow calls in both artifact modes; replays from an agent that has nothing local; a server outage mid-stage and
 the upload afterwards; no credential of the database or of S3 anywhere a run, a log or a console line is written.
@@ -258,15 +258,15 @@ def test_a_300_mb_output_folder_goes_through_the_proxy_complete(tmp_path: Path, 
 # --- a notebook's own mlflow calls ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["proxied", "direct"])
-def test_the_notebooks_own_mlflow_calls_land_in_the_stage_run(mode: str, tmp_path: Path, team_s3: S3,
-                                                              request: pytest.FixtureRequest,
+@pytest.mark.parametrize(("mode", "venv_fixture"), [("proxied", "venv_mlflow"), ("direct", "venv_mlflow_s3")])
+def test_the_notebooks_own_mlflow_calls_land_in_the_stage_run(mode: str, venv_fixture: str, tmp_path: Path,
+                                                              team_s3: S3, request: pytest.FixtureRequest,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """A stage venv with its own mlflow-skinny logs metrics, params, tags and artifacts into the stage run: through
     the server (proxied; the notebook holds no S3 credential), or straight to S3 (direct; the agent holds the keys,
     the stage venv boto3)."""
     server: TeamServer = request.getfixturevalue("team_server" if mode == "proxied" else "team_server_direct")
-    venv = request.getfixturevalue("venv_mlflow" if mode == "proxied" else "venv_mlflow_s3")
+    venv = request.getfixturevalue(venv_fixture)  # named as a parameter: its build starts with the session
     output = tmp_path / "out" / "logs_out.ipynb"
     done = run_nb("--venv", str(venv), "--notebook", str(NOTEBOOKS / "logs_itself.ipynb"), "--output", str(output),
                   "--stage", "logs", "--tracking-uri", server.url, "--experiment", f"team own calls {mode}", cwd=tmp_path,

@@ -51,7 +51,8 @@ def test_missing_program_is_127(tmp_path: Path, stream: bool) -> None:
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_check_false_returns_126_or_127_when_it_cannot_start(tmp_path: Path, stream: bool) -> None:
-    """Issue 10, point 1: a caller that checks the code itself (a GoCD task) gets a result, never an exception."""
+    """A program that cannot start (not executable, wrong format, missing) gives the shell's codes 126/127 to a
+    caller that checks the code itself (a GoCD task), never an exception."""
     for path, code in ((not_executable(tmp_path), 126), (wrong_format(tmp_path), 126), (tmp_path / "nope", 127)):
         done = proc.run([path], check=False, stream=stream, echo=lambda _line: None)
         assert done.returncode == code and str(path) in done.stderr

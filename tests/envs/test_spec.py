@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from packaging.specifiers import SpecifierSet
 
 from mlops_kit.core import cli
 from mlops_kit.core.errors import EXIT_BAD_INPUT, BadInput
@@ -56,13 +57,11 @@ def bad(tmp_path: Path, text: str, *, field: str | None, contains: str = "") -> 
 def test_valid_spec_parses(tmp_path: Path) -> None:
     path = write(tmp_path, spec_text())
     spec = load_spec(path)
-    assert isinstance(spec, StageSpec)
-    assert (spec.stage, spec.venv_name, spec.kernel_display_name) == ("ingest", "ml-ingest-py310",
-                                                                      "Ingest (Python 3.10)")
-    assert spec.packages == ("six==1.16.0", "pyyaml>=6")
-    assert spec.python.text == "3.10" and spec.python.text == "3.10"
+    assert spec == StageSpec(stage="ingest", python=spec.python, venv_name="ml-ingest-py310",
+                             packages=("six==1.16.0", "pyyaml>=6"), kernel_display_name="Ingest (Python 3.10)",
+                             index_url=None, extra_index_urls=(), description=None)
+    assert (spec.python.text, spec.python.specifier, spec.python.exact) == ("3.10", SpecifierSet("==3.10.*"), None)
     assert spec.python.accepts((3, 10, 13)) and not spec.python.accepts((3, 11, 0))
-    assert (spec.index_url, spec.extra_index_urls, spec.description) == (None, (), None)
     assert spec.source == path and spec.text == path.read_text(encoding="utf-8")
 
 

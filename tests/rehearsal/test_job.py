@@ -44,6 +44,7 @@ def _pids_gone(folder: Path) -> dict[str, bool]:
     return {role: gone(int((folder / f"{role}.pid").read_text())) for role in TREE_ROLES}
 
 
+@pytest.mark.slow
 def test_a_silent_job_times_out_with_its_tree_and_nothing_after_it(tmp_path: Path) -> None:
     """GoCD's timeout is minutes WITHOUT CONSOLE OUTPUT: the silent job is cancelled (its whole tree, the
     new-session 'kernel' too; no runif="any" task after it; nothing published); a job printing all along outlives
@@ -154,6 +155,7 @@ def test_sigterm_cancels_the_running_jobs_and_prints_the_summary(tmp_path: Path)
 
 
 @POSIX_SIGNALS
+@pytest.mark.slow
 def test_sigterm_cancels_a_running_task_at_once_ctrl_c_gives_it_the_grace(tmp_path: Path) -> None:
     """A task that would end on its own 8 s later, with a 60 s grace: Ctrl-C in a terminal reaches the task too,
     so the rehearsal lets it end (it finishes); SIGTERM reaches the rehearsal alone, so the task is cancelled at

@@ -8,6 +8,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 from helpers_gocd import WRITE_ENV, cruise_xml, job_xml, py_task, rehearse, stage_jobs_xml, stage_xml
 
 
@@ -115,6 +117,7 @@ def _stage_row(out: str, stage: str) -> tuple[str, float, float]:
     return found.group(1), float(found.group(2)), float(found.group(3))
 
 
+@pytest.mark.slow
 def test_jobs_of_a_stage_run_in_parallel_each_with_its_own_copy_and_log(tmp_path: Path) -> None:
     stamps = tmp_path / "stamps"
     stamps.mkdir()

@@ -6,6 +6,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from helpers import SCRIPTS, TOOLKIT_PYTHON
 from helpers_gocd import cruise_xml, py_task, stage_xml
 from mlops_kit.rehearsal import statedir
@@ -49,6 +51,7 @@ def test_keep_prunes_only_old_marked_runs_not_in_progress(tmp_path: Path) -> Non
     assert statedir.claim_run(state, "p").counter == 7, "counters never go back"
 
 
+@pytest.mark.slow
 def test_concurrent_rehearsals_with_keep_1_leave_each_other_running(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()

@@ -152,6 +152,7 @@ def test_only_a_local_store_is_served() -> None:
         served_store.start("http://srv:5000")
 
 
+@pytest.mark.slow
 def test_client_env_adds_localhost_to_no_proxy(served: served_store.ServedStore) -> None:
     got = served.client_env({"NO_PROXY": "corp.example", "HTTP_PROXY": DEAD_PROXY})
     assert got == {"MLFLOW_TRACKING_URI": served.url, "NO_PROXY": "corp.example,127.0.0.1,localhost",
@@ -162,6 +163,7 @@ def test_client_env_adds_localhost_to_no_proxy(served: served_store.ServedStore)
 
 # --- start / stop ----------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_serves_the_store_quietly_and_stop_frees_the_port(store: tuple[str, str, str], tmp_path: Path,
                                                         capfd: pytest.CaptureFixture[str]) -> None:
     uri, _, run_id = store
@@ -184,6 +186,7 @@ def test_serves_the_store_quietly_and_stop_frees_the_port(store: tuple[str, str,
     assert "rebind.example" in (tmp_path / "served.log").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_security_middleware_also_when_mlflow_server_was_imported_before(store: tuple[str, str, str],
                                                                         tmp_path: Path) -> None:
     """``mlflow.server`` installs its Host/CORS checks only when imported with the server variables set; imported
@@ -194,6 +197,7 @@ def test_security_middleware_also_when_mlflow_server_was_imported_before(store: 
     assert done.stdout.split() == ["403", "200"]
 
 
+@pytest.mark.slow
 def test_one_store_per_process_then_another(store: tuple[str, str, str], tmp_path: Path) -> None:
     first = served_store.start(store[0], log_path=tmp_path / "a.log")
     try:
@@ -225,6 +229,7 @@ def test_unusable_store_is_one_quick_error_naming_the_log(tmp_path: Path) -> Non
     assert "_MLFLOW_SERVER_FILE_STORE" not in os.environ
 
 
+@pytest.mark.slow
 def test_unwritable_log_is_the_same_kind_of_error(store: tuple[str, str, str], tmp_path: Path) -> None:
     (tmp_path / "a file").write_text("x", encoding="utf-8")
     before = dict(os.environ)
@@ -233,6 +238,7 @@ def test_unwritable_log_is_the_same_kind_of_error(store: tuple[str, str, str], t
     assert dict(os.environ) == before
 
 
+@pytest.mark.slow
 def test_store_that_cannot_open_in_time_is_a_timeout_not_a_hang(store: tuple[str, str, str], tmp_path: Path) -> None:
     """Another process holds the SQLite file locked: the start gives up at its timeout; once the lock is gone,
     the thread that was still opening the store cleans up and the next start works."""

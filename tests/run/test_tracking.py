@@ -133,7 +133,7 @@ def _concurrent(uri: str, key: str, statuses: list[str], uris: list[str] | None 
 
 @pytest.mark.slow
 def test_concurrent_stage_runs_end_with_exactly_one_parent(mlflow_server: str) -> None:
-    """Issue 11, point 4: eight stage runs of one pipeline instance started together, one of them failing."""
+    """Eight stage runs of one pipeline instance started together, one of them failing: one parent run for all."""
     key = f"race-pipe/{time.time_ns()}"
     records = _concurrent(mlflow_server, key, ["FINISHED"] * 7 + ["FAILED"])
     _assert_one_parent(mlflow_server, key, records, "FAILED")
@@ -228,6 +228,7 @@ def _catch(failure: list[BaseException], function: Callable[..., None], *args: o
         failure.append(exc)
 
 
+@pytest.mark.slow
 def test_a_dataset_input_colliding_with_another_runs_is_logged_on_the_next_attempt(mlflow_server: str) -> None:
     """MLflow's store looks a dataset up, then inserts it: two runs logging the same input content at once can
     collide on its unique key (seen with three rehearsals at once). The client below plays that moment for real:

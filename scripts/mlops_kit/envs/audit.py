@@ -163,7 +163,7 @@ class EnvRecord:
 
 
 def _plain(value: Any) -> Any:
-    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
 
 
 def _from_dict(cls: type, data: Any) -> Any:
@@ -180,7 +180,7 @@ def _from_dict(cls: type, data: Any) -> Any:
                 raise KeyError(f.name)
             continue
         nested = next((t for t in typing.get_args(hints[f.name]) or (hints[f.name],)
-                       if dataclasses.is_dataclass(t)), None)
+                       if isinstance(t, type) and dataclasses.is_dataclass(t)), None)
         value = data[f.name]
         kwargs[f.name] = _from_dict(nested, value) if nested is not None and value is not None else value
     return cls(**kwargs)

@@ -207,7 +207,7 @@ def uninstall(venv_dir: Path, names: Sequence[str], *, installer: str, env: Mapp
 def parse_freeze(text: str) -> dict[str, str]:
     """``{normalized name: version}`` of a freeze's ``name==version`` lines; a ``name @ url`` or ``-e`` line is kept
     whole as the value (installed, never a pinned version); comments are skipped."""
-    out = {}
+    out: dict[str, str] = {}
     for line in text.splitlines():
         line = line.split(" #", 1)[0].strip()
         if not line or line.startswith("#"):

@@ -119,7 +119,7 @@ def _install(venv_dir: Path, *, name: str, display_name: str, scope: str, target
     # The venv's jupyter_core may be another version than ours: pin its user data dir to the one we (and a
     # JupyterLab installed next to this toolkit) read, so the kernelspec lands where it is looked for.
     env = {**os.environ, "JUPYTER_DATA_DIR": str(target.parent.parent)} if scope == "user" else None
-    cmd = [paths.venv_python(venv_dir), "-m", "ipykernel", "install", *where, "--name", name,
+    cmd: list[str | Path] = [paths.venv_python(venv_dir), "-m", "ipykernel", "install", *where, "--name", name,
            "--display-name", display_name]
     try:
         result = proc.run(cmd, env=env, timeout=300)

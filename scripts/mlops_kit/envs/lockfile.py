@@ -35,6 +35,7 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from packaging.markers import InvalidMarker, Marker, default_environment
 from packaging.utils import canonicalize_name
@@ -479,7 +480,7 @@ def render_lock(spec: StageSpec, header: Mapping[str, str], body: str) -> str:
 def pins_for_this_platform(lock: Lock, environment: Mapping[str, str] | None = None) -> dict[str, str]:
     """``{name: version}`` of the lock's pins whose markers hold in ``environment`` (default: this process's
     interpreter; pass :func:`mlops_kit.envs.locked_install.marker_environment` of a venv's python for that venv)."""
-    env = {**default_environment(), **(environment or {})}
+    env: dict[str, str] = {**cast("dict[str, str]", default_environment()), **(environment or {})}  # all str
     pins: dict[str, Pin] = {}
     for pin in lock.pins:
         if pin.applies(env):

@@ -15,7 +15,7 @@ import urllib.parse
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import yaml
 from packaging.requirements import InvalidRequirement, Requirement
@@ -205,7 +205,10 @@ def _optional_list(data: dict[str, Any], name: str, err: Callable[[str, str], Ba
     return tuple(v.strip() for v in value)
 
 
-def _index_url(value: str | None, name: str, err: Callable[[str, str], BadInput]) -> str | None:
+_Url = TypeVar("_Url", bound="str | None")  # an index_url may be absent; each of extra_index_urls is there
+
+
+def _index_url(value: _Url, name: str, err: Callable[[str, str], BadInput]) -> _Url:
     """An index is one URL (or path) handed to the installer as an option's value, never an option itself."""
     if value is not None and (value.startswith("-") or any(ch.isspace() for ch in value)):
         raise err(name, f"{value!r} must be a single index URL such as https://pypi.org/simple "

@@ -149,7 +149,7 @@ def server_app() -> Any:
         from mlflow.server import security
 
         security.init_security_middleware(app)
-        app._mlops_kit_secured = True
+        setattr(app, "_mlops_kit_secured", True)  # a mark of ours on MLflow's app object
     return app
 
 

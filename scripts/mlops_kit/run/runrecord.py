@@ -277,7 +277,7 @@ def load_manifest(path: Path) -> RunRecord:
 def _status(value: Any) -> RunStatus:
     if value not in RUN_STATUSES:
         raise ValueError(f"expected one of {', '.join(RUN_STATUSES)}, found {value!r:.40}")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def current_user() -> str | None:

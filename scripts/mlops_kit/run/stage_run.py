@@ -90,11 +90,11 @@ class _Run:
     """One stage run in flight: what the kernel-ready hook, the finish and a Ctrl-C need."""
 
     tracker: tracking_worker.Tracker
-    started: Future
+    started: Future[Any]
     record: runrecord.RunRecord
     files: outputs.RunFiles
     masked: dict[str, Any]
-    served: Future | None = None  # the local store served to the kernel (its URL), when the notebook uses mlflow
+    served: Future[Any] | None = None  # the local store served to the kernel (its URL), when the notebook uses mlflow
     uses_mlflow: bool = False  # the notebook mentions mlflow: the stage run becomes the kernel's active run
 
 

@@ -84,10 +84,10 @@ class Tracker:
         before = set(multiprocessing.active_children())
         self._pool = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context,
                                                            initializer=_initialize)
-        self._calls: list[Future] = [self._pool.submit(_ready)]
+        self._calls: list[Future[Any]] = [self._pool.submit(_ready)]
         self._workers = [p for p in multiprocessing.active_children() if p not in before]
 
-    def submit(self, function: Callable[..., Any], *args: Any) -> Future:
+    def submit(self, function: Callable[..., Any], *args: Any) -> Future[Any]:
         """Queue ``function(*args)`` in the worker (a module-level function of the toolkit)."""
         try:
             future = self._pool.submit(function, *args)
@@ -100,7 +100,7 @@ class Tracker:
         return self.result(self.submit(function, *args))
 
     @staticmethod
-    def result(future: Future) -> Any:
+    def result(future: Future[Any]) -> Any:
         """The call's answer; a toolkit error (:class:`TrackingError`, :class:`BadInput`) as raised, anything else
         as one TrackingError line (the worker's traceback goes to stderr, for a bug report)."""
         try:
