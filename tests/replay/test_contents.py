@@ -120,3 +120,11 @@ def test_a_registered_comparer_takes_its_artifacts_first(tmp_path: Path, monkeyp
     by = {r.name: r for r in rows}
     assert not by["model"].same and by["model"].how == "model predictions: predictions differ at row 3"
     assert by["t.parquet"].same and seen == [(tmp_path / "a" / "model", tmp_path / "b" / "model")]
+
+
+def test_a_secret_named_param_is_never_compared() -> None:
+    """A secret is logged masked, and only when given: a replay given it with -p (the run used the notebook's
+    default) must not call that a difference."""
+    assert contents.skip_param("dev_token", []) is not None
+    assert contents.skip_param("cfg.vault.pw", []) is not None
+    assert contents.skip_param("learning_rate", []) is None

@@ -17,12 +17,14 @@ from __future__ import annotations
 import fnmatch
 import math
 import posixpath
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Mapping, Sequence
 
 import yaml
 
+from ..core import redact
 from ..run.lineage import file_sha256
 
 Kind = Literal["param", "tag", "metric", "artifact"]
@@ -95,6 +97,7 @@ _VOLATILE_TAG_PREFIXES = {"GO_": "GoCD's variables of the job that ran it",
                           "mlflow.databricks.": _RUN_CONTEXT}
 _LOGGED_MODEL = "an MLflow 3 logged model (kept outside the run's artifacts; its serialized file differs per run): " \
                 "not compared until a comparer by predictions is registered"
+_SECRET_PARAM = "a secret: logged masked (and only when given), a credential rather than an input"
 _VOLATILE_METRIC_PREFIXES = {"system/": "MLflow's system metrics (CPU, memory of the machine)"}
 
 
@@ -104,6 +107,8 @@ def skip_param(name: str, input_params: Sequence[str]) -> str | None:
         return _VOLATILE_PARAMS[name]
     if any(name == top or name.startswith((top + ".", top + "[")) for top in input_params):
         return _INPUT_PARAM
+    if any(redact.is_secret_name(part) for part in re.split(r"[.\[\]]+", name) if part):
+        return _SECRET_PARAM
     return None
 
 
