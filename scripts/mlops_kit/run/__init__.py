@@ -4,6 +4,7 @@ May import: ``core``, ``envs``.
 
 * ``params``: notebook parameters (params file, ``-p`` overrides, their flat MLflow form);
 * ``notebook``: papermill execution on the stage venv's interpreter;
+* ``kernel_ports``: a kernel's ports below the ephemeral range (no outgoing connection takes them);
 * ``kernel_mlflow``: the stage run as the kernel's active MLflow run (a notebook's nested runs are its children);
 * ``html``: the executed notebook rendered as HTML;
 * ``runrecord``: what a run logs, decided before it runs, its manifest and how it ended;

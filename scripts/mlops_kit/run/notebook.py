@@ -33,7 +33,7 @@ from typing import Any, Callable, Literal, Mapping
 
 from ..core import console, redact
 from ..core.errors import BadInput
-from . import compat, kernel_mlflow
+from . import compat, kernel_mlflow, kernel_ports
 
 INJECTED_TAG = "injected-parameters"
 # papermill log lines we drop: our own warnings say the first two; the last two name our in-memory copies
@@ -287,6 +287,15 @@ def _manager_class(kernels_dir: Path) -> type:
         @default("kernel_spec_manager")
         def _kernel_spec_manager_default(self) -> KernelSpecManager:
             return KernelSpecManager(kernel_dirs=[str(kernels_dir)])
+
+        async def _async_pre_start_kernel(self, **kw: Any) -> Any:
+            """Ports below the ephemeral range, which outgoing connections never take (:mod:`.kernel_ports`)."""
+            if self.transport == "tcp" and not self.shell_port:
+                ports = kernel_ports.free_ports(self.ip or "127.0.0.1", 5)
+                if ports is not None:
+                    self.cache_ports = False
+                    self.shell_port, self.iopub_port, self.stdin_port, self.hb_port, self.control_port = ports
+            return await super()._async_pre_start_kernel(**kw)
 
         async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
             """The kernel's own stdout/stderr (what its subprocesses and C code write past ``sys.stdout``) come
