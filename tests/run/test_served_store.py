@@ -245,6 +245,8 @@ def test_store_that_cannot_open_in_time_is_a_timeout_not_a_hang(store: tuple[str
     uri = store[0]
     import mlflow.server  # noqa: F401 - imported already, so the time goes to opening the store
 
+    before = dict(os.environ)  # the thread that finishes late must not leave MLflow's URI variables set
+
     lock = sqlite3.connect(uri[len("sqlite:///"):], isolation_level=None, timeout=1)
     lock.execute("BEGIN EXCLUSIVE")
     try:
@@ -268,6 +270,7 @@ def test_store_that_cannot_open_in_time_is_a_timeout_not_a_hang(store: tuple[str
         assert _get(f"{handle.url}/api/2.0/mlflow/runs/get?run_id={store[2]}")[0] == 200
     finally:
         handle.stop()
+    assert dict(os.environ) == before
 
 
 def test_file_store_is_served_with_artifacts_in_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

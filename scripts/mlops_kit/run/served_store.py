@@ -45,7 +45,7 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ..core.errors import TrackingError
 from . import compat
@@ -147,7 +147,7 @@ def start(store_uri: str, artifact_root: str | None = None, *, log_path: Path | 
         root = artifact_root or default_artifact_root(store_uri)
         log_path = log_path or Path(tempfile.gettempdir()) / f"mlops_kit-served-store-{os.getpid()}.log"
         restore = _configure(store_uri, root, log_path)
-        boot = _Boot(store_uri, root)
+        boot = _Boot(store_uri, root, after_cancel=restore)
         thread = threading.Thread(target=boot.run, name="mlflow-served-store", daemon=True)
         deadline = time.monotonic() + timeout
         thread.start()
@@ -173,8 +173,11 @@ class _Boot:
     start() needs to know about it. ``cancel`` and the thread agree under one lock, so a start that gave up
     leaves no server behind, whenever the thread gets there."""
 
-    def __init__(self, store_uri: str, artifact_root: str) -> None:
+    def __init__(self, store_uri: str, artifact_root: str, after_cancel: Callable[[], None]) -> None:
         self.store_uri, self.artifact_root = store_uri, artifact_root
+        # a thread that finishes opening the store after start() gave up puts the process's variables back again:
+        # MLflow's store lookup sets MLFLOW_TRACKING_URI/REGISTRY_URI as it opens, after start() restored them
+        self.after_cancel = after_cancel
         self.ready = threading.Event()
         self.server: Any = None
         self.error: str | None = None
@@ -187,14 +190,18 @@ class _Boot:
             server = self._make_server()
         except BaseException as exc:  # noqa: BLE001 - start() reports it as one line, the traceback is in the log
             with self._lock:
-                if not self._cancelled:  # else start() has given up and closed the log: stay quiet
+                cancelled = self._cancelled
+                if not cancelled:  # else start() has given up and closed the log: stay quiet
                     _LOG.error("could not start while %s:\n%s", self.phase, traceback.format_exc())
                     self.error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+            if cancelled:
+                self.after_cancel()
             self.ready.set()
             return
         with self._lock:
             if self._cancelled:
                 server.server_close()
+                self.after_cancel()
                 return
             self.server, self._serving = server, True
         self.ready.set()
