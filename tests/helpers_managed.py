@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO_ROOT, TOOLKIT_PYTHON, WINDOWS, pyenv_pythons
-from mlops_kit.envs.managed import file_sha256
+from mlops_kit.core.paths import file_sha256
 
 BUILDER = "2"  # bump when the archive layout below changes: cached archives are rebuilt
 BUILD_TAG = "mlopskit2"  # the archives' "release" (uv writes it to the installation's BUILD file)
@@ -120,7 +120,9 @@ def _add_link(tar: tarfile.TarFile, name: str, target: str) -> None:
     tar.addfile(info)
 
 
-sha256_of = file_sha256  # the toolkit's own reader
+def sha256_of(path: Path) -> str:
+    """The toolkit's own reader's digest."""
+    return file_sha256(path)[0]
 
 
 def write_downloads_json(path: Path, archives: dict[str, Path], *, sha256: dict[str, str | None] | None = None,

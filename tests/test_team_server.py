@@ -10,7 +10,6 @@ the upload afterwards; no credential of the database or of S3 anywhere a run, a 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -48,6 +47,7 @@ from helpers_team_server import (
     start_team_server,
     wait_until,
 )
+from mlops_kit.core.paths import file_sha256
 from mlops_kit.core.redact import redact
 
 pytestmark = pytest.mark.slow
@@ -75,14 +75,6 @@ def _runs(client: MlflowClient, experiment: str) -> list[Any]:
     found = client.get_experiment_by_name(experiment)
     assert found is not None, f"no experiment {experiment!r}"
     return list(client.search_runs([found.experiment_id], max_results=1000))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as data:
-        for block in iter(lambda: data.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _keep_console(folder: Path, done: subprocess.CompletedProcess[str]) -> None:
@@ -245,7 +237,7 @@ def test_a_300_mb_output_folder_goes_through_the_proxy_complete(tmp_path: Path, 
     assert len(local) == 11 and sum(p.stat().st_size for p in local.values()) == 300 * 1024**2
     downloaded = Path(client.download_artifacts(run.info.run_id, "outputs", str(tmp_path / "download")))
     for name, path in local.items():
-        assert _sha256(downloaded / name) == _sha256(path), name
+        assert file_sha256(downloaded / name) == file_sha256(path), name
     prefix = _s3_prefix(team_server, client, run)
     etag = team_s3.client().head_object(Bucket=BUCKET, Key=f"{prefix}outputs/weights.bin")["ETag"]
     assert etag.strip('"').endswith("-20"), f"not a 20-part multipart upload: {etag}"

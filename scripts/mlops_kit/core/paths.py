@@ -10,6 +10,7 @@ through :func:`write_text_atomic`: a temp file unique to the call, flushed, then
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -199,3 +200,14 @@ def rmtree(path: Path) -> None:
         shutil.rmtree(path, onexc=clear_readonly)
     else:
         shutil.rmtree(path, onerror=clear_readonly)
+
+
+def file_sha256(path: Path) -> tuple[str, int]:
+    """(sha256 hex, size) of a file, read in 1 MiB blocks: lineage's inputs and outputs, a downloaded Python's
+    archive, a replay's artifacts, all of any size."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
-import hashlib
 import json
 import os
 import re
@@ -229,22 +228,13 @@ def _archive(archives: Path, build: Build) -> Path | None:
 def _write_record(target: Path, build: Build, archive: Path | None) -> None:
     if not target.is_dir():
         return
-    sha256 = file_sha256(archive) if archive is not None else None
+    sha256 = paths.file_sha256(archive)[0] if archive is not None else None
     verified = archive is not None and sha256 is not None and not archive.name.startswith("none-") \
         and sha256.startswith(archive.name.split("-", 1)[0])
     record = {"key": build.key, "url": redact(build.url), "sha256": sha256, "verified": verified,
               "downloaded_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
               "by": "mlops_kit"}
     paths.write_json_atomic(target / interpreters.MANAGED_RECORD, record)
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file, read in 1 MiB blocks (an archive of 30 MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager

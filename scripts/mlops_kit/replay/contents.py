@@ -25,7 +25,7 @@ from typing import Callable, Literal, Mapping, Sequence
 import yaml
 
 from ..core import redact
-from ..run.lineage import file_sha256
+from ..core.paths import file_sha256
 
 Kind = Literal["param", "tag", "metric", "artifact"]
 History = list[tuple[int, float]]  # (step, value), in the order MLflow returns them (by step, then time)

@@ -424,7 +424,7 @@ def _compare_contents(stage: _Stage, replay_id: str, built: build.EnvResult, fol
     old = tracker.call(recorded.contents, uri, run.run_id, str(held / "recorded"))
     new = tracker.call(recorded.contents, uri, replay_id, str(held / "replayed"))
     record = run.lineage
-    inputs = [_flat_key(item.param) for item in record.inputs] if record is not None else []
+    inputs = [lineage.overridable_name(item.param) for item in record.inputs] if record is not None else []
     rows, skipped = result.held, result.skipped
     contents.compare_values("param", old.params, new.params, lambda name: contents.skip_param(name, inputs), rows,
                             skipped)
@@ -434,17 +434,6 @@ def _compare_contents(stage: _Stage, replay_id: str, built: build.EnvResult, fol
     plan = contents.ArtifactPlan((_recorded_stem(run), Path(_executed_name(stage)).stem), record is not None, known)
     context = contents.CompareContext(paths.venv_python(built.venv_dir), rtol, held / "scratch")
     contents.compare_artifacts(old, new, plan, context, rows, skipped)
-
-
-def _flat_key(param: Sequence[Any]) -> str:
-    """The MLflow param an input's parameter is logged as: ``["cfg", "files", 0]`` -> ``cfg.files`` (lists are
-    logged whole)."""
-    keys = []
-    for part in param:
-        if isinstance(part, int):
-            break
-        keys.append(str(part))
-    return ".".join(keys)
 
 
 def _recorded_stem(run: recorded.RecordedRun) -> str:

@@ -56,7 +56,6 @@ SCHEMA = 1
 ARTIFACT = "lineage/lineage.json"
 OUTPUTS_TAG = "mlops_kit.outputs.sha256"
 MAX_FILES = 100_000  # an input folder with more files is not hashed (a parameter naming a drive, a home folder...)
-_BLOCK = 1 << 20
 _MAX_PATH_TEXT = 4096  # longer strings are text, not paths
 _SLOW_SECONDS = 30.0
 _Rule = tuple[str, "str | None"]  # (normalized path or folder, file name prefix or None)
@@ -285,16 +284,6 @@ class LineageRecord:
 # ---------------------------------------------------------------------------------------------------- hashing
 
 
-def file_sha256(path: Path) -> tuple[str, int]:
-    """(sha256 hex, size) of a file, read in blocks (any size)."""
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as fh:
-        while block := fh.read(_BLOCK):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
-
-
 def folder_digest(files: Iterable[FileEntry]) -> str:
     """The digest of a folder from its file entries: ``sha256sum`` lines, sorted by path."""
     lines = "".join(f"{f.sha256}  {f.path}\n" for f in sorted(files, key=lambda f: f.path))
@@ -305,7 +294,7 @@ def hash_tree(path: Path, *, excluded: Sequence[Path | str] = (), max_files: int
     """Hash a file or a folder (see the module docstring); problems are an ``error``, never an exception."""
     if path.is_file():
         try:
-            sha, size = file_sha256(path)
+            sha, size = paths.file_sha256(path)
         except OSError as exc:
             return Tree("file", None, 0, [], [], f"cannot read {path} ({exc.strerror or exc})")
         return Tree("file", sha, size, [FileEntry(path.name, size, sha)], [])
@@ -318,7 +307,7 @@ def hash_tree(path: Path, *, excluded: Sequence[Path | str] = (), max_files: int
     files, total = [], 0
     for rel, full in listed:
         try:
-            sha, size = file_sha256(full)
+            sha, size = paths.file_sha256(full)
         except OSError as exc:
             problems.append(f"cannot read {full} ({exc.strerror or exc})")
             continue

@@ -214,9 +214,10 @@ def _execute_and_log(request: NotebookRunRequest, checked: CheckedInputs, target
     masked = redact.masked(values)
     record = _record(request, checked.stage, env, files, masked, target,
                      params_file_has_secrets=checked.params_file_has_secrets)
-    served_log = _served_log(record, files, nb)  # before start_run: the manifest written at the start lists it
+    uses_mlflow = served_store.notebook_uses_mlflow(nb)
+    served_log = _served_log(record, files, uses_mlflow)  # before start_run: the manifest written at the start lists it
     started = tracker.submit(tracking.start_run, record, str(files.manifest))  # the manifest exists from the start
-    live = _Run(tracker, started, record, files, masked, uses_mlflow=served_store.notebook_uses_mlflow(nb))
+    live = _Run(tracker, started, record, files, masked, uses_mlflow=uses_mlflow)
     if served_log is not None:  # queued right after start_run: the worker serves the store while the kernel runs
         live.served = tracker.submit(served_store.serve, record.tracking_uri, str(served_log), request.start_timeout)
     ex = notebook.Execution(
@@ -330,11 +331,11 @@ def _source_name(nb_path: Path, git_root: Path | None) -> str:
     return str(nb_path)
 
 
-def _served_log(record: runrecord.RunRecord, files: outputs.RunFiles, nb: NotebookNode) -> Path | None:
+def _served_log(record: runrecord.RunRecord, files: outputs.RunFiles, uses_mlflow: bool) -> Path | None:
     """A notebook that mentions mlflow, on a local store, gets that store over HTTP from MLflow's own server code in
     the tracking worker: any mlflow or mlflow-skinny in its venv can then log to it. Returns the server's log,
     ``<output stem>.mlflow_server.log``, made one of the run's files; None when no server is needed."""
-    if not (store.is_local_store(record.tracking_uri) and served_store.notebook_uses_mlflow(nb)):
+    if not (uses_mlflow and store.is_local_store(record.tracking_uri)):
         return None
     log = files.output.with_name(files.output.stem + ".mlflow_server.log")
     record.files.append(RunFile(str(log)))
