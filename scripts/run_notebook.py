@@ -120,6 +120,10 @@ def build_parser() -> cli.ArgParser:
                    help="seconds to wait for the kernel (and a served local MLflow store) to start "
                         "(default: 60)")
     p.add_argument("--cwd", type=Path, metavar="DIR", help="the kernel's working folder (default: the current one)")
+    p.add_argument("--reuse", action="store_true",
+                   help="copy an earlier FINISHED run with the same notebook code, parameters, input contents, locked "
+                        "environment and Python instead of executing (also: reuse: true in the --spec file; "
+                        "MLOPS_REUSE=never turns it off everywhere)")
     return p
 
 
@@ -139,7 +143,7 @@ def request_from(args: argparse.Namespace) -> stage_run.NotebookRunRequest | upl
         params_file=args.params_file, param_overrides=tuple((name, value) for name, value in args.param),
         output_dir=args.output_dir, stage=args.stage, tracking_uri=args.tracking_uri, experiment=args.experiment,
         log_output=args.log_output, no_progress=args.no_progress, cell_timeout=args.cell_timeout,
-        start_timeout=args.start_timeout, cwd=args.cwd,
+        start_timeout=args.start_timeout, cwd=args.cwd, reuse=args.reuse,
     )
 
 

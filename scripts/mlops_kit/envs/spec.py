@@ -28,7 +28,7 @@ from ..core.redact import redact
 from ..core.userfile import read_input
 
 REQUIRED_FIELDS = ("stage", "python_version", "venv_name", "packages", "kernel_display_name")
-OPTIONAL_FIELDS = ("index_url", "extra_index_urls", "description")
+OPTIONAL_FIELDS = ("index_url", "extra_index_urls", "description", "reuse")
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
@@ -71,6 +71,7 @@ class StageSpec:
     index_url: str | None = None
     extra_index_urls: tuple[str, ...] = ()
     description: str | None = None
+    reuse: bool = False  # run_notebook.py may reuse an earlier run with the same reuse key (not part of the env)
     source: Path = field(default=Path("spec.yaml"), compare=False)
     text: str = field(default="", compare=False, repr=False)
 
@@ -119,6 +120,7 @@ def parse_spec(text: str, *, source: Path) -> StageSpec:
         extra_index_urls=tuple(_index_url(u, "extra_index_urls", err)
                                for u in _optional_list(data, "extra_index_urls", err)),
         description=_optional_text(data, "description", err),
+        reuse=_optional_bool(data, "reuse", err),
         source=source,
         text=text,
     )
@@ -194,6 +196,13 @@ def _text(data: dict[str, Any], name: str, err: Callable[[str, str], BadInput]) 
 
 def _optional_text(data: dict[str, Any], name: str, err: Callable[[str, str], BadInput]) -> str | None:
     return _text(data, name, err) if data.get(name) is not None else None
+
+
+def _optional_bool(data: dict[str, Any], name: str, err: Callable[[str, str], BadInput]) -> bool:
+    value = data.get(name, False)
+    if not isinstance(value, bool):
+        raise err(name, f"must be true or false, got {_kind(value)} {value!r:.40}")
+    return value
 
 
 def _optional_list(data: dict[str, Any], name: str, err: Callable[[str, str], BadInput]) -> tuple[str, ...]:

@@ -89,6 +89,7 @@ _VOLATILE_TAGS = {
     "mlflow.log-model.history": "MLflow's record of logged models: run ids and times",
     "mlops_kit.role": "stage for the record, replay for the replay", "mlops_kit.replay_of": "the replay's link",
     "mlops_kit.replay_verdict": "the replay's verdict", "mlops_kit.pipeline_key": "the pipeline instance it ran in",
+    "mlops_kit.reuse_key": "the key a later run may reuse it by (a replay's run has none: it is never reused)",
     "mlops_kit.venv": "the venv's path (the replay's own venv)", "mlops_kit.envs.kernel": "the venv's kernel name",
     "mlops_kit.python_source": "where the interpreter was found (the Python patch itself is compared)",
     "mlops_kit.python_build": "which build of the interpreter (the Python patch itself is compared)",

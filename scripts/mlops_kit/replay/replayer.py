@@ -70,7 +70,7 @@ from ..envs import build, installers, interpreters, lockfile, managed, pyinstall
 from ..envs.audit import FREEZE_TXT, LOCK_TXT, SPEC_YAML
 from ..envs.interpreters import Interpreter
 from ..envs.spec import parse_python_request, parse_spec
-from ..run import lineage, notebook, params, stage_run, tracking_worker, upload
+from ..run import lineage, notebook, params, reuse, stage_run, tracking_worker, upload
 from ..run.runrecord import RunResult
 from ..run.store import Target, resolve_target
 from . import contents, recorded, verdict
@@ -136,15 +136,16 @@ def replay(request: ReplayRequest) -> int:
     threading.Thread(target=_warm_up, name="mlops_kit-replay-warm-up", daemon=True).start()
     try:
         with _workdir(request) as workdir:
-            first = tracker.call(recorded.read_run, target.uri, request.run_id, str(workdir / "record"))
+            first = _executed(tracker.call(recorded.read_run, target.uri, request.run_id, str(workdir / "record")),
+                              tracker, target, workdir)
             runs = [first]
             if first.role == "pipeline":
                 ids = tracker.call(recorded.stage_runs, target.uri, first.run_id)
                 if not ids:
                     raise BadInput(f"run {first.run_id} ({first.run_name}): a pipeline run without stage runs; "
                                    "nothing to replay")
-                runs = [tracker.call(recorded.read_run, target.uri, run_id, str(workdir / "record"))
-                        for run_id in ids]
+                runs = [_executed(tracker.call(recorded.read_run, target.uri, run_id, str(workdir / "record")),
+                                  tracker, target, workdir) for run_id in ids]
             stages = _checked(runs, request)  # exit 2 / 3 here: nothing built, nothing run
             target = resolve_target(target.uri, request.experiment or first.experiment)
             report = verdict.Report(first.run_id, "pipeline" if first.role == "pipeline" else "stage",
@@ -152,6 +153,18 @@ def replay(request: ReplayRequest) -> int:
             return _run_all(stages, report, target, tracker, request, workdir)
     finally:
         tracker.close()
+
+
+def _executed(run: recorded.RecordedRun, tracker: tracking_worker.Tracker, target: Target,
+              workdir: Path) -> recorded.RecordedRun:
+    """A reused run executed nothing: its origin (tag ``mlops_kit.reused_from``) is the run that computed its
+    results, so that is what is replayed, and the console says so."""
+    origin = run.tags.get(reuse.FROM_TAG)
+    if not origin or run.role == "pipeline":
+        return run
+    print(f"run {run.run_id} ({run.stage}) reused run {origin}, which executed the notebook: replaying {origin}",
+          flush=True)
+    return tracker.call(recorded.read_run, target.uri, origin, str(workdir / "record"))
 
 
 def _warm_up() -> None:

@@ -16,6 +16,9 @@ May import: ``core``, ``envs``.
 * ``compat``: every use of MLflow's and papermill's private parts (checked by a test per name);
 * ``lineage``: the inputs a run was given, their hashes and producers, its outputs' hashes (a typed record);
 * ``upload``: uploading a run later from its manifest (``--log-existing``, a runner that vanished);
+* ``reuse``: a run's reuse key (notebook code, parameters, input contents, locked environment, Python) and why two
+  keys differ;
+* ``reuse_origin``: the earlier run a reused run copies: found by its key, checked, its results fetched;
 * ``stage_run``: one stage run end to end;
 * ``preflight``: an agent's pre-flight for ``doctor.py`` (account, venv root, path budget, Pythons, uv, git, the
   tracking store, disk).

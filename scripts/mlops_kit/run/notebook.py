@@ -96,11 +96,21 @@ def load_notebook(path: Path) -> Any:
     if not path.is_file():
         raise BadInput(f"{path}: notebook not found" if not path.exists() else f"{path}: not a notebook file")
     try:
+        _without_iri_grammar()
         from papermill.iorw import load_notebook_node
 
         return load_notebook_node(str(path))  # also adds the metadata papermill expects
     except Exception as exc:  # noqa: BLE001 - nbformat raises JSON, validation and OS errors
         raise BadInput(f"{path}: not a readable Jupyter notebook ({' '.join(str(exc).split())[:200]})") from None
+
+
+def _without_iri_grammar() -> None:
+    """nbformat validates with jsonschema, whose format checker compiles an RFC 3987 grammar with lark when the
+    optional ``rfc3987-syntax`` is installed (JupyterLab's dependencies bring it): 1.1 s of every run's start (more
+    than half of a reused stage's) for a format no notebook schema uses. Marked absent before jsonschema is first
+    imported, jsonschema skips that one format, as it does wherever the package is not installed."""
+    if "jsonschema" not in sys.modules:
+        sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 
 @dataclass

@@ -28,6 +28,7 @@ from ..core.redact import MASK, is_secret_name, redact, redacted, strip_credenti
 from ..core.userfile import read_input
 from .lineage import LineageRecord
 from .params import flatten
+from .reuse import ReuseKey
 from .store import Target
 
 MANIFEST_SUFFIX = ".mlops_run.json"
@@ -196,6 +197,7 @@ class RunRecord:
     logged: bool = False
     lineage: LineageRecord | None = None  # None: not recorded (a record made before lineage existed)
     ended_by_caller: bool = False  # a replay's run: left RUNNING when finished, ended once its verdict is logged
+    reuse_key: ReuseKey | None = None  # None: a replay's run, or a record made before reuse existed
     schema: int = 1
 
     @property
@@ -245,6 +247,10 @@ def save_manifest(record: RunRecord, path: Path) -> None:
     data["lineage"] = record.lineage.to_json() if record.lineage is not None else {}
     if not record.ended_by_caller:  # only a replay's manifest has it: every other one reads as before it existed
         del data["ended_by_caller"]
+    if record.reuse_key is None:
+        del data["reuse_key"]
+    else:
+        data["reuse_key"] = record.reuse_key.to_json()
     for texts in ("params", "tags", "failure"):  # what a notebook's values can reach (an error message); not paths
         data[texts] = redacted(data[texts])
     paths.write_json_atomic(path, data, indent=1)
@@ -263,6 +269,7 @@ def load_manifest(path: Path) -> RunRecord:
              "folders": lambda v: [RunFile.from_json(f) for f in v or []],
              "metrics": lambda v: {k: float(m) for k, m in (v or {}).items()},
              "lineage": lambda v: LineageRecord.from_json(v) if v else None,
+             "reuse_key": lambda v: ReuseKey.from_json(v) if v else None,
              "status": _status}
     for name, read in typed.items():
         if name in data:

@@ -24,6 +24,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ from . import (
     notebook,
     outputs,
     params,
+    reuse,
+    reuse_origin,
     runrecord,
     served_store,
     store,
@@ -80,6 +83,7 @@ class NotebookRunRequest:
     tags: tuple[tuple[str, str], ...] = ()  # extra run tags (a replay's mlops_kit.replay_of)
     parent_run_id: str | None = None  # nest under this run, not under a pipeline instance's parent (a replay)
     ended_by_caller: bool = False  # a replay: a finished run stays RUNNING until the replay logs its verdict
+    reuse: bool = False  # --reuse: an earlier run with the same reuse key is copied instead of executing
 
 
 _MAX_TIMEOUT = 7 * 24 * 3600.0
@@ -139,6 +143,7 @@ class CheckedInputs:
     params_file_has_secrets: bool
     files: outputs.RunFiles
     stage: str
+    reuse: bool = False  # asked for (--reuse, the spec's reuse: true) and not turned off (MLOPS_REUSE=never)
 
 
 def check_request(request: NotebookRunRequest, target: store.Target) -> CheckedInputs:
@@ -161,7 +166,17 @@ def check_request(request: NotebookRunRequest, target: store.Target) -> CheckedI
     stage = request.stage or env.stage
     files = outputs.run_files(request.output, request.output_dir, stage)
     outputs.check(files, target=target, venv=env.venv_dir)
-    return CheckedInputs(env, nb, values, params_file_has_secrets, files, stage)
+    return CheckedInputs(env, nb, values, params_file_has_secrets, files, stage, _reuse_wanted(request))
+
+
+def _reuse_wanted(request: NotebookRunRequest) -> bool:
+    """``--reuse`` or the spec's ``reuse: true`` (read from ``--spec``; with ``--venv`` only ``--reuse`` asks), unless
+    ``MLOPS_REUSE=never`` forces execution. A replay never reuses."""
+    wanted = request.reuse or (request.spec is not None and spec.load_spec(request.spec).reuse)
+    if wanted and reuse.disabled_by_environment():
+        print(f"reuse off: {reuse.MODE_VAR}=never; executing the notebook", flush=True)
+        return False
+    return wanted and request.parent_run_id is None
 
 
 def learn_secrets(values: dict[str, Any]) -> None:
@@ -214,6 +229,12 @@ def _execute_and_log(request: NotebookRunRequest, checked: CheckedInputs, target
     masked = redact.masked(values)
     record = _record(request, checked.stage, env, files, masked, target,
                      params_file_has_secrets=checked.params_file_has_secrets)
+    if request.parent_run_id is None and record.lineage is not None:  # a replay's run is never an origin
+        record.reuse_key = reuse.new_key(nb, masked, env, [item.param for item in record.lineage.inputs])
+    if checked.reuse:
+        origin = _find_origin(record, files, checked.stage, tracker)
+        if origin is not None:
+            return _log_reused(record, files, masked, tracker, origin, checked.stage)
     uses_mlflow = served_store.notebook_uses_mlflow(nb)
     served_log = _served_log(record, files, uses_mlflow)  # before start_run: the manifest written at the start lists it
     started = tracker.submit(tracking.start_run, record, str(files.manifest))  # the manifest exists from the start
@@ -244,6 +265,72 @@ def _execute_and_log(request: NotebookRunRequest, checked: CheckedInputs, target
     except Exception as exc:  # noqa: BLE001 - the run exists: end it FAILED with a manifest, never leave it RUNNING
         outcome = notebook.Outcome(kind="runner-error", ename=type(exc).__name__, evalue=" ".join(str(exc).split()))
     return _finish(live, outcome, begin)
+
+
+def _find_origin(record: runrecord.RunRecord, files: outputs.RunFiles, stage: str,
+                 tracker: tracking_worker.Tracker) -> reuse_origin.Origin | None:
+    """The earlier run this one may copy (:mod:`mlops_kit.run.reuse_origin`), its results already in place (the
+    executed notebook, its HTML, the output folder); None after saying why not (one line)."""
+    assert record.lineage is not None and record.reuse_key is not None
+    lineage.hash_inputs(record.lineage, warn=console.warn)  # now, in the runner: the key needs them
+    why = reuse.with_inputs(record.reuse_key, record.lineage)
+    if why:
+        print(f"no reuse: {why}; executing the notebook", flush=True)
+        return None
+    staging = Path(tempfile.mkdtemp(prefix=".mlops_kit-reuse-", dir=files.output.parent))
+    try:
+        try:
+            found = tracker.call(reuse_origin.find, record.tracking_uri, record.target, record.reuse_key, stage,
+                                 str(staging))
+        except TrackingError as exc:
+            raise TrackingError(f"{exc}; nothing was executed") from None
+        if found.origin is None:
+            print(redact.redact(f"no reuse: {found.why_not}; executing the notebook"), flush=True)
+            return None
+        _place(found.origin, staging, files)
+        return found.origin
+    finally:
+        paths.rmtree(staging)
+
+
+def _place(origin: reuse_origin.Origin, staging: Path, files: outputs.RunFiles) -> None:
+    """The origin's checked results where an execution would have written them (same-named files replaced, as an
+    execution replaces them; nothing else in the output folder is touched)."""
+    _move(Path(origin.executed), files.output)
+    if origin.html:
+        _move(Path(origin.html), files.html)
+    for entry in origin.outputs:
+        target = files.output_dir / entry.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _move(staging / "outputs" / entry.path, target)
+
+
+def _move(source: Path, target: Path) -> None:
+    """Rename when on one volume, else copy (the output folder may be on another drive than the notebook)."""
+    try:
+        os.replace(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _log_reused(record: runrecord.RunRecord, files: outputs.RunFiles, masked: dict[str, Any],
+                tracker: tracking_worker.Tracker, origin: reuse_origin.Origin, stage: str) -> RunResult:
+    """The reused run: its own MLflow run (this pipeline instance's tags and parent), tagged with its origin, with
+    the origin's metrics and model tags, and the origin's results as its files."""
+    record.tags[reuse.FROM_TAG] = origin.run_id
+    record.tags.update(origin.tags)
+    begin = time.time()
+    started = tracker.submit(tracking.start_run, record, str(files.manifest))
+    live = _Run(tracker, started, record, files, masked)
+    try:
+        tracking.apply_ids(record, tracker.result(started))
+        record.params_logged = True
+    except KeyboardInterrupt:
+        _interrupted(live)
+        raise
+    print(f"reused run {origin.run_id} ({stage}, {origin.date}): same notebook, parameters, inputs, environment",
+          flush=True)
+    return _finish(live, notebook.Outcome(), begin, metrics=origin.metrics, render=False)
 
 
 def _record(request: NotebookRunRequest, stage: str, env: audit.EnvRecord, run: outputs.RunFiles,
@@ -384,18 +471,21 @@ def _not_served(live: _Run, exc: TrackingError) -> None:
     runrecord.save_manifest(record, live.files.manifest)
 
 
-def _finish(live: _Run, outcome: notebook.Outcome, begin: float) -> RunResult:
-    """Write and log the results; a tracking failure keeps everything on disk with the command to upload it later."""
+def _finish(live: _Run, outcome: notebook.Outcome, begin: float, *, metrics: dict[str, float] | None = None,
+            render: bool = True) -> RunResult:
+    """Write and log the results; a tracking failure keeps everything on disk with the command to upload it later.
+    A reused run brings its origin's ``metrics`` and HTML (``render`` False)."""
     record, files = live.record, live.files
     output, manifest = files.output, files.manifest
     _stop_serving(live)
     record.end_time = int(time.time() * 1000)
     record.status = "FINISHED" if outcome.ok else "FAILED"
     record.failure = redact.redacted(outcome.as_tags()) if not outcome.ok else {}
-    record.metrics = runrecord.read_metrics(files.output_dir, since=begin, warn=console.warn)
+    record.metrics = metrics if metrics is not None else \
+        runrecord.read_metrics(files.output_dir, since=begin, warn=console.warn)
     files.params_copy.write_text(params.yaml_text(live.masked), encoding="utf-8")
     tracking_error = None
-    if output.is_file():
+    if output.is_file() and render:
         html.render_or_warn(output, files.html)
     try:
         if record.run_id is None:  # the kernel never started: the run may still be on its way

@@ -51,7 +51,7 @@ from typing import Any, Mapping
 from ..core import console
 from ..core.errors import TrackingError
 from ..core.redact import redact
-from . import lineage, store
+from . import lineage, reuse, store
 from .runrecord import MAX_TAG_VALUE, PIPELINE_KEY_TAG, ROLE_TAG, RunRecord, clip, save_manifest
 
 BATCH = 100
@@ -211,6 +211,7 @@ def finish_run(record: RunRecord) -> None:
         assert record.run_id is not None
         _log_files(client, record)
         _log_lineage(client, record)
+        _log_reuse_key(client, record)
         _log_metrics(client, record)
         if record.failure:
             from mlflow.entities import RunTag
@@ -253,6 +254,19 @@ def _log_lineage(client: Any, record: RunRecord) -> None:
         _log_inputs(client, record.run_id, datasets)
     if recorded_lineage.outputs is not None and recorded_lineage.outputs.hashed.sha256:
         client.set_tag(record.run_id, lineage.OUTPUTS_TAG, recorded_lineage.outputs.hashed.sha256)
+
+
+def _log_reuse_key(client: Any, record: RunRecord) -> None:
+    """The run's reuse key (:mod:`mlops_kit.run.reuse`) as ``lineage/reuse_key.json`` and the tag a later run
+    searches for, logged before the run ends: a FINISHED run carries it. A key whose inputs could not be hashed
+    is not logged (such a run is never reused)."""
+    key = record.reuse_key
+    if key is None or record.lineage is None or record.run_id is None:
+        return
+    if key.inputs is None and reuse.with_inputs(key, record.lineage) is not None:
+        return
+    client.log_text(record.run_id, json.dumps(key.to_json(), indent=1, ensure_ascii=False), reuse.ARTIFACT)
+    client.set_tag(record.run_id, reuse.KEY_TAG, key.digest)
 
 
 _INPUT_RETRIES = (0.2, 0.5)  # seconds before the 2nd and 3rd attempt
@@ -334,6 +348,8 @@ def apply_ids(record: RunRecord, started: Started) -> None:
     record.parent_run_id = started.parent_run_id
     if started.lineage is not None:  # the inputs' hashes, made in the worker
         record.lineage = started.lineage
+        if record.reuse_key is not None and record.reuse_key.inputs is None:
+            reuse.with_inputs(record.reuse_key, record.lineage)  # the key the run is tagged with at its end
 
 
 # --- warm-ups: run in the worker while the main process loads papermill and runs the notebook --------------------
