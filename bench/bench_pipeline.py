@@ -130,7 +130,8 @@ def main() -> int:
         tmp_path = Path(tmp)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "GO_"))}
         env.update(JUPYTER_PATH=str(tmp_path / "jupyter"), JUPYTER_DATA_DIR=str(tmp_path / "jupyter-data"),
-                   MPLCONFIGDIR=str(tmp_path / "mpl"), PYTHONUTF8="1")
+                   MPLCONFIGDIR=str(tmp_path / "mpl"), PYTHONUTF8="1",
+                   MLOPS_REUSE="never")  # every rehearsal executes its notebooks (bench_reuse.py measures reuse)
         env.setdefault("UV_CACHE_DIR", str(REPO / ".cache" / "uv"))
         venv_root = (args.venv_root or tmp_path / "venvs").resolve()
         started = time.perf_counter()

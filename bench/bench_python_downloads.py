@@ -53,7 +53,8 @@ def isolated(base: dict[str, str], home: Path) -> dict[str, str]:
     env = {k: v for k, v in base.items() if not k.startswith(("MLFLOW_", "GO_", "ML_VENV_ROOT", "UV_PYTHON",
                                                              "MLOPS_PYTHON"))}
     env.update(HOME=str(home), XDG_DATA_HOME=str(home / "share"), JUPYTER_DATA_DIR=str(home / "jupyter"),
-               UV_CACHE_DIR=os.environ.get("UV_CACHE_DIR", str(REPO / ".cache" / "uv")))
+               UV_CACHE_DIR=os.environ.get("UV_CACHE_DIR", str(REPO / ".cache" / "uv")),
+               MLOPS_REUSE="never")  # the re-run executes its notebooks too: only the Python downloads differ
     return env
 
 

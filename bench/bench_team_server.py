@@ -194,6 +194,7 @@ def main() -> int:
     os.environ.setdefault("UV_CACHE_DIR", str(REPO / ".cache" / "uv"))
     for name in [n for n in os.environ if n.startswith(("MLFLOW_", "AWS_", "PGPASS"))]:
         del os.environ[name]
+    os.environ["MLOPS_REUSE"] = "never"  # N pipelines that execute (one server, same experiment: they would reuse)
     with tempfile.TemporaryDirectory(prefix="bench-team-") as tmp:
         work = Path(tmp)
         folders = agent_folders(work / "agents", max(counts))

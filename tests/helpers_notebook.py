@@ -178,6 +178,13 @@ def example_venv_root(stage_venv_builds: dict[str, _Background], tmp_path_factor
 
 
 @pytest.fixture(scope="session")
+def replay_venv_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The venv root of the session's replays of runs made with the shared stage venvs: a replay venv built from one
+    record is reused by every later replay of a run with the same environment."""
+    return tmp_path_factory.mktemp("replay venvs")
+
+
+@pytest.fixture(scope="session")
 def venv_mlflow_s3(stage_venv_builds: dict[str, _Background], pythons: dict[str, Path],
                    tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Python 3.12 stage venv with mlflow-skinny and boto3: a notebook logging its own artifacts straight to S3 (a
@@ -237,5 +244,5 @@ private_mlflow_server = start_mlflow_server  # a server only one test uses (so i
 
 
 __all__ = ["NOTEBOOKS", "REPO_ROOT", "STAGE_VENVS", "build_venv", "env_with", "example_venv_root",
-           "one_error_line", "private_mlflow_server", "run_nb", "stage_venv_builds", "venv_mlflow", "venv_mlflow2",
-           "venv_mlflow129", "venv_mlflow_s3", "venv_small"]
+           "one_error_line", "private_mlflow_server", "replay_venv_root", "run_nb", "stage_venv_builds", "venv_mlflow",
+           "venv_mlflow2", "venv_mlflow129", "venv_mlflow_s3", "venv_small"]

@@ -42,9 +42,9 @@ def _run(venv: Path, work: Path, uri: str, stage: str, notebook: str, *params: s
 
 
 @pytest.fixture(scope="module")
-def replay_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def replay_root(replay_venv_root: Path) -> Path:
     """The replay venvs of this module's tests: built once from the record, then reused."""
-    return tmp_path_factory.mktemp("replay venvs")
+    return replay_venv_root
 
 
 @pytest.fixture(scope="module")
