@@ -65,6 +65,13 @@ the output folder, e.g. input_dir) with size and sha256 and the earlier stage ru
 that produced them, the outputs' sha256, the masked names (also the run's MLflow dataset inputs). Such a run can be
 replayed and checked with scripts/replay_run.py RUN_ID.
 
+Reuse (--reuse, or reuse: true in the --spec file; MLOPS_REUSE=never turns it off): when an earlier FINISHED run
+of the experiment had the same reuse key (the notebook's code cells, the parameters without output_dir and secrets,
+the inputs' contents, the venv's lock or freeze, the Python version, the OS and architecture) and still has all its
+artifacts, its executed notebook, HTML and outputs are copied into place and logged as a new run tagged
+mlops_kit.reused_from; otherwise one line says what differs and the notebook runs. Do not use it for a notebook
+that reads data no parameter names (a database, a URL, the clock).
+
 If the tracking store cannot be reached before the notebook starts, nothing is executed (exit 6). If it fails
 after, the executed notebook and outputs stay on disk and the run can be uploaded later with
   python scripts/run_notebook.py --log-existing <name>.mlops_run.json

@@ -113,7 +113,8 @@ def eight_agents(team_server: TeamServer, team_pg: Postgres, example_venv_root: 
     begin = time.monotonic()
     done = rehearse_at_once(folders, "--tracking-uri", team_server.url, "--venv-root", str(example_venv_root),
                             "--env", f"MLFLOW_EXPERIMENT_NAME={EXPERIMENT}", "--keep", "1",
-                            env=os.environ, while_running=lambda: samples.append(len(team_pg.connections("mlflow"))))
+                            env={**os.environ, "MLOPS_REUSE": "never"},  # eight that execute (a load test)
+                            while_running=lambda: samples.append(len(team_pg.connections("mlflow"))))
     seconds = time.monotonic() - begin
     left = team_pg.connections("mlflow")
     record_figure(f"{AGENTS} rehearsals of the example at once on PostgreSQL + S3",
@@ -306,6 +307,30 @@ def test_replays_from_an_agent_with_nothing_local(eight_agents: EightAgents, tea
     replays = [r for r in _runs(client, "team replays") if "mlops_kit.replay_verdict" in r.data.tags]
     assert {r.data.tags["mlops_kit.replay_of"] for r in replays} >= {train, parent}
     assert {r.data.tags["mlops_kit.replay_verdict"] for r in replays} == {"reproduced"}
+
+
+def test_a_ninth_agent_reuses_every_stage_from_the_others_through_the_server(
+        eight_agents: EightAgents, team_server: TeamServer, example_venv_root: Path,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Issue 19.7: an agent with its own clone and state finds each stage's origin among the eight's runs by tag
+    search on PostgreSQL, fetches its results from S3 through the server and checks them: three stages reused,
+    nested under its own pipeline run, their outputs byte for byte the origins'."""
+    (done,) = rehearse_at_once(agent_folders(tmp_path_factory.mktemp("ninth agent"), 1), "--tracking-uri",
+                               team_server.url, "--venv-root", str(example_venv_root), "--env",
+                               f"MLFLOW_EXPERIMENT_NAME={EXPERIMENT}", "--keep", "1", env=os.environ)
+    assert done.code == 0, done.output[-6000:]
+    assert set(re.findall(r"reused run \w+ \((\w+), ", done.output)) == set(STAGES), done.output[-6000:]
+    client = MlflowClient(team_server.url)
+    executed = {r.info.run_id: r.data.tags["mlflow.parentRunId"] for r in _runs(client, EXPERIMENT)
+                if r.data.tags.get("mlops_kit.role") == "stage" and "mlops_kit.reused_from" not in r.data.tags}
+    parents = set()
+    for stage, manifest in _published(done).items():
+        run = client.get_run(manifest["run_id"])
+        origin = run.data.tags["mlops_kit.reused_from"]
+        assert origin in executed and run.info.status == "FINISHED", stage
+        assert run.data.tags["mlops_kit.outputs.sha256"] == client.get_run(origin).data.tags["mlops_kit.outputs.sha256"]
+        parents.add(run.data.tags["mlflow.parentRunId"])
+    assert len(parents) == 1 and not parents & set(executed.values())
 
 
 # --- an outage mid-stage --------------------------------------------------------------------------------------

@@ -3,8 +3,10 @@ choice and the kernel's bind (eight agents at once made a kernel die with "Addre
 
 from __future__ import annotations
 
+import os
 import random
 import socket
+import time
 from pathlib import Path
 
 import nbformat
@@ -27,6 +29,33 @@ def test_a_port_in_use_is_never_chosen() -> None:
         held.listen()
         busy = held.getsockname()[1]
         assert not kernel_ports._bindable("127.0.0.1", busy)
+
+
+def test_a_port_another_runner_reserved_is_skipped_until_stale(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    """Two kernels starting at once never get the same port: a reservation file of another runner is skipped; one
+    older than STALE_SECONDS (its runner was killed) is taken; this runner's own go once the kernel is up."""
+    monkeypatch.setattr(kernel_ports, "reservations", lambda: tmp_path / "ports")
+    monkeypatch.setattr(kernel_ports, "_held", [])
+    first = kernel_ports.free_ports("127.0.0.1", 5, random.Random(7))
+    assert first is not None and sorted(int(p.name) for p in (tmp_path / "ports").iterdir()) == sorted(first)
+    again = kernel_ports.free_ports("127.0.0.1", 5, random.Random(7))  # same draws: all reserved, others chosen
+    assert again is not None and not set(again) & set(first)
+    kernel_ports.release()
+    assert not list((tmp_path / "ports").iterdir())
+    (tmp_path / "ports" / str(first[0])).touch()
+    assert kernel_ports.free_ports("127.0.0.1", 1, random.Random(7)) != [first[0]]
+    kernel_ports.release()
+    old = time.time() - kernel_ports.STALE_SECONDS - 5
+    os.utime(tmp_path / "ports" / str(first[0]), (old, old))
+    assert kernel_ports.free_ports("127.0.0.1", 1, random.Random(7)) == [first[0]]
+    kernel_ports.release()
+
+
+def test_an_unwritable_reservation_folder_still_chooses(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "a file").write_text("not a folder")
+    monkeypatch.setattr(kernel_ports, "reservations", lambda: tmp_path / "a file" / "ports")
+    assert len(kernel_ports.free_ports("127.0.0.1", 5) or []) == 5
 
 
 def test_no_room_below_the_range_lets_jupyter_client_choose(monkeypatch: pytest.MonkeyPatch) -> None:

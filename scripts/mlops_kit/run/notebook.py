@@ -357,6 +357,7 @@ def _before_cells(state: _Progress, cells: compat.PapermillCells) -> None:
     from nbclient.exceptions import DeadKernelError
 
     ex = state.ex
+    kernel_ports.release()  # the kernel has bound its ports
     if ex.before_cells is None:
         return
     try:
