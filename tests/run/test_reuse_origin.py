@@ -88,3 +88,6 @@ def test_a_hit_among_10000_runs_is_found_by_tag_search(tmp_path: Path, monkeypat
     miss = reuse_origin.find(uri, target, other, "make", str(tmp_path / "staging2"))
     assert miss.origin is None and "no readable reuse key" in miss.why_not  # the filler runs hold no artifacts
     assert sum(fetched) <= 2 * reuse_origin._CANDIDATES, fetched
+    (tmp_path / "staging3").mkdir()
+    quoted = reuse_origin.find(uri, target, other, "it's", str(tmp_path / "staging3"))
+    assert quoted.origin is None and "a quote in its name" in quoted.why_not  # --stage is free text

@@ -143,6 +143,8 @@ def _check_outputs(client: Any, run_id: str, expected: list[lineage.FileEntry], 
 
 def _explain(client: Any, experiment_id: str, key: reuse.ReuseKey, stage: str, experiment: str) -> str:
     """What differs from the latest FINISHED run of the stage (the one a data scientist expected to reuse)."""
+    if "'" in stage or "\\" in stage:  # --stage is free text; MLflow's filter has no escape for a quote
+        return f"no earlier run of stage {stage!r} compared (a quote in its name)"
     for run in _search(client, experiment_id,
                        f"tags.`mlops_kit.stage` = '{stage}' and attributes.status = 'FINISHED'"):
         if not run.data.tags.get(reuse.KEY_TAG) or run.data.tags.get(REPLAY_OF_TAG):

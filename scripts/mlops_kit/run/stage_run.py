@@ -330,7 +330,7 @@ def _log_reused(record: runrecord.RunRecord, files: outputs.RunFiles, masked: di
         raise
     print(f"reused run {origin.run_id} ({stage}, {origin.date}): same notebook, parameters, inputs, environment",
           flush=True)
-    return _finish(live, notebook.Outcome(), begin, metrics=origin.metrics, render=False)
+    return _finish(live, notebook.Outcome(), begin, metrics=origin.metrics, render=origin.html is None)
 
 
 def _record(request: NotebookRunRequest, stage: str, env: audit.EnvRecord, run: outputs.RunFiles,
