@@ -290,7 +290,8 @@ def _find_origin(record: runrecord.RunRecord, files: outputs.RunFiles, stage: st
         _place(found.origin, staging, files)
         return found.origin
     finally:
-        paths.rmtree(staging)
+        with contextlib.suppress(OSError):  # Ctrl-C mid-download: the worker may still be writing into it
+            paths.rmtree(staging)
 
 
 def _place(origin: reuse_origin.Origin, staging: Path, files: outputs.RunFiles) -> None:
