@@ -26,7 +26,7 @@ from typing import Any, Iterable, Literal, Mapping
 
 from ..envs import installers
 from ..run.lineage import FileEntry
-from .contents import Row, Skipped, short
+from .contents import Row, Skipped, short, skip_metric
 
 Verdict = Literal["reproduced", "not reproduced", "notebook failed", "not run"]
 REPRODUCED: Verdict = "reproduced"
@@ -58,9 +58,14 @@ class FileRow:
     path: str
     recorded: str | None  # sha256
     replayed: str | None
+    unit: str = ""  # the artifact folder a comparer judged as one unit (an MLflow model): its verdict is this row's
+    unit_same: bool = False
 
     @property
     def status(self) -> str:
+        if self.unit and self.recorded is not None and self.replayed is not None:
+            sha = "same sha256" if self.recorded == self.replayed else "sha256 differs"
+            return f"{'same' if self.unit_same else 'DIFFERENT'} as part of {self.unit} ({sha})"
         if self.recorded is None:
             return "new (not in the record)"
         if self.replayed is None:
@@ -69,7 +74,20 @@ class FileRow:
 
     @property
     def same(self) -> bool:
+        if self.unit:
+            return self.unit_same and self.recorded is not None and self.replayed is not None
         return self.recorded is not None and self.recorded == self.replayed
+
+
+def judge_outputs_by_units(outputs: Iterable[FileRow], held: Iterable[Row]) -> None:
+    """An output file inside a folder a comparer judged as a unit (an MLflow model: its serialized model is not
+    byte-stable, its predictions are compared) takes that unit's verdict rather than its own sha256's."""
+    units = {row.name.removeprefix("outputs/"): row for row in held
+             if row.kind == "artifact" and row.unit and row.name.startswith("outputs/")}
+    for file in outputs:
+        unit = next((name for name in units if file.path.startswith(name + "/")), None)
+        if unit is not None:
+            file.unit, file.unit_same = f"outputs/{unit}", units[unit].same
 
 
 @dataclass
@@ -173,6 +191,8 @@ def same_number(recorded: float, replayed: float, rtol: float) -> bool:
 def compare_metrics(recorded: Mapping[str, float], replayed: Mapping[str, float], rtol: float) -> list[MetricRow]:
     rows = []
     for name in sorted(set(recorded) | set(replayed)):
+        if skip_metric(name) is not None:  # listed with the reason among the skipped (contents.compare_histories)
+            continue
         a, b = recorded.get(name), replayed.get(name)
         rows.append(MetricRow(name, a, b, a is not None and b is not None and same_number(a, b, rtol)))
     return rows
