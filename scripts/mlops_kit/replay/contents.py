@@ -105,8 +105,7 @@ _VOLATILE_TAG_PREFIXES = {"GO_": "GoCD's variables of the job that ran it",
 _LOGGED_MODEL = "an MLflow 3 logged model (kept outside the run's artifacts, by its id): compared where the " \
                 "notebook also writes it as an output (the example's outputs/mlflow_model: by predictions)"
 _SECRET_PARAM = "a secret: logged masked (and only when given), a credential rather than an input"
-_VOLATILE_METRIC_PREFIXES = {"system/": "MLflow's system metrics (CPU, memory of the machine)",
-                             "registry.": "the registry's champion at the time (" + _REGISTRY + ")"}
+_VOLATILE_METRIC_PREFIXES = {"system/": "MLflow's system metrics (CPU, memory of the machine)"}
 
 
 def skip_param(name: str, input_params: Sequence[str]) -> str | None:

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Literal, Mapping
 
 from ..envs import installers
 from ..run.lineage import FileEntry
-from .contents import Row, Skipped, short, skip_metric
+from .contents import Row, Skipped, short
 
 Verdict = Literal["reproduced", "not reproduced", "notebook failed", "not run"]
 REPRODUCED: Verdict = "reproduced"
@@ -191,8 +191,6 @@ def same_number(recorded: float, replayed: float, rtol: float) -> bool:
 def compare_metrics(recorded: Mapping[str, float], replayed: Mapping[str, float], rtol: float) -> list[MetricRow]:
     rows = []
     for name in sorted(set(recorded) | set(replayed)):
-        if skip_metric(name) is not None:  # listed with the reason among the skipped (contents.compare_histories)
-            continue
         a, b = recorded.get(name), replayed.get(name)
         rows.append(MetricRow(name, a, b, a is not None and b is not None and same_number(a, b, rtol)))
     return rows
