@@ -60,11 +60,12 @@ class FileRow:
     replayed: str | None
     unit: str = ""  # the artifact folder a comparer judged as one unit (an MLflow model): its verdict is this row's
     unit_same: bool = False
+    unit_how: str = ""  # what the unit's comparer found (shown when this file's own sha256 differs)
 
     @property
     def status(self) -> str:
         if self.unit and self.recorded is not None and self.replayed is not None:
-            sha = "same sha256" if self.recorded == self.replayed else "sha256 differs"
+            sha = "same sha256" if self.recorded == self.replayed else f"sha256 differs; {self.unit_how}"
             return f"{'same' if self.unit_same else 'DIFFERENT'} as part of {self.unit} ({sha})"
         if self.recorded is None:
             return "new (not in the record)"
@@ -87,7 +88,7 @@ def judge_outputs_by_units(outputs: Iterable[FileRow], held: Iterable[Row]) -> N
     for file in outputs:
         unit = next((name for name in units if file.path.startswith(name + "/")), None)
         if unit is not None:
-            file.unit, file.unit_same = f"outputs/{unit}", units[unit].same
+            file.unit, file.unit_same, file.unit_how = f"outputs/{unit}", units[unit].same, units[unit].how
 
 
 @dataclass
