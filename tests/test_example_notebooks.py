@@ -66,7 +66,7 @@ def test_notebook_imports_are_in_the_stage_spec() -> None:
     """A new import needs its package in specs/<stage>.yaml (numpy and joblib come with pandas/scikit-learn)."""
     provided = {"ingest": {"pandas", "sklearn"}, "features": {"pandas", "numpy"},
                 "train": {"pandas", "sklearn", "matplotlib", "joblib", "mlflow"}}  # mlflow: mlflow-skinny
-    stdlib = {"json", "pathlib"}
+    stdlib = {"json", "pathlib", "shutil"}
     for stage in STAGES:
         book = nbformat.read(REPO_ROOT / "notebooks" / f"{stage}.ipynb", as_version=4)
         imported = set()
