@@ -75,7 +75,8 @@ def _rehearse_at_once(count: int, *args: str, logs: Path) -> list[tuple[int, str
     runs = []
     for i in range(count):
         with open(logs / f"{i}.log", "wb") as out:
-            runs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT))
+            runs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                                         env={**os.environ, "MLOPS_REUSE": "never"}))  # all execute: a load test
     codes = [run.wait(timeout=1800) for run in runs]
     return [(code, (logs / f"{i}.log").read_text(encoding="utf-8", errors="replace")) for i, code in enumerate(codes)]
 
@@ -139,6 +140,8 @@ def test_three_rehearsals_of_the_example_at_once_against_one_server(
     paths = _artifacts(mlflow_server, train.info.run_id)
     for name in ("model.joblib", "confusion_matrix.png", "feature_importance.png"):
         assert _has(paths, name), paths
+    assert _has(paths, "mlflow_model/MLmodel"), paths
+    _registry_holds_the_trains_of(mlflow_server, [stages["train"] for _, stages in families])
     png = next(p for p in paths if p.endswith("confusion_matrix.png"))
     local = _client(mlflow_server).download_artifacts(train.info.run_id, png, str(tmp_path))
     assert Path(local).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -164,6 +167,22 @@ def test_three_rehearsals_of_the_example_at_once_against_one_server(
     assert not (train_copy / "out" / "ingest_outputs").exists()
 
 
+def _registry_holds_the_trains_of(uri: str, trains: list) -> None:  # type: ignore[type-arg]
+    """The registry holds one version of ml-example-classifier per train run, each made by that run and named in
+    its mlops_kit.model.* tags; the alias champion is on a version whose run decided "champion" (equal metrics: runs
+    that finish together may each see no champion yet and each take the alias: the last one keeps it)."""
+    client = _client(uri)
+    versions = {str(v.version): v for v in client.search_model_versions("name = 'ml-example-classifier'")}
+    assert sorted(v.run_id for v in versions.values()) == sorted(t.info.run_id for t in trains)
+    decisions = {}
+    for train in trains:
+        tags = client.get_run(train.info.run_id).data.tags
+        assert versions[tags["mlops_kit.model.version"]].run_id == train.info.run_id
+        decisions[tags["mlops_kit.model.version"]] = tags["mlops_kit.model.decision"]
+    assert set(decisions.values()) <= {"champion", "not-promoted"} and "champion" in decisions.values()
+    assert decisions[str(client.get_model_version_by_alias("ml-example-classifier", "champion").version)] == "champion"
+
+
 def test_the_example_pipeline_replays_exactly_from_its_run_id(
         mlflow_server: str, rehearsed: tuple[Path, list[tuple[int, str]]], venv_root: Path, tmp_path: Path) -> None:
     """One command replays the whole pipeline run (three venvs rebuilt from the recorded locks, each stage's
@@ -184,6 +203,9 @@ def test_the_example_pipeline_replays_exactly_from_its_run_id(
     for name, run in nested.items():
         assert run.data.tags["mlops_kit.replay_of"] == stages[name].info.run_id
         assert run.data.metrics == stages[name].data.metrics, name
+    assert nested["train"].data.tags["mlops_kit.model.decision"] == "replay", "a replay registers nothing"
+    _registry_holds_the_trains_of(mlflow_server, [stages["train"] for _, stages in _families(mlflow_server,
+                                                                                               "ml-example-e2e")])
 
 
 def test_failing_train_notebook_fails_the_pipeline_and_keeps_earlier_results(

@@ -161,6 +161,11 @@ def test_eight_agents_rehearse_the_example_at_once(eight_agents: EightAgents, te
                     assert logged.get(f"outputs/{path.relative_to(outputs).as_posix()}") == path.stat().st_size
             in_s3 = team_s3.objects(prefix=_s3_prefix(team_server, client, run))
             assert len(in_s3) == len(logged) and sorted(in_s3.values()) == sorted(logged.values()), stage
+    # eight trains registered at once on PostgreSQL: eight versions, each its run's, the alias on one of them
+    versions = client.search_model_versions("name = 'ml-example-classifier'")
+    trains = [stages["train"].info.run_id for stages in keys.values()]
+    assert sorted(v.run_id for v in versions) == sorted(trains)
+    assert client.get_model_version_by_alias("ml-example-classifier", "champion").run_id in trains
 
 
 def _job_folder(rehearsal: Rehearsal, stage: str) -> Path:

@@ -128,3 +128,18 @@ def test_a_secret_named_param_is_never_compared() -> None:
     assert contents.skip_param("dev_token", []) is not None
     assert contents.skip_param("cfg.vault.pw", []) is not None
     assert contents.skip_param("learning_rate", []) is None
+
+
+def test_a_model_whose_only_the_serialized_file_differs_needs_its_predictions(tmp_path: Path) -> None:
+    """Without the replay venv's interpreter the predictions cannot be compared: the skops file's sha256 decides;
+    a differing non-serialized file is a difference whatever the predictions would say (none are computed)."""
+    old = {"m/model.skops": "zip at 10:00", "m/MLmodel": "run_id: a\n", "m/conda.yaml": "sklearn 1.9"}
+    rows, _ = _artifacts(tmp_path, old, {**old, "m/model.skops": "zip at 10:01", "m/MLmodel": "run_id: b\n"})
+    assert [(r.name, r.same, r.unit) for r in rows] == [("m", False, True)]
+    assert rows[0].how == "mlflow model: differs: model.skops"
+    missing_python = CompareContext(tmp_path / "no-such-python", 0.0, tmp_path / "s")
+    same, what = contents.compare_model_predictions(tmp_path / "a" / "m", tmp_path / "b" / "m", missing_python)
+    assert not same and "could not be predicted" in what and what.startswith("model.skops differ(s)")
+    (tmp_path / "b" / "m" / "conda.yaml").write_text("sklearn 1.8", encoding="utf-8")
+    same, what = contents.compare_model_predictions(tmp_path / "a" / "m", tmp_path / "b" / "m", missing_python)
+    assert (same, what) == (False, "differs: conda.yaml, model.skops")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from mlops_kit.replay import verdict
+from mlops_kit.replay.contents import Row
 from mlops_kit.run.lineage import FileEntry
 
 
@@ -28,3 +29,17 @@ def test_a_stage_verdict_and_the_first_divergence_of_a_pipeline() -> None:
     assert "first divergence: stage train" in verdict.text(report)
     assert verdict.compare_freezes("six==1.16.0\npip==24.0\n", "six==1.17.0\npip==24.0\nx==1\n") == \
         ["six: recorded 1.16.0, replayed 1.17.0", "x: not recorded, replayed 1"]
+
+
+def test_an_output_inside_a_model_folder_takes_the_folders_verdict() -> None:
+    outputs = [verdict.FileRow("mlflow_model/model.skops", "aa", "bb"),
+               verdict.FileRow("mlflow_model/MLmodel", "c", "c"), verdict.FileRow("metrics.json", "d", "e")]
+    held = [Row("artifact", "outputs/mlflow_model", "present", "present", True, "mlflow model: same predictions",
+                unit=True)]
+    verdict.judge_outputs_by_units(outputs, held)
+    assert [row.same for row in outputs] == [True, True, False]
+    assert outputs[0].status == "same as part of outputs/mlflow_model (sha256 differs; mlflow model: same predictions)"
+    assert outputs[1].status == "same as part of outputs/mlflow_model (same sha256)"
+    held[0].same = False
+    verdict.judge_outputs_by_units(outputs, held)
+    assert not outputs[0].same and outputs[0].status.startswith("DIFFERENT as part of outputs/mlflow_model")

@@ -9,12 +9,15 @@ except what legitimately differs from one run to the next. That is decided by on
 Artifacts are compared file by file by sha256, unless a registered :class:`Comparer` claims them: a folder holding
 its ``marker`` file (an MLflow model's ``MLmodel``) or a file matching its ``pattern`` is then compared as one unit
 by its function. Built in: MLflow model folders (every file by sha256, ``MLmodel`` without the run id, model id and
-creation time MLflow writes into it). Add one with :func:`register` (the newest registered is tried first).
+creation time MLflow writes into it; a serialized model that differs — a pickle or skops zip is not byte-stable — is
+compared by its predictions on the recorded input example, loaded with the replay venv's mlflow). Add one with
+:func:`register` (the newest registered is tried first).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
 import math
 import posixpath
 import re
@@ -24,7 +27,7 @@ from typing import Callable, Literal, Mapping, Sequence
 
 import yaml
 
-from ..core import redact
+from ..core import proc, redact
 from ..core.paths import file_sha256
 
 Kind = Literal["param", "tag", "metric", "artifact"]
@@ -53,6 +56,7 @@ class Row:
     replayed: str | None
     same: bool
     how: str = ""  # "sha256", "value", "history of 3 steps", a comparer's kind ...
+    unit: bool = False  # a folder (or file) a comparer judged as one unit
 
 
 @dataclass
@@ -93,11 +97,14 @@ _VOLATILE_TAGS = {
     "mlops_kit.venv": "the venv's path (the replay's own venv)", "mlops_kit.envs.kernel": "the venv's kernel name",
     "mlops_kit.python_source": "where the interpreter was found (the Python patch itself is compared)",
     "mlops_kit.python_build": "which build of the interpreter (the Python patch itself is compared)",
+    "mlops_kit.outputs.sha256": "one digest of every output: they are compared file by file (outputs), an MLflow "
+                                "model folder as one unit (its serialized model by predictions)",
 }
+_REGISTRY = "the model registry's facts (version, decision, uris): a replay logs its model but registers nothing"
 _VOLATILE_TAG_PREFIXES = {"GO_": "GoCD's variables of the job that ran it",
-                          "mlflow.databricks.": _RUN_CONTEXT}
-_LOGGED_MODEL = "an MLflow 3 logged model (kept outside the run's artifacts; its serialized file differs per run): " \
-                "not compared until a comparer by predictions is registered"
+                          "mlflow.databricks.": _RUN_CONTEXT, "mlops_kit.model.": _REGISTRY}
+_LOGGED_MODEL = "an MLflow 3 logged model (kept outside the run's artifacts, by its id): compared where the " \
+                "notebook also writes it as an output (the example's outputs/mlflow_model: by predictions)"
 _SECRET_PARAM = "a secret: logged masked (and only when given), a credential rather than an input"
 _VOLATILE_METRIC_PREFIXES = {"system/": "MLflow's system metrics (CPU, memory of the machine)"}
 
@@ -202,10 +209,8 @@ def _mlmodel_text(path: Path) -> str:
     return yaml.safe_dump(data, sort_keys=True)
 
 
-def compare_model_files(recorded: Path | None, replayed: Path | None, context: CompareContext) -> tuple[bool, str]:
-    """An MLflow model folder: every file by sha256, ``MLmodel`` without what MLflow writes anew for each run."""
-    if recorded is None or replayed is None:
-        return False, "only in the " + ("replay" if recorded is None else "record")
+def _differing(recorded: Path, replayed: Path) -> tuple[int, list[str]]:
+    """(files in the recorded folder, the files that differ: ``MLmodel`` without what MLflow writes anew)."""
     old, new = _files(recorded), _files(replayed)
     differ = []
     for name in sorted(old.keys() | new.keys()):
@@ -215,13 +220,74 @@ def compare_model_files(recorded: Path | None, replayed: Path | None, context: C
         elif name == "MLmodel" and _mlmodel_text(a) != _mlmodel_text(b):
             differ.append("MLmodel")
         elif name != "MLmodel" and sha256_of(a) != sha256_of(b):
-            differ.append(f"{name} (sha256)")
+            differ.append(name)
+    return len(old), differ
+
+
+def compare_model_files(recorded: Path | None, replayed: Path | None, context: CompareContext) -> tuple[bool, str]:
+    """An MLflow model folder: every file by sha256, ``MLmodel`` without what MLflow writes anew for each run."""
+    if recorded is None or replayed is None:
+        return False, "only in the " + ("replay" if recorded is None else "record")
+    count, differ = _differing(recorded, replayed)
     if differ:
         return False, "differs: " + ", ".join(differ[:3]) + (" ..." if len(differ) > 3 else "")
-    return True, f"{len(old)} file(s) the same (MLmodel without run id, model id and time)"
+    return True, f"{count} file(s) the same (MLmodel without run id, model id and time)"
 
 
 register(Comparer("mlflow model", compare_model_files, marker="MLmodel"))
+
+# Loads both models with the replay venv's mlflow (the packages the model was made with) and predicts the recorded
+# model's input example with each: prints the two predictions as JSON lists.
+_PREDICT = r"""
+import json, sys
+import numpy as np
+from mlflow.models import Model
+from mlflow.pyfunc import load_model
+example = Model.load(sys.argv[1]).load_input_example(sys.argv[1])
+print(json.dumps([np.asarray(load_model(p).predict(example)).tolist() for p in sys.argv[1:3]]))
+"""
+_SERIALIZED = ("*.pkl", "*.skops", "*.joblib", "*.cloudpickle", "*.pickle")
+
+
+def compare_model_predictions(recorded: Path | None, replayed: Path | None,
+                              context: CompareContext) -> tuple[bool, str]:
+    """An MLflow model folder whose serialized model differs (a pickle or a skops zip is not byte-stable: zip
+    times, memo order): every other file as :func:`compare_model_files` does, and the model by its predictions on
+    the recorded model's input example (within ``rtol``), both loaded with the replay venv's mlflow."""
+    same, what = compare_model_files(recorded, replayed, context)
+    if same or recorded is None or replayed is None or context.python is None:
+        return same, what
+    differ = _differing(recorded, replayed)[1]
+    if not all(any(fnmatch.fnmatch(name, p) for p in _SERIALIZED) for name in differ):
+        return same, what
+    return _same_predictions(recorded, replayed, context, differ)
+
+
+def _same_predictions(recorded: Path, replayed: Path, context: CompareContext,
+                      serialized: list[str]) -> tuple[bool, str]:
+    result = proc.run([str(context.python), "-c", _PREDICT, str(recorded), str(replayed)], check=False,
+                      timeout=300)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        return False, f"{', '.join(serialized)} differ(s) (sha256) and could not be predicted with: {last}"
+    try:
+        old, new = json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return False, f"{', '.join(serialized)} differ(s) (sha256); the predictions could not be read"
+    flat_old, flat_new = _flat(old), _flat(new)
+    if len(flat_old) != len(flat_new) or not all(
+            a == b or isinstance(a, float) and isinstance(b, float) and _same_number(a, b, context.rtol)
+            for a, b in zip(flat_old, flat_new)):
+        return False, f"predictions on the input example differ: {short(str(old))} vs {short(str(new))}"
+    return True, (f"{', '.join(serialized)} not byte-identical (sha256), same predictions on the input example "
+                  f"({len(flat_old)} value(s)); every other file the same (MLmodel without run id, model id, time)")
+
+
+def _flat(value: object) -> list[object]:
+    return [x for item in value for x in _flat(item)] if isinstance(value, list) else [value]
+
+
+register(Comparer("mlflow model", compare_model_predictions, marker="MLmodel"))
 
 
 # ---------------------------------------------------------------------------------------------------- compare
@@ -315,7 +381,7 @@ def compare_artifacts(recorded: Held, replayed: Held, plan: ArtifactPlan, contex
         same, what = comparer.compare(base_old if base_old.exists() else None,
                                       base_new if base_new.exists() else None, context)
         rows.append(Row("artifact", unit or ".", "present" if base_old.exists() else None,
-                        "present" if base_new.exists() else None, same, f"{comparer.kind}: {what}"))
+                        "present" if base_new.exists() else None, same, f"{comparer.kind}: {what}", unit=True))
     for path, (a, b) in compared.items():
         if _in_unit(path, units) is not None:
             continue

@@ -447,6 +447,7 @@ def _compare_contents(stage: _Stage, replay_id: str, built: build.EnvResult, fol
     plan = contents.ArtifactPlan((_recorded_stem(run), Path(_executed_name(stage)).stem), record is not None, known)
     context = contents.CompareContext(paths.venv_python(built.venv_dir), rtol, held / "scratch")
     contents.compare_artifacts(old, new, plan, context, rows, skipped)
+    verdict.judge_outputs_by_units(result.outputs, rows)
 
 
 def _recorded_stem(run: recorded.RecordedRun) -> str:

@@ -58,9 +58,15 @@ class FileRow:
     path: str
     recorded: str | None  # sha256
     replayed: str | None
+    unit: str = ""  # the artifact folder a comparer judged as one unit (an MLflow model): its verdict is this row's
+    unit_same: bool = False
+    unit_how: str = ""  # what the unit's comparer found (shown when this file's own sha256 differs)
 
     @property
     def status(self) -> str:
+        if self.unit and self.recorded is not None and self.replayed is not None:
+            sha = "same sha256" if self.recorded == self.replayed else f"sha256 differs; {self.unit_how}"
+            return f"{'same' if self.unit_same else 'DIFFERENT'} as part of {self.unit} ({sha})"
         if self.recorded is None:
             return "new (not in the record)"
         if self.replayed is None:
@@ -69,7 +75,20 @@ class FileRow:
 
     @property
     def same(self) -> bool:
+        if self.unit:
+            return self.unit_same and self.recorded is not None and self.replayed is not None
         return self.recorded is not None and self.recorded == self.replayed
+
+
+def judge_outputs_by_units(outputs: Iterable[FileRow], held: Iterable[Row]) -> None:
+    """An output file inside a folder a comparer judged as a unit (an MLflow model: its serialized model is not
+    byte-stable, its predictions are compared) takes that unit's verdict rather than its own sha256's."""
+    units = {row.name.removeprefix("outputs/"): row for row in held
+             if row.kind == "artifact" and row.unit and row.name.startswith("outputs/")}
+    for file in outputs:
+        unit = next((name for name in units if file.path.startswith(name + "/")), None)
+        if unit is not None:
+            file.unit, file.unit_same, file.unit_how = f"outputs/{unit}", units[unit].same, units[unit].how
 
 
 @dataclass
