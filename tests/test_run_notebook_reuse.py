@@ -109,6 +109,7 @@ def test_a_hit_copies_the_origin_into_a_run_of_its_own(tmp_path: Path, venv_smal
     second, reused = stage.run(*params, out="elsewhere", env=env_with(**gocd, GO_PIPELINE_COUNTER="2"))
     assert _reused_from(second) == origin, second.stdout
     assert REUSED.search(second.stdout).group(2) == "make"  # type: ignore[union-attr]
+    assert f"executed notebook: {work / 'elsewhere' / 'make_out.ipynb'} (run {origin}'s, reused)" in second.stdout
     for name in ("numbers.txt", "metrics.json"):
         assert (work / "elsewhere" / "make_outputs" / name).read_bytes() == \
             (work / "out" / "make_outputs" / name).read_bytes()

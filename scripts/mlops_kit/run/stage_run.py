@@ -500,7 +500,8 @@ def _finish(live: _Run, outcome: notebook.Outcome, begin: float, *, metrics: dic
             _upload_later_command(manifest, record.tracking_uri)
     runrecord.save_manifest(record, manifest)
     result = RunResult.of(record, manifest)
-    print(f"executed notebook: {output}")
+    origin = record.tags.get(reuse.FROM_TAG)
+    print(f"executed notebook: {output}" + (f" (run {origin}'s, reused)" if origin else ""))
     if record.logged:
         print(result.summary())
     if not outcome.ok:
