@@ -62,3 +62,26 @@ def test_one_live_run_per_output(tmp_path: Path) -> None:
             with outputs.claimed(files):
                 pass
     assert not outputs.runner_alive(files)
+
+
+def test_a_killed_reuses_staging_is_removed_by_the_next_run_of_that_output_only(tmp_path: Path) -> None:
+    """kill -9 during a reuse's download leaves its staging folder; the next run of the same output (holding its
+    lock) removes it, and nothing that merely looks alike: another output's staging, a user's folder, a file."""
+    files = outputs.run_files(tmp_path / "train_out.ipynb", None, "train")
+    other = outputs.run_files(tmp_path / "train_out.ipynb.bak", None, "train")
+    with outputs.claimed(files):
+        left = outputs.reuse_staging(files)
+        (left / "outputs").mkdir()
+        (left / "outputs" / "model.joblib").write_bytes(b"x" * 1000)
+    with outputs.claimed(other):
+        others = outputs.reuse_staging(other)
+    alike = [tmp_path / ".mlops_kit-reuse-train_out.ipynb-mine", tmp_path / ".mlops_kit-reuse-train_out.ipynb-ABCDEFGH"]
+    for folder in alike:
+        folder.mkdir()
+    a_file = tmp_path / ".mlops_kit-reuse-train_out.ipynb-abcdefgh"
+    a_file.write_text("a user's file", encoding="utf-8")
+    with outputs.claimed(files):
+        assert outputs.remove_stale_staging(files) == [left]
+        fresh = outputs.reuse_staging(files)
+    assert not left.exists() and fresh.is_dir() and others.is_dir() and all(f.is_dir() for f in alike)
+    assert a_file.read_text(encoding="utf-8") == "a user's file"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,3 +133,31 @@ def runner_alive(files: RunFiles) -> bool:
         return False
     lock.release()
     return False
+
+
+_STAGING_TAIL = re.compile(r"[a-z0-9_]{8}")  # what tempfile.mkdtemp appends to a prefix
+
+
+def _staging_prefix(files: RunFiles) -> str:
+    return f".mlops_kit-reuse-{files.output.name}-"
+
+
+def reuse_staging(files: RunFiles) -> Path:
+    """A new folder beside the executed notebook for a reused run's downloads (same volume: they are moved, not
+    copied, into place). Called while :func:`claimed` holds the output's lock, after :func:`remove_stale_staging`."""
+    return Path(tempfile.mkdtemp(prefix=_staging_prefix(files), dir=files.output.parent))
+
+
+def remove_stale_staging(files: RunFiles) -> list[Path]:
+    """Remove the staging folders an earlier run of this output left when it was killed (kill -9, a lost agent):
+    only folders named as :func:`reuse_staging` names them for this output, and only while this run holds the
+    output's lock, so none of them can belong to a live run. Returns what was removed."""
+    prefix, removed = _staging_prefix(files), []
+    with contextlib.suppress(OSError):
+        for entry in files.output.parent.iterdir():
+            if entry.name.startswith(prefix) and _STAGING_TAIL.fullmatch(entry.name[len(prefix):]) \
+                    and entry.is_dir() and not entry.is_symlink():
+                with contextlib.suppress(OSError):
+                    paths.rmtree(entry)
+                    removed.append(entry)
+    return removed

@@ -24,7 +24,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -277,7 +276,8 @@ def _find_origin(record: runrecord.RunRecord, files: outputs.RunFiles, stage: st
     if why:
         print(f"no reuse: {why}; executing the notebook", flush=True)
         return None
-    staging = Path(tempfile.mkdtemp(prefix=".mlops_kit-reuse-", dir=files.output.parent))
+    outputs.remove_stale_staging(files)
+    staging = outputs.reuse_staging(files)
     try:
         try:
             found = tracker.call(reuse_origin.find, record.tracking_uri, record.target, record.reuse_key, stage,
