@@ -19,7 +19,7 @@ import pytest
 from mlflow import MlflowClient
 
 from helpers import SCRIPTS, TOOLKIT_PYTHON, run_script
-from helpers_notebook import NOTEBOOKS, env_with, run_nb
+from helpers_notebook import NOTEBOOKS, env_with, one_error_line, run_nb
 
 pytestmark = pytest.mark.slow
 
@@ -163,6 +163,12 @@ def test_reuse_is_opt_in_and_mlops_reuse_never_forces_execution(make: Stage) -> 
     assert "mlops_kit.reused_from" not in make.get(run_id).data.tags
     done, _ = make.run("-p", "raw_file", "raw.txt")
     assert _reused_from(done) in {origin, run_id}
+    output = make.work / "typo" / "make_out.ipynb"  # MLOPS_REUSE=off is not "never": refused, nothing runs
+    typo = run_nb("--venv", str(make.venv), "--notebook", str(make.notebook), "--output", str(output), "--stage",
+                  "make", "--experiment", make.experiment, "--reuse", "-p", "raw_file", "raw.txt",
+                  env=env_with(MLOPS_REUSE="off"), cwd=make.work)
+    assert typo.returncode == 2 and "MLOPS_REUSE='off': choose one of auto, never" in one_error_line(typo.stderr)
+    assert not output.parent.exists()
 
 
 def test_never_a_wrong_reuse(make: Stage, venv_small: Path) -> None:

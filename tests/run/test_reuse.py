@@ -147,6 +147,9 @@ def test_mlops_reuse_never_turns_reuse_off() -> None:
     assert reuse.disabled_by_environment({"MLOPS_REUSE": " Never "})
     assert not reuse.disabled_by_environment({"MLOPS_REUSE": "auto"})
     assert not reuse.disabled_by_environment({})
+    for typo in ("off", "0", "false", "nevr"):
+        with pytest.raises(BadInput, match=f"MLOPS_REUSE='{typo}': choose one of auto, never"):
+            reuse.disabled_by_environment({"MLOPS_REUSE": typo})
 
 
 def test_the_spec_field_is_a_boolean(tmp_path: Path) -> None:

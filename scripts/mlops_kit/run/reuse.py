@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..core.errors import BadInput
 from ..core.redact import is_secret_name
 from ..envs import audit
 from .lineage import LineageRecord, set_value
@@ -48,9 +49,17 @@ MODE_VAR = "MLOPS_REUSE"  # "never": execute every stage, whatever --reuse or th
 INPUT_VALUE = "<input: by content>"  # a parameter naming an input, in the parameters component
 
 
+MODES = ("auto", "never")  # auto (or unset): each run's --reuse / spec decides
+
+
 def disabled_by_environment(env: Mapping[str, str] | None = None) -> bool:
-    """``MLOPS_REUSE=never`` (a GoCD environment variable, a data scientist's shell) forces execution everywhere."""
-    return (os.environ if env is None else env).get(MODE_VAR, "").strip().lower() == "never"
+    """``MLOPS_REUSE=never`` (a GoCD environment variable, a data scientist's shell) forces execution everywhere;
+    any other value than ``auto`` or ``never`` is :class:`BadInput` (exit 2): ``off`` or ``0`` silently reusing
+    would be the one wrong answer."""
+    value = (os.environ if env is None else env).get(MODE_VAR, "").strip()
+    if value and value.lower() not in MODES:
+        raise BadInput(f"{MODE_VAR}={value!r}: choose one of {', '.join(MODES)} (never: execute every stage)")
+    return value.lower() == "never"
 
 
 def _sha(data: Any) -> str:

@@ -171,8 +171,9 @@ def check_request(request: NotebookRunRequest, target: store.Target) -> CheckedI
 def _reuse_wanted(request: NotebookRunRequest) -> bool:
     """``--reuse`` or the spec's ``reuse: true`` (read from ``--spec``; with ``--venv`` only ``--reuse`` asks), unless
     ``MLOPS_REUSE=never`` forces execution. A replay never reuses."""
+    off = reuse.disabled_by_environment()  # a value it does not take is bad input, whoever asked for reuse
     wanted = request.reuse or (request.spec is not None and spec.load_spec(request.spec).reuse)
-    if wanted and reuse.disabled_by_environment():
+    if wanted and off:
         print(f"reuse off: {reuse.MODE_VAR}=never; executing the notebook", flush=True)
         return False
     return wanted and request.parent_run_id is None
