@@ -208,3 +208,14 @@ def test_a_first_build_sweeps_only_a_leftover_of_ours(tmp_path: Path) -> None:
     (leftover / build.MARKER).write_text("{}")
     swap.sweep(leftover, build.MARKER)
     assert not leftover.exists()
+
+
+def test_a_holder_is_shown_with_its_whole_program_path_and_its_arguments_cut() -> None:
+    """The program's path is what says which venv is held: never cut (a deep Windows profile path is long); the
+    arguments are, after 80 characters."""
+    program = "C:\\Users\\svc_gocd\\AppData\\Local\\mlops_kit\\venvs\\" + "x" * 80 + "\\Scripts\\python.exe"
+    assert swap._shown([program]) == program
+    assert swap._shown([program, "-c", "pass"]) == program + " -c pass"
+    shown = swap._shown([program, "-m", "ipykernel_launcher", "-f", "C:\\" + "k" * 200 + ".json"])
+    assert shown.startswith(program + " -m ipykernel_launcher -f C:\\kkk") and shown.endswith("...")
+    assert len(shown) == len(program) + 1 + 80

@@ -129,8 +129,14 @@ def holders(folder: Path) -> list[str]:
             cmdline = info.get("cmdline") or []
             places = [info.get("exe") or "", *cmdline[:1], info.get("cwd") or ""]
             if process.pid != os.getpid() and any(p and _within(paths.norm(p), root) for p in places):
-                found.append(f"pid {process.pid} ({proc.format_cmd(cmdline or [info.get('exe') or '?'])[:100]})")
+                found.append(f"pid {process.pid} ({_shown(cmdline or [info.get('exe') or '?'])})")
     return found
+
+
+def _shown(cmdline: list[str]) -> str:
+    """The program in full (the path that holds the venv is the point), its arguments cut to 80 characters."""
+    program, rest = proc.format_cmd(cmdline[:1]), proc.format_cmd(cmdline[1:])
+    return program + (" " + (rest if len(rest) <= 80 else rest[:77] + "...") if rest else "")
 
 
 def _within(path: str, root: str) -> bool:
