@@ -29,13 +29,10 @@ from ..core.errors import BadInput
 from ..core.redact import redact
 from ..run import lineage, store, tracking
 from ..run.lineage import LineageRecord, Outputs
-from ..run.runrecord import MAX_TAG_VALUE
+from ..run.runrecord import MAX_TAG_VALUE, REPLAY_OF_TAG, ROLE_TAG, VERDICT_TAG
 from ..run.store import Target
 from .contents import Held
 
-ROLE_TAG = "mlops_kit.role"
-REPLAY_OF_TAG = "mlops_kit.replay_of"
-VERDICT_TAG = "mlops_kit.replay_verdict"
 REPORT_JSON = "replay/report.json"
 REPORT_TEXT = "replay/report.txt"
 _PARENT_TAG = "mlflow.parentRunId"

@@ -71,7 +71,7 @@ from ..envs.audit import FREEZE_TXT, LOCK_TXT, SPEC_YAML
 from ..envs.interpreters import Interpreter
 from ..envs.spec import parse_python_request, parse_spec
 from ..run import lineage, notebook, params, reuse, stage_run, tracking_worker, upload
-from ..run.runrecord import RunResult
+from ..run.runrecord import REPLAY_OF_TAG, ROLE_TAG, RunResult
 from ..run.store import Target, resolve_target
 from . import contents, recorded, verdict
 
@@ -639,7 +639,7 @@ def _execute(stage: _Stage, built: build.EnvResult, folder: Path, output_dir: Pa
         param_overrides=stage.secrets, output_dir=output_dir, stage=stage.name, tracking_uri=target.uri,
         experiment=target.experiment, log_output=request.log_output, no_progress=True,
         cell_timeout=request.cell_timeout, cwd=_kernel_folder(stage, request, folder, result.notes),
-        tags=((recorded.REPLAY_OF_TAG, stage.run.run_id), (recorded.ROLE_TAG, REPLAY_ROLE)), parent_run_id=parent,
+        tags=((REPLAY_OF_TAG, stage.run.run_id), (ROLE_TAG, REPLAY_ROLE)), parent_run_id=parent,
         ended_by_caller=True)
     try:
         return stage_run.run(run_request, tracker)  # the replay's worker: mlflow is imported there already

@@ -46,10 +46,8 @@ KEY_TAG = "mlops_kit.reuse_key"
 FROM_TAG = "mlops_kit.reused_from"
 ARTIFACT = "lineage/reuse_key.json"
 MODE_VAR = "MLOPS_REUSE"  # "never": execute every stage, whatever --reuse or the spec says
-INPUT_VALUE = "<input: by content>"  # a parameter naming an input, in the parameters component
-
-
 MODES = ("auto", "never")  # auto (or unset): each run's --reuse / spec decides
+INPUT_VALUE = "<input: by content>"  # a parameter naming an input, in the parameters component
 
 
 def disabled_by_environment(env: Mapping[str, str] | None = None) -> bool:

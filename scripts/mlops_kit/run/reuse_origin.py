@@ -22,11 +22,9 @@ from typing import Any
 
 from ..core import paths
 from . import lineage, reuse, store, tracking
-from .runrecord import ROLE_TAG
+from .runrecord import REPLAY_OF_TAG, ROLE_TAG, VERDICT_TAG
 from .store import Target
 
-REPLAY_OF_TAG = "mlops_kit.replay_of"  # the replay package's tags (it imports this layer, not the reverse)
-VERDICT_TAG = "mlops_kit.replay_verdict"
 _NO_VERDICT = {"interrupted"}  # a replay that did not reach a verdict refutes nothing
 COPIED_TAG_PREFIXES = ("mlops_kit.model.",)  # what a notebook registered (a model version): the reuse points at it
 _CANDIDATES = 20

@@ -39,6 +39,8 @@ GOCD_PREFIXES = ("GO_REVISION",)
 PIPELINE_KEY_TAG = "mlops_kit.pipeline_key"
 PIPELINE_ORIGIN_VAR = "MLOPS_KIT_PIPELINE_ORIGIN"  # set by run_pipeline.py: which local rehearsal a stage belongs to
 ROLE_TAG = "mlops_kit.role"
+REPLAY_OF_TAG = "mlops_kit.replay_of"  # a replay's run: the run it replays (replay_run.py)
+VERDICT_TAG = "mlops_kit.replay_verdict"  # a replay's verdict, read by the reuse search too
 # MLflow's limits (mlflow.utils.validation, 3.x): values longer are refused, keys are restricted.
 MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 8000
