@@ -28,6 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
+from example_run import timed  # noqa: E402
+
 from mlops_kit.core import paths  # noqa: E402
 from mlops_kit.rehearsal import gocd, gocd_reader  # noqa: E402
 
@@ -47,15 +49,6 @@ def stage_plans() -> list[dict]:
         plans.append({"stage": stage.name, "spec": opt["--spec"], "notebook": opt["--notebook"],
                       "params_file": opt["--params-file"], "output_dir": opt["--output-dir"], "params": params})
     return plans
-
-
-def run(cmd: list[str], *, cwd: Path, env: dict[str, str]) -> tuple[float, str]:
-    started = time.perf_counter()
-    done = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"failed ({done.returncode}): {' '.join(cmd)}\n{done.stdout[-3000:]}")
-    return seconds, done.stdout
 
 
 _TASK = re.compile(r"\[go\] [0-9:]+ task (\d+)/\d+: (\S+(?: \S+)?)")
@@ -110,14 +103,14 @@ def bare_papermill(plans: list[dict], work: Path, env: dict[str, str]) -> float:
                "--no-progress-bar", "--cwd", str(work)]
         for name, value in plan["params"]:
             cmd += ["-p", name, value]
-        total += run(cmd, cwd=work, env=env)[0]
+        total += timed(cmd, cwd=work, env=env)[0]
     return total
 
 
 def rehearsal(root: Path, venv_root: Path, env: dict[str, str]) -> tuple[float, str]:
-    return run([PY, str(REPO / "scripts" / "run_pipeline.py"), "--venv-root", str(venv_root), "--state-dir",
-                str(root / "state"), "--tracking-uri", f"sqlite:///{(root / 'mlflow.db').as_posix()}"],
-               cwd=REPO, env=env)
+    return timed([PY, str(REPO / "scripts" / "run_pipeline.py"), "--venv-root", str(venv_root), "--state-dir",
+                  str(root / "state"), "--tracking-uri", f"sqlite:///{(root / 'mlflow.db').as_posix()}"],
+                 cwd=REPO, env=env)
 
 
 def main() -> int:

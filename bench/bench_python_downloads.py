@@ -21,14 +21,14 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "scripts"), str(REPO / "tests")]
+
+from example_run import run_example  # noqa: E402
 
 from helpers_managed import downloads_in, make_mirror, one_python_machine  # noqa: E402
 
@@ -37,15 +37,7 @@ _DOWNLOADED = re.compile(r"downloaded Python \S+ \(.*\) in ([0-9.]+)s")
 
 def first_run(env: dict[str, str], folder: Path, python: str) -> tuple[float, str]:
     """One rehearsal of the example into fresh folders under ``folder``: (seconds, output)."""
-    cmd = [python, str(REPO / "scripts" / "run_pipeline.py"), "--venv-root", str(folder / "ml venvs"),
-           "--state-dir", str(folder / "state"), "--tracking-uri", f"sqlite:///{(folder / 'mlflow.db').as_posix()}",
-           "--keep", "1"]
-    started = time.perf_counter()
-    done = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"failed ({done.returncode}): {' '.join(cmd)}\n{done.stdout[-4000:]}")
-    return seconds, done.stdout
+    return run_example(REPO, folder, env, python)
 
 
 def isolated(base: dict[str, str], home: Path) -> dict[str, str]:

@@ -23,8 +23,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from example_run import run_example
 
 REPO = Path(__file__).resolve().parents[1]
 _REUSED = re.compile(r"^\[(\w+)/\w+\] reused run ", re.M)
@@ -46,15 +47,8 @@ def copy_repo(target: Path) -> None:
 
 def rehearse(repo: Path, folder: Path, env: dict[str, str]) -> tuple[float, list[str]]:
     """One run of the pipeline: (seconds, stages reused)."""
-    cmd = [sys.executable, str(repo / "scripts" / "run_pipeline.py"), "--venv-root", str(folder / "ml venvs"),
-           "--state-dir", str(folder / "state"), "--tracking-uri", f"sqlite:///{(folder / 'mlflow.db').as_posix()}",
-           "--keep", "1"]
-    started = time.perf_counter()
-    done = subprocess.run(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"failed ({done.returncode}): {' '.join(cmd)}\n{done.stdout[-4000:]}")
-    return seconds, sorted(set(_REUSED.findall(done.stdout)), key=_STAGES.index)
+    seconds, output = run_example(repo, folder, env, sys.executable)
+    return seconds, sorted(set(_REUSED.findall(output)), key=_STAGES.index)
 
 
 def edit_features_code(repo: Path) -> None:
