@@ -147,7 +147,8 @@ class CheckedInputs:
 
 def check_request(request: NotebookRunRequest, target: store.Target) -> CheckedInputs:
     """Read and check every user input before the kernel starts: bad input is exit 2 with nothing executed."""
-    venv = _venv_dir(request)
+    stage_spec = spec.load_spec(request.spec) if request.venv is None and request.spec is not None else None
+    venv = _venv_dir(request, stage_spec)
     _refuse_bad_options(request)
     env = audit.read_env(venv)
     if not paths.venv_python(venv).exists():
@@ -165,14 +166,14 @@ def check_request(request: NotebookRunRequest, target: store.Target) -> CheckedI
     stage = request.stage or env.stage
     files = outputs.run_files(request.output, request.output_dir, stage)
     outputs.check(files, target=target, venv=env.venv_dir)
-    return CheckedInputs(env, nb, values, params_file_has_secrets, files, stage, _reuse_wanted(request))
+    return CheckedInputs(env, nb, values, params_file_has_secrets, files, stage, _reuse_wanted(request, stage_spec))
 
 
-def _reuse_wanted(request: NotebookRunRequest) -> bool:
-    """``--reuse`` or the spec's ``reuse: true`` (read from ``--spec``; with ``--venv`` only ``--reuse`` asks), unless
+def _reuse_wanted(request: NotebookRunRequest, stage_spec: spec.StageSpec | None) -> bool:
+    """``--reuse`` or the spec's ``reuse: true`` (``--spec``; with ``--venv`` only ``--reuse`` asks), unless
     ``MLOPS_REUSE=never`` forces execution. A replay never reuses."""
     off = reuse.disabled_by_environment()  # a value it does not take is bad input, whoever asked for reuse
-    wanted = request.reuse or (request.spec is not None and spec.load_spec(request.spec).reuse)
+    wanted = request.reuse or (stage_spec is not None and stage_spec.reuse)
     if wanted and off:
         print(f"reuse off: {reuse.MODE_VAR}=never; executing the notebook", flush=True)
         return False
@@ -188,13 +189,13 @@ def learn_secrets(values: dict[str, Any]) -> None:
     redact.register_environment(os.environ)
 
 
-def _venv_dir(request: NotebookRunRequest) -> Path:
-    """--venv as given, or the venv create_venv.py builds for --spec (a stale one only warns: it still runs)."""
+def _venv_dir(request: NotebookRunRequest, stage: spec.StageSpec | None) -> Path:
+    """--venv as given, or the venv create_venv.py builds for --spec, ``stage`` (a stale one only warns: it still
+    runs)."""
     if request.venv is not None:
         return Path(os.path.abspath(request.venv))
-    if request.spec is None:
+    if stage is None:
         raise BadInput(NO_VENV)
-    stage = spec.load_spec(request.spec)
     venv = paths.venv_root(request.venv_root) / stage.venv_name
     record = audit.read_env(venv) if (venv / audit.AUDIT / audit.ENV_JSON).is_file() else None
     if record is None:
